@@ -1,0 +1,3 @@
+from matching_cli.cli import app
+
+app(prog_name="matching")

@@ -1,0 +1,205 @@
+"""One typed Settings for every command.
+
+Precedence, lowest first: the defaults below (mirrored in the repository's `settings.toml`),
+`./settings.toml`, a file given with `--config`, `MLFLOW_TRACKING_URI`, environment variables
+`MATCHING_<SECTION>__<KEY>`, and command options.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from matching_cli.errors import ConfigError
+
+DEFAULT_SETTINGS_FILE = Path("settings.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    dir: Path = Path("data")
+    prepared_dir: Path = Path("prepared")
+    blocks: list[str] = Field(
+        default=["name_bert_64", "main_pic_embeddings_resnet_v1"], min_length=1
+    )
+    split: Literal["disjoint", "random"] = "disjoint"
+    val_size: float = Field(default=0.1, gt=0, lt=1)
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    split_seed: int = 42
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> DataSettings:
+        if self.val_size + self.test_size >= 0.9:
+            raise ValueError("data.val_size + data.test_size must leave at least 10% for training")
+        return self
+
+
+class ModelSettings(_Section):
+    hidden_size: int = Field(default=256, gt=0)
+    num_layers: int = Field(default=3, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    pair_features: Literal["symmetric", "concat"] = "symmetric"
+
+
+class TrainSettings(_Section):
+    epochs: int = Field(default=20, gt=0)
+    batch_size: int = Field(default=4096, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    patience: int = Field(default=5, gt=0)
+    device: str = "auto"
+    seed: int = 42
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "matching"
+
+
+class DownloadSettings(_Section):
+    public_link: str = "https://disk.yandex.ru/d/bSNKwDpGHTTvAg"
+    api_url: str = "https://cloud-api.yandex.net"
+    timeout_s: float = Field(default=60, gt=0)
+    max_unpacked_gb: float = Field(default=50, gt=0)
+    synthetic_pairs: int = Field(default=50_000, gt=0)
+    synthetic_seed: int = 0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MATCHING_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    download: DownloadSettings = DownloadSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins. The TOML files are read in `load_settings`, where their errors can name them.
+        return (init_settings, env_settings, _MlflowEnvSource(settings_cls))
+
+
+class _MlflowEnvSource(PydanticBaseSettingsSource):
+    """`MLFLOW_TRACKING_URI` works as MLflow users expect; `MATCHING_MLFLOW__TRACKING_URI` beats it."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        return {"mlflow": {"tracking_uri": uri}} if uri else {}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or pass another --config") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read settings file ({e.strerror})") from e
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    base_file: Path = DEFAULT_SETTINGS_FILE,
+) -> Settings:
+    """Resolve the settings once, at the edge; `overrides` are the command options that were given."""
+    files: list[tuple[Path, dict[str, Any]]] = []
+    if base_file.is_file():
+        files.append((base_file, read_toml(base_file)))
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"--config {config}: no such file")
+        files.append((config, read_toml(config)))
+
+    file_values: dict[str, Any] = {}
+    for path, values in files:
+        _check_keys(path, values)
+        file_values = _deep_merge(file_values, values)
+
+    # Values from the files are the lowest layer: environment and options win over them.
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, **sources):  # type: ignore[override]
+            return (*Settings.settings_customise_sources(settings_cls, **sources),
+                    _DictSource(settings_cls, file_values))
+
+    init = {section: {k: v for k, v in opts.items() if v is not None}
+            for section, opts in (overrides or {}).items()}
+    try:
+        loaded = _Loaded(**{s: v for s, v in init.items() if v})
+    except ValidationError as e:
+        raise ConfigError(_describe(e, [str(p) for p, _ in files])) from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+def _check_keys(path: Path, values: dict[str, Any]) -> None:
+    sections = Settings.model_fields
+    for section, body in values.items():
+        if section not in sections:
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(sections)}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: '{section}' must be a [{section}] table")
+        known = sections[section].annotation.model_fields  # type: ignore[union-attr]
+        for key in body:
+            if key not in known:
+                raise ConfigError(
+                    f"{path}: unknown key {section}.{key}; known keys: {', '.join(known)}"
+                )
+
+
+def _describe(error: ValidationError, files: list[str]) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        value = item.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+        problems.append(f"{key}: {item['msg']}{shown}")
+    where = f" (from {', '.join(files)}, MATCHING_* variables or options)" if files else ""
+    return "invalid settings" + where + ": " + "; ".join(problems)
