@@ -8,10 +8,10 @@ Precedence, lowest first: the defaults below (mirrored in the repository's `sett
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -61,6 +61,7 @@ class TrainSettings(_Section):
     patience: int = Field(default=5, gt=0)
     device: str = "auto"
     seed: int = 42
+    models_dir: Path = Path("models")
 
 
 class MlflowSettings(_Section):
@@ -117,7 +118,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or pass another --config") from e
+        raise ConfigError(
+            f"{path}: not valid TOML ({e}); fix the file or pass another --config"
+        ) from e
     except OSError as e:
         raise ConfigError(f"{path}: cannot read settings file ({e.strerror})") from e
 
@@ -155,11 +158,15 @@ def load_settings(
     class _Loaded(Settings):
         @classmethod
         def settings_customise_sources(cls, settings_cls, **sources):  # type: ignore[override]
-            return (*Settings.settings_customise_sources(settings_cls, **sources),
-                    _DictSource(settings_cls, file_values))
+            return (
+                *Settings.settings_customise_sources(settings_cls, **sources),
+                _DictSource(settings_cls, file_values),
+            )
 
-    init = {section: {k: v for k, v in opts.items() if v is not None}
-            for section, opts in (overrides or {}).items()}
+    init = {
+        section: {k: v for k, v in opts.items() if v is not None}
+        for section, opts in (overrides or {}).items()
+    }
     try:
         loaded = _Loaded(**{s: v for s, v in init.items() if v})
     except ValidationError as e:

@@ -1,0 +1,79 @@
+"""A saved model describes itself: safetensors weights plus a JSON of config, threshold and settings.
+
+Nothing here unpickles: loading reads JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from matching_cli.errors import ModelError
+from matching_cli.model import ModelConfig, PairClassifier
+
+FORMAT = 1
+WEIGHTS = "weights.safetensors"
+META = "model.json"
+
+
+@dataclass
+class SavedModel:
+    classifier: PairClassifier
+    threshold: float
+    blocks: list[dict[str, Any]]  # name, dim, offset of each embedding block it expects
+    settings: dict[str, Any]  # the snapshot of every setting the model was trained with
+    data_fingerprint: str
+
+
+def save_model(folder: Path, saved: SavedModel) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in saved.classifier.state_dict().items()}
+    save_file(weights, folder / WEIGHTS)
+    meta = {
+        "format": FORMAT,
+        "model": saved.classifier.config.to_dict(),
+        "threshold": saved.threshold,
+        "blocks": saved.blocks,
+        "settings": saved.settings,
+        "data_fingerprint": saved.data_fingerprint,
+    }
+    (folder / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+
+def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
+    meta_path, weights_path = folder / META, folder / WEIGHTS
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise ModelError(f"{path}: missing; the model's artifacts are incomplete, train again")
+    try:
+        meta = json.loads(meta_path.read_text())
+        config = ModelConfig.from_dict(meta["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelError(f"{meta_path}: not a model description of this tool ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path}: model format {meta.get('format')}, expected {FORMAT}")
+    try:
+        weights = load_file(weights_path, device=str(device))
+    except (SafetensorsError, OSError, ValueError) as e:
+        raise ModelError(
+            f"{weights_path}: not a safetensors file ({e}); refusing to load it"
+        ) from e
+    classifier = PairClassifier(config).to(device)
+    try:
+        classifier.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ModelError(f"{weights_path}: weights do not fit the model in {META}") from e
+    classifier.eval()
+    return SavedModel(
+        classifier,
+        float(meta["threshold"]),
+        meta["blocks"],
+        meta["settings"],
+        meta.get("data_fingerprint", ""),
+    )

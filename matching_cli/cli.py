@@ -1,0 +1,331 @@
+"""The `matching` command line: each command parses options, calls the core, shows the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from matching_cli import __version__
+from matching_cli.errors import MatchingError
+from matching_cli.files import atomic_dir
+from matching_cli.progress import rich_reporter
+from matching_cli.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="matching",
+    help="Learn whether two marketplace listings are the same product, from their embeddings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+log = logging.getLogger("matching_cli")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class State:
+    config: Path | None = None
+    verbose: bool = False
+    quiet: bool = False
+
+    def settings(self, **sections: dict[str, Any]) -> Settings:
+        return load_settings(self.config, sections)
+
+    def reporter(self):  # type: ignore[no-untyped-def]
+        return rich_reporter(stderr, enabled=not self.quiet)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"matching {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A TOML file over settings.toml.", dir_okay=False),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Warnings and results only.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Learn whether two marketplace listings are the same product, from their embeddings."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=True, markup=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("matching_cli").setLevel(level)
+    ctx.obj = State(config=config, verbose=verbose, quiet=quiet)
+
+
+def handled(command: F) -> F:
+    """Turn the core's errors into one red line and a non-zero exit (a traceback with --verbose)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state: State = typer.get_current_context().obj or State()
+        try:
+            return command(*args, **kwargs)
+        except MatchingError as e:
+            if state.verbose:
+                stderr.print_exception()
+            stderr.print(f"[red]Error:[/red] {e}", markup=True, highlight=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("[yellow]Interrupted.[/yellow]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder of the raw parquet files [data.dir].")
+]
+
+
+@app.command()
+@handled
+def download(
+    ctx: typer.Context,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Write the demo data set instead of downloading.")
+    ] = False,
+    pairs: Annotated[
+        int | None,
+        typer.Option(
+            "--pairs", min=20, help="Demo data: labelled pairs [download.synthetic_pairs]."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Demo data: random seed.")] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="yandex (the public link) or dvc (dvc pull data.dvc).")
+    ] = "yandex",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace data that is already there.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Get the raw data: the competition files, a DVC remote's copy, or the demo data set."""
+    from matching_cli import download as dl
+
+    state: State = ctx.obj
+    settings = state.settings(
+        data={"dir": data_dir}, download={"synthetic_pairs": pairs, "synthetic_seed": seed}
+    )
+    target = settings.data.dir
+    if source not in ("yandex", "dvc"):
+        raise MatchingError(f"--source {source}: expected 'yandex' or 'dvc'")
+    if source == "dvc":
+        dl.pull_dvc(target, Path.cwd())
+        stdout.print(f"Pulled {target} from the DVC remote.")
+        return
+    if dl.data_present(target) and not force:
+        stdout.print(f"{target} already holds the data; --force replaces it.")
+        return
+    with state.reporter() as reporter:
+        if synthetic:
+            from matching_cli.synthetic import generate
+
+            with atomic_dir(target) as staging:
+                summary = generate(
+                    staging,
+                    settings.download.synthetic_pairs,
+                    settings.download.synthetic_seed,
+                    reporter,
+                )
+            stdout.print(
+                f"Wrote the demo data set to {target}: {summary.pairs:,} labelled pairs "
+                f"({summary.positive_share:.1%} positive), {summary.test_pairs:,} test pairs, "
+                f"{summary.listings:,} listings."
+            )
+        else:
+            result = dl.download_yandex(settings.download, target, force=force, reporter=reporter)
+            stdout.print(
+                f"Downloaded {result.bytes / 2**20:,.1f} MiB into {target}: {', '.join(result.files)}"
+            )
+    if dl.track_with_dvc(target, Path.cwd()):
+        stdout.print(f"Tracked {target} with DVC: commit {target}.dvc, then `dvc push`.")
+
+
+@app.command()
+@handled
+def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Validate the raw files and write training-ready arrays and splits (reused until they change)."""
+    from matching_cli.prepare import prepare as run_prepare
+
+    state: State = ctx.obj
+    settings = state.settings(data={"dir": data_dir})
+    with state.reporter() as reporter:
+        prepared, report = run_prepare(settings.data, reporter)
+    table = Table(title=f"Prepared data in {settings.data.prepared_dir}")
+    for column in ("", "pairs", "positive share"):
+        table.add_column(column, justify="right" if column else "left")
+    for name, size in report.sizes.items():
+        table.add_row(name, f"{size:,}", f"{report.positive_share[name]:.1%}")
+    stdout.print(table)
+    missing = ", ".join(f"{k}: {v:,}" for k, v in prepared.manifest["missing"].items())
+    stdout.print(
+        f"{len(prepared.items.ids):,} listings; missing embeddings (zero vectors) {missing}; "
+        f"split {report.method} (largest pair-graph component {report.largest_component_share:.2%} of pairs); "
+        f"{len(prepared.category_names)} level-2 categories."
+    )
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    return table
+
+
+def _show_run(result: Any, title: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"run_id": result.run_id, "status": result.status, "metrics": result.metrics}
+            )
+        )
+    else:
+        stdout.print(_metrics_table(f"{title} (run {result.run_id})", result.metrics))
+
+
+Device = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [train.device].")
+]
+RunId = Annotated[
+    str | None,
+    typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@app.command()
+@handled
+def train(
+    ctx: typer.Context,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="[train.epochs]")] = None,
+    device: Device = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="[train.batch_size]")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate [train.lr].")] = None,
+    hidden_size: Annotated[
+        int | None, typer.Option("--hidden-size", help="[model.hidden_size]")
+    ] = None,
+    num_layers: Annotated[
+        int | None, typer.Option("--num-layers", help="[model.num_layers]")
+    ] = None,
+    pair_features: Annotated[
+        str | None,
+        typer.Option("--pair-features", help="symmetric or concat [model.pair_features]."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="[train.seed]")] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="[mlflow.experiment]")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="MLflow run name.")] = None,
+    data_dir: DataDir = None,
+    as_json: Json = False,
+) -> None:
+    """Train the pair model (preparing the data first when needed); log the run to MLflow."""
+    from matching_cli.workflow import train_job
+
+    state: State = ctx.obj
+    settings = state.settings(
+        data={"dir": data_dir},
+        train={
+            "epochs": epochs,
+            "device": device,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+        },
+        model={
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "pair_features": pair_features,
+        },
+        mlflow={"experiment": experiment},
+    )
+    with state.reporter() as reporter:
+        result = train_job(settings, reporter, run_name=run_name)
+    _show_run(result, "Test metrics", as_json)
+
+
+@app.command()
+@handled
+def evaluate(
+    ctx: typer.Context,
+    run_id: RunId = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="Labelled pairs parquet [the run's own test split]."),
+    ] = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    as_json: Json = False,
+) -> None:
+    """Score a training run's model on its test split (or on --pairs) and log the metrics to that run."""
+    from matching_cli.workflow import evaluate_job
+
+    state: State = ctx.obj
+    settings = state.settings(data={"dir": data_dir}, train={"device": device})
+    with state.reporter() as reporter:
+        result = evaluate_job(settings, run_id, pairs, reporter)
+    _show_run(result, f"Evaluation on {pairs or 'the test split'}", as_json)
+
+
+@app.command()
+@handled
+def predict(
+    ctx: typer.Context,
+    pairs: Annotated[Path, typer.Argument(help="Parquet file with variantid1, variantid2.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
+    run_id: RunId = None,
+    submission: Annotated[
+        bool,
+        typer.Option("--submission", help="Write the competition's variantid1,variantid2,target."),
+    ] = False,
+    on_missing: Annotated[
+        str,
+        typer.Option("--on-missing", help="Pairs with a listing in no table: error, zero or drop."),
+    ] = "error",
+    device: Device = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Score pairs with a trained model and write a CSV of match probabilities."""
+    from matching_cli.workflow import predict_job
+
+    state: State = ctx.obj
+    settings = state.settings(data={"dir": data_dir}, train={"device": device})
+    with state.reporter() as reporter:
+        summary = predict_job(settings, run_id, pairs, output, submission, on_missing, reporter)
+    dropped = (
+        f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
+    )
+    stdout.print(
+        f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}."
+    )

@@ -1,0 +1,350 @@
+"""Raw parquet files -> validated arrays: one float32 item matrix, pair index arrays, categories.
+
+Only the needed columns are read (never the descriptions), in record batches, straight into a
+preallocated matrix: no per-row Python, and memory stays near the size of the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from matching_cli.errors import DataError
+from matching_cli.progress import NullReporter, Reporter
+
+log = logging.getLogger(__name__)
+
+PAIRS_FILE = "train.parquet"
+TEST_PAIRS_FILE = "test.parquet"
+TEXT_FILE = "text_and_bert.parquet"
+ATTRIBUTES_FILE = "attributes.parquet"
+IMAGE_FILES = ("images_embed.parquet", "resnet.parquet")
+BATCH_ROWS = 131_072
+
+
+@dataclass(frozen=True)
+class Block:
+    """One embedding column of the item tables, as it sits in the item matrix."""
+
+    name: str
+    file: str
+    dim: int
+    offset: int
+
+
+@dataclass
+class Items:
+    ids: np.ndarray  # sorted int64 variantids
+    matrix: np.ndarray  # (n, sum of dims) float32, each block L2-normalised, missing = 0
+    missing: np.ndarray  # (n, n_blocks) bool
+    blocks: list[Block]
+
+    def rows(self, variantids: np.ndarray) -> np.ndarray:
+        """Row of each variantid, -1 where the listing is in no table."""
+        pos = np.searchsorted(self.ids, variantids)
+        pos = np.minimum(pos, len(self.ids) - 1)
+        return np.where(self.ids[pos] == variantids, pos, -1)
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; run `matching download` (or --synthetic)")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e}); download it again") from e
+
+
+def image_file(data_dir: Path) -> Path:
+    """`images_embed.parquet` (the original project's name) or `resnet.parquet` (the competition's)."""
+    found = [data_dir / name for name in IMAGE_FILES if (data_dir / name).is_file()]
+    if len(found) == 2 and _fingerprint_bytes(found[0]) != _fingerprint_bytes(found[1]):
+        raise DataError(
+            f"{data_dir}: both {IMAGE_FILES[0]} and {IMAGE_FILES[1]} exist and differ; keep one"
+        )
+    if not found:
+        raise DataError(
+            f"{data_dir}: no image table ({' or '.join(IMAGE_FILES)}); run `matching download`"
+        )
+    return found[0]
+
+
+def _fingerprint_bytes(path: Path) -> tuple[int, bytes]:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 65536))
+        return path.stat().st_size, f.read()
+
+
+def check_columns(pf: pq.ParquetFile, path: Path, expected: dict[str, str]) -> None:
+    """`expected` maps column -> 'int' | 'float' | 'string' | 'vector'."""
+    schema = pf.schema_arrow
+    for column, kind in expected.items():
+        if column not in schema.names:
+            raise DataError(
+                f"{path}: column '{column}' is missing (found: {', '.join(schema.names)})"
+            )
+        found = schema.field(column).type
+        ok = {
+            "int": pa.types.is_integer(found),
+            "number": pa.types.is_integer(found) or pa.types.is_floating(found),
+            "string": pa.types.is_string(found) or pa.types.is_large_string(found),
+            "vector": _list_depth(found) in (1, 2) and pa.types.is_floating(_leaf(found)),
+        }[kind]
+        if not ok:
+            want = {
+                "int": "an integer",
+                "number": "a number",
+                "string": "a string",
+                "vector": "list<double> or list<list<double>>",
+            }[kind]
+            raise DataError(f"{path}: column '{column}' should be {want}, found {found}")
+
+
+def _list_depth(t: pa.DataType) -> int:
+    depth = 0
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t, depth = t.value_type, depth + 1
+    return depth
+
+
+def _leaf(t: pa.DataType) -> pa.DataType:
+    while _list_depth(t):
+        t = t.value_type
+    return t
+
+
+def _block_source(data_dir: Path, column: str) -> Path:
+    candidates = [data_dir / TEXT_FILE, image_file(data_dir)]
+    for path in candidates:
+        if column in open_parquet(path).schema_arrow.names:
+            return path
+    raise DataError(
+        f"embedding column '{column}' (data.blocks) is in none of {', '.join(p.name for p in candidates)}"
+    )
+
+
+def _vectors(
+    column: pa.Array, path: Path, name: str, dim: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A list<double> column, or list<list<double>> (averaged over inner vectors) -> (rows, present)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    if _list_depth(column.type) == 2:
+        counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+        inner = pc.list_flatten(column)
+        owner = np.repeat(np.arange(n), counts)
+    else:
+        inner, owner = column, np.arange(n)
+    valid = inner.is_valid().to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(inner), 0).to_numpy()
+    dim = dim or (int(lengths[valid][0]) if valid.any() else 0)
+    wrong = valid & (lengths != dim)
+    if wrong.any():
+        found = sorted(set(lengths[wrong].tolist()))[:5]
+        raise DataError(
+            f"{path}: column '{name}' has {int(wrong.sum())} vectors of length {found}, expected {dim}"
+        )
+    values = pc.list_flatten(inner).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    values = values.reshape(-1, dim)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        bad = len(np.unique(owner[valid][~finite]))
+        raise DataError(
+            f"{path}: column '{name}' has NaN, inf or null values in {bad} vectors; fix or drop them"
+        )
+    owner = owner[valid]
+    if (
+        len(owner) == n and (owner == np.arange(n)).all()
+    ):  # one vector per row: the common case, no scatter needed
+        return np.ascontiguousarray(values), np.ones(n, dtype=bool)
+    # Several vectors per row are summed; the later L2-normalisation makes that their mean direction.
+    out = np.zeros((n, dim), dtype=np.float32)
+    np.add.at(out, owner, values)
+    present = np.bincount(owner, minlength=n) > 0
+    return out, present
+
+
+def normalise(matrix: np.ndarray) -> None:
+    """L2-normalise rows in place; zero rows stay zero."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.divide(matrix, norms, out=matrix, where=norms > 0)
+
+
+def read_ids(path: Path) -> np.ndarray:
+    pf = open_parquet(path)
+    check_columns(pf, path, {"variantid": "int"})
+    ids = pf.read(columns=["variantid"]).column(0)
+    if ids.null_count:
+        raise DataError(f"{path}: column 'variantid' has {ids.null_count} nulls")
+    return ids.to_numpy().astype(np.int64)
+
+
+def load_items(data_dir: Path, block_names: list[str], reporter: Reporter | None = None) -> Items:
+    reporter = reporter or NullReporter()
+    sources = {name: _block_source(data_dir, name) for name in block_names}
+    table_ids = {path: read_ids(path) for path in set(sources.values())}
+    ids = np.unique(np.concatenate(list(table_ids.values())))
+    dims = {name: _first_dim(sources[name], name) for name in block_names}
+    blocks, offset = [], 0
+    for name in block_names:
+        blocks.append(Block(name, sources[name].name, dims[name], offset))
+        offset += dims[name]
+    items = Items(
+        ids,
+        np.zeros((len(ids), offset), np.float32),
+        np.ones((len(ids), len(blocks)), bool),
+        blocks,
+    )
+    for b, block in enumerate(blocks):
+        path = sources[block.name]
+        _fill_block(items, b, path, table_ids[path], reporter)
+    return items
+
+
+def _first_dim(path: Path, name: str) -> int:
+    pf = open_parquet(path)
+    check_columns(pf, path, {name: "vector"})
+    for batch in pf.iter_batches(batch_size=4096, columns=[name]):
+        column = batch.column(0)
+        inner = pc.list_flatten(column) if _list_depth(column.type) == 2 else column
+        lengths = pc.drop_null(pc.list_value_length(inner))
+        if len(lengths):
+            return int(lengths[0].as_py())
+    raise DataError(f"{path}: column '{name}' holds no vector at all (every row is null)")
+
+
+def _fill_block(
+    items: Items, b: int, path: Path, table_ids: np.ndarray, reporter: Reporter
+) -> None:
+    block = items.blocks[b]
+    cols = slice(block.offset, block.offset + block.dim)
+    rows = np.searchsorted(items.ids, table_ids)
+    unique_rows, counts = np.unique(rows, return_counts=True)
+    duplicated = unique_rows[counts > 1]
+    task = reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")
+    start = 0
+    for batch in open_parquet(path).iter_batches(batch_size=BATCH_ROWS, columns=[block.name]):
+        vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
+        target = rows[start : start + len(vectors)]
+        if len(duplicated):
+            _check_duplicates(items, b, target, vectors, present, duplicated, path)
+        normalise(vectors)
+        items.matrix[target, cols] = vectors
+        items.missing[target, b] = ~present
+        start += len(vectors)
+        task.advance(len(vectors))
+    task.close()
+
+
+def _check_duplicates(items, b, target, vectors, present, duplicated, path) -> None:
+    block = items.blocks[b]
+    cols = slice(block.offset, block.offset + block.dim)
+    seen = np.isin(target, duplicated) & ~items.missing[target, b]
+    if not seen.any():
+        return
+    previous = items.matrix[target[seen], cols]
+    current = vectors[seen].copy()
+    normalise(current)
+    if not np.allclose(previous, current, atol=1e-6) or not present[seen].all():
+        raise DataError(
+            f"{path}: {len(duplicated)} variantids appear more than once with different "
+            f"'{block.name}' vectors (e.g. {items.ids[duplicated[0]]}); deduplicate the table"
+        )
+
+
+@dataclass
+class Pairs:
+    left: np.ndarray  # row in the item matrix
+    right: np.ndarray
+    target: np.ndarray | None  # float32 0/1, None for unlabelled pairs
+    variantid1: np.ndarray
+    variantid2: np.ndarray
+
+
+def read_pairs(path: Path, items: Items, labelled: bool, pairs_limit_dropped: float = 0.5) -> Pairs:
+    pf = open_parquet(path)
+    columns = {"variantid1": "int", "variantid2": "int"} | (
+        {"target": "number"} if labelled else {}
+    )
+    check_columns(pf, path, columns)
+    table = pf.read(columns=list(columns))
+    if table.num_rows == 0:
+        raise DataError(f"{path}: holds no pairs")
+    for name in ("variantid1", "variantid2"):
+        if table.column(name).null_count:
+            raise DataError(f"{path}: column '{name}' has {table.column(name).null_count} nulls")
+    v1 = table.column("variantid1").to_numpy().astype(np.int64)
+    v2 = table.column("variantid2").to_numpy().astype(np.int64)
+    target = _targets(table.column("target"), path) if labelled else None
+    left, right = items.rows(v1), items.rows(v2)
+    absent = (left < 0) | (right < 0)
+    if absent.any():
+        examples = ", ".join(
+            f"({a}, {b})" for a, b in zip(v1[absent][:3], v2[absent][:3], strict=True)
+        )
+        message = f"{path}: {int(absent.sum())} of {len(v1)} pairs name a listing found in no item table, e.g. {examples}"
+        if absent.mean() > pairs_limit_dropped:
+            raise DataError(message + "; are the item tables from the same data set?")
+        log.warning("%s; they are left out", message)
+        keep = ~absent
+        left, right, v1, v2 = left[keep], right[keep], v1[keep], v2[keep]
+        target = target[keep] if target is not None else None
+    return Pairs(left, right, target, v1, v2)
+
+
+def _targets(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+    if column.null_count:
+        raise DataError(
+            f"{path}: column 'target' has {column.null_count} nulls; every pair needs 0 or 1"
+        )
+    values = column.to_numpy().astype(np.float64)
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        found = sorted(set(values[bad].tolist()))[:5]
+        raise DataError(
+            f"{path}: column 'target' has {int(bad.sum())} values other than 0/1 (e.g. {found})"
+        )
+    if values.min() == values.max():
+        raise DataError(
+            f"{path}: every pair has target {int(values[0])}; training needs both classes"
+        )
+    return values.astype(np.float32)
+
+
+def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Level-2 category code per item (-1 unknown) and the code -> name list."""
+    path = data_dir / ATTRIBUTES_FILE
+    codes = np.full(len(ids), -1, dtype=np.int32)
+    if not path.is_file():
+        log.info("%s not found: the per-category metric is skipped", path)
+        return codes, []
+    pf = open_parquet(path)
+    check_columns(pf, path, {"variantid": "int", "categories": "string"})
+    table = pf.read(columns=["variantid", "categories"])
+    # Parse each distinct JSON string once: a catalogue has few distinct category paths.
+    encoded = pc.dictionary_encode(table.column("categories")).combine_chunks()
+    level2 = [_level2(text) for text in encoded.dictionary.to_pylist()]
+    names = sorted({c for c in level2 if c is not None})
+    lookup = np.array([names.index(c) if c is not None else -1 for c in level2] + [-1], np.int32)
+    index = encoded.indices.fill_null(len(level2)).to_numpy()
+    rows = np.searchsorted(ids, table.column("variantid").to_numpy())
+    inside = rows < len(ids)
+    inside[inside] = ids[rows[inside]] == table.column("variantid").to_numpy()[inside]
+    codes[rows[inside]] = lookup[index[inside]]
+    return codes, names
+
+
+def _level2(text: str | None) -> str | None:
+    try:
+        value = json.loads(text).get("2") if text else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return str(value) if value is not None else None

@@ -1,0 +1,75 @@
+"""Metrics: pure functions over numpy arrays of labels (0/1) and scores."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    auc,
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+
+def pr_auc(target: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve, as the original project and the competition compute it."""
+    if target.sum() == 0:
+        return 0.0
+    precision, recall, _ = precision_recall_curve(target, score)
+    return float(auc(recall, precision))
+
+
+def category_pr_auc(target: np.ndarray, score: np.ndarray, category: np.ndarray) -> float | None:
+    """The competition metric: mean PR-AUC over level-2 categories (one without positives scores 0).
+
+    Pairs of unknown category (-1) are left out; None when no category is known."""
+    known = category >= 0
+    if not known.any():
+        return None
+    values = [
+        pr_auc(target[category == c], score[category == c]) for c in np.unique(category[known])
+    ]
+    return float(np.mean(values))
+
+
+def best_f1_threshold(target: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold with the best F1; scores >= threshold are matches."""
+    precision, recall, thresholds = precision_recall_curve(target, score)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def classification(target: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    predicted = score >= threshold
+    tp = float(np.sum(predicted & (target == 1)))
+    fp = float(np.sum(predicted & (target == 0)))
+    fn = float(np.sum(~predicted & (target == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": float(np.mean(predicted == (target == 1))),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+
+
+def all_metrics(
+    target: np.ndarray, score: np.ndarray, threshold: float, category: np.ndarray | None = None
+) -> dict[str, float]:
+    both_classes = 0 < target.sum() < len(target)
+    metrics = classification(target, score, threshold) | {
+        "pr_auc": pr_auc(target, score),
+        "average_precision": float(average_precision_score(target, score)) if both_classes else 0.0,
+        "roc_auc": float(roc_auc_score(target, score)) if both_classes else 0.5,
+    }
+    if category is not None:
+        competition = category_pr_auc(target, score, category)
+        if competition is not None:
+            metrics["category_pr_auc"] = competition
+    return metrics
+
+
+def confusion(target: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
+    return confusion_matrix(target.astype(int), (score >= threshold).astype(int), labels=[0, 1])

@@ -1,0 +1,177 @@
+"""MLflow in one place: nothing else imports mlflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from matching_cli.artifacts import SavedModel
+from matching_cli.errors import ModelError
+from matching_cli.model import PairScorer
+from matching_cli.settings import MlflowSettings, Settings
+from matching_cli.train import Callback, EpochStats, FitState
+
+log = logging.getLogger(__name__)
+MODEL_ARTIFACTS = "matching_model"
+KIND_TAG = "matching.kind"
+
+
+def configure(settings: MlflowSettings) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        mlflow.set_experiment(settings.experiment)
+    except MlflowException as e:
+        raise ModelError(f"MLflow store {settings.tracking_uri}: {e.message}") from e
+
+
+@contextmanager
+def run(
+    kind: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[str]:
+    """A new run that ends KILLED on Ctrl-C and FAILED on an error; or, given `run_id`, an existing
+    run reopened to add to it, whose status is left as it was."""
+    if run_id is not None:
+        status = mlflow.MlflowClient().get_run(run_id).info.status
+        mlflow.start_run(run_id=run_id)
+        try:
+            yield run_id
+        finally:
+            mlflow.end_run(status)
+        return
+    active = mlflow.start_run(run_name=run_name, tags={KIND_TAG: kind} | (tags or {}))
+    try:
+        yield active.info.run_id
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
+
+
+def end_killed() -> None:
+    mlflow.end_run("KILLED")
+
+
+def git_tags() -> dict[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))),
+        }
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown"}
+
+
+def flatten(settings: Settings) -> dict[str, Any]:
+    return {
+        f"{section}.{key}": value
+        for section, values in settings.model_dump(mode="json").items()
+        for key, value in values.items()
+    }
+
+
+def log_settings(settings: Settings) -> None:
+    mlflow.log_params(flatten(settings))
+
+
+def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
+    mlflow.log_metrics({prefix + k: v for k, v in metrics.items()}, step=step)
+
+
+def log_figures(figures: dict[str, Figure], folder: str) -> None:
+    import matplotlib.pyplot as plt
+
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"{folder}/{name}")
+        plt.close(figure)
+
+
+def log_saved_model(folder: Path, saved: SavedModel, example: np.ndarray) -> None:
+    """The model's own files, plus an MLflow pytorch model with one input that `mlflow models serve` serves."""
+    mlflow.log_artifacts(str(folder), MODEL_ARTIFACTS)
+    scorer = PairScorer(saved.classifier).cpu().eval()
+    mlflow.pytorch.log_model(
+        scorer,
+        name="model",
+        input_example=example.astype(np.float32),
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"mlflow=={mlflow.__version__}",
+        ],
+    )
+
+
+class MlflowCallback(Callback):
+    def on_epoch_end(self, stats: EpochStats, state: FitState) -> None:
+        mlflow.log_metrics(
+            {
+                "train_loss": stats.train_loss,
+                "val_loss": stats.val_loss,
+                "val_pr_auc": stats.val_pr_auc,
+                "epoch_seconds": stats.seconds,
+                "train_pairs_per_s": stats.pairs_per_s,
+            },
+            step=stats.epoch,
+        )
+
+
+def find_training_run(run_id: str | None, experiment: str) -> Run:
+    """The given run, or the latest finished training run of the experiment."""
+    client = mlflow.MlflowClient()
+    if run_id is None:
+        found = mlflow.search_runs(
+            experiment_names=[experiment],
+            output_format="list",
+            max_results=1,
+            filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+        if not found:
+            raise ModelError(
+                f"experiment '{experiment}' has no finished training run; run `matching train`"
+            )
+        return found[0]
+    try:
+        found_run = client.get_run(run_id)
+    except MlflowException:
+        raise ModelError(f"--run-id {run_id}: no such run in {mlflow.get_tracking_uri()}") from None
+    if found_run.data.tags.get(KIND_TAG) != "train":
+        raise ModelError(f"--run-id {run_id}: not a training run of `matching train`")
+    return found_run
+
+
+def download_model(run_id: str) -> Path:
+    target = Path(tempfile.mkdtemp(prefix="matching-model-"))
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=MODEL_ARTIFACTS, dst_path=str(target)
+        )
+    except (MlflowException, OSError) as e:
+        raise ModelError(
+            f"run {run_id}: its model artifacts are missing ({e}); train again"
+        ) from None
+    return Path(path)

@@ -1,0 +1,299 @@
+"""The training loop. Data stays on the device as tensors; a batch is gathered by index.
+
+Side effects (progress, MLflow, checkpoints) are callbacks; this module imports neither rich nor mlflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from matching_cli.errors import DeviceError
+from matching_cli.metrics import pr_auc
+from matching_cli.prepare import PairSet, Prepared
+from matching_cli.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+EVAL_BATCH = 65_536
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(
+            f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"--device {name}: CUDA is not available here (torch {torch.__version__}); "
+                "use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif device.type == "mps" and not mps_ok:
+        raise DeviceError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"--device {name}: unsupported; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+@dataclass
+class DevicePairs:
+    left: torch.Tensor
+    right: torch.Tensor
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+
+@dataclass
+class DeviceData:
+    items: torch.Tensor
+    splits: dict[str, DevicePairs]
+
+
+def to_device(prepared: Prepared, device: torch.device) -> DeviceData:
+    items = torch.from_numpy(np.ascontiguousarray(prepared.items.matrix)).to(device)
+    splits = {name: pairs_to_device(p, device) for name, p in prepared.splits.items()}
+    return DeviceData(items, splits)
+
+
+def pairs_to_device(pairs: PairSet, device: torch.device) -> DevicePairs:
+    return DevicePairs(
+        torch.from_numpy(pairs.left.astype(np.int64)).to(device),
+        torch.from_numpy(pairs.right.astype(np.int64)).to(device),
+        torch.from_numpy(pairs.target.astype(np.float32)).to(device),
+    )
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_pr_auc: float
+    seconds: float
+    pairs_per_s: float
+
+    def as_dict(self) -> dict[str, float]:
+        return self.__dict__.copy()
+
+
+class Callback:
+    """Hooks the loop calls; override what you need."""
+
+    def on_train_start(self, epochs: int, batches_per_epoch: int) -> None: ...
+    def on_batch_end(self, pairs: int, loss: torch.Tensor) -> None:
+        """`loss` stays on the device: reading it forces a sync, so do that sparingly."""
+
+    def on_epoch_end(self, stats: EpochStats, state: FitState) -> None: ...
+
+
+@dataclass
+class FitState:
+    """Everything needed to continue training: what a checkpoint holds."""
+
+    epoch: int = 0  # epochs completed
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = 0
+    best_pr_auc: float = -1.0
+    best_weights: dict[str, torch.Tensor] | None = None
+    stopped: str = ""  # "", "early_stopping" or "interrupted"
+
+
+class StopFlag:
+    """Set from a signal handler; the loop stops after the current batch."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    @contextmanager
+    def catching(self) -> Iterator[StopFlag]:
+        def handle(signum: int, frame: object) -> None:
+            log.warning("Got %s: stopping after this batch", signal.Signals(signum).name)
+            self.signal = signum
+
+        try:
+            previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: nothing to catch
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    items: torch.Tensor,
+    pairs: DevicePairs,
+    batch_size: int,
+    generator: torch.Generator,
+    callbacks: list[Callback],
+    stop: StopFlag,
+) -> float:
+    model.train()
+    loss_fn = nn.BCEWithLogitsLoss()
+    order = torch.randperm(len(pairs), generator=generator, device="cpu").to(items.device)
+    total, seen = torch.zeros((), device=items.device), 0
+    for start in range(0, len(pairs), batch_size):
+        index = order[start : start + batch_size]
+        with _autocast(items.device):
+            logits = model(items[pairs.left[index]], items[pairs.right[index]])
+        loss = loss_fn(logits.float(), pairs.target[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(index)
+        seen += len(index)
+        for callback in callbacks:
+            callback.on_batch_end(len(index), loss.detach())
+        if stop:
+            break
+    return float(total) / max(seen, 1)
+
+
+@torch.inference_mode()
+def score_pairs(
+    model: nn.Module,
+    items: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+) -> torch.Tensor:
+    """Logits for the pairs (rows of `items`), in order."""
+    model.eval()
+    out = []
+    for start in range(0, len(left), batch_size):
+        with _autocast(items.device):
+            out.append(
+                model(
+                    items[left[start : start + batch_size]],
+                    items[right[start : start + batch_size]],
+                ).float()
+            )
+    return torch.cat(out) if out else torch.zeros(0, device=items.device)
+
+
+def validate(model: nn.Module, items: torch.Tensor, pairs: DevicePairs) -> tuple[float, float]:
+    logits = score_pairs(model, items, pairs.left, pairs.right)
+    loss = float(nn.functional.binary_cross_entropy_with_logits(logits, pairs.target))
+    return loss, pr_auc(pairs.target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy())
+
+
+def fit(
+    model: nn.Module,
+    data: DeviceData,
+    settings: TrainSettings,
+    callbacks: list[Callback],
+    stop: StopFlag,
+    state: FitState | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> FitState:
+    """Train with early stopping on validation PR-AUC; the best weights are loaded at the end."""
+    state = state or FitState()
+    optimizer = optimizer or make_optimizer(model, settings)
+    train, val = data.splits["train"], data.splits["val"]
+    batches = -(-len(train) // settings.batch_size)
+    for callback in callbacks:
+        callback.on_train_start(settings.epochs, batches)
+    while state.epoch < settings.epochs and not stop and not state.stopped:
+        epoch = state.epoch + 1
+        # Seeding per epoch makes a resumed run draw the same batches and dropout as an unbroken one.
+        torch.manual_seed(settings.seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        started = time.perf_counter()
+        train_loss = train_one_epoch(
+            model, optimizer, data.items, train, settings.batch_size, generator, callbacks, stop
+        )
+        seconds = time.perf_counter() - started
+        if stop:
+            state.stopped = "interrupted"
+            break
+        val_loss, val_auc = validate(model, data.items, val)
+        stats = EpochStats(epoch, train_loss, val_loss, val_auc, seconds, len(train) / seconds)
+        state.epoch, state.history = epoch, [*state.history, stats]
+        if val_auc > state.best_pr_auc:
+            state.best_epoch, state.best_pr_auc = epoch, val_auc
+            state.best_weights = copy.deepcopy(model.state_dict())
+        elif epoch - state.best_epoch >= settings.patience:
+            state.stopped = "early_stopping"
+        log.info(
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_pr_auc %.4f  %.1fs  %s pairs/s",
+            epoch,
+            settings.epochs,
+            train_loss,
+            val_loss,
+            val_auc,
+            seconds,
+            f"{stats.pairs_per_s:,.0f}",
+        )
+        for callback in callbacks:
+            callback.on_epoch_end(stats, state)
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+    return state
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+class ProgressCallback(Callback):
+    """Epoch and batch bars through a Reporter; the loss is read a few times a second at most."""
+
+    def __init__(self, reporter) -> None:  # type: ignore[no-untyped-def]
+        self.reporter = reporter
+        self.epochs = self.batches = None
+        self._last_read = 0.0
+        self._done = 0
+
+    def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
+        self.epochs = self.reporter.task("epochs", total=epochs)
+        self.batches_total = batches_per_epoch
+        self.batches = self.reporter.task("batches", total=batches_per_epoch)
+
+    def on_batch_end(self, pairs: int, loss: torch.Tensor) -> None:
+        self.batches.advance(1)
+        now = time.perf_counter()
+        if now - self._last_read > 0.25:
+            self._last_read = now
+            self.batches.update(description=f"batches  loss {float(loss):.4f}")
+
+    def on_epoch_end(self, stats: EpochStats, state: FitState) -> None:
+        self.epochs.advance(1)
+        self.epochs.update(
+            description=f"epochs  val PR-AUC {stats.val_pr_auc:.4f}  "
+            f"{stats.pairs_per_s:,.0f} pairs/s"
+        )
+        self.batches.close()
+        self.batches = self.reporter.task("batches", total=self.batches_total)

@@ -1,0 +1,217 @@
+"""The jobs behind `train`, `evaluate` and `predict`: data, device, model, loop and tracking, wired once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from matching_cli import tracking
+from matching_cli.artifacts import SavedModel, load_model, save_model
+from matching_cli.data import read_pairs
+from matching_cli.errors import DataError, ModelError
+from matching_cli.metrics import all_metrics, best_f1_threshold
+from matching_cli.model import ModelConfig, PairClassifier
+from matching_cli.plots import run_figures
+from matching_cli.predict import PredictSummary, predict_file
+from matching_cli.prepare import PairSet, Prepared, ensure_prepared
+from matching_cli.progress import NullReporter, Reporter
+from matching_cli.settings import DataSettings, Settings
+from matching_cli.train import (
+    ProgressCallback,
+    StopFlag,
+    fit,
+    pairs_to_device,
+    resolve_device,
+    score_pairs,
+    to_device,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    metrics: dict[str, float]
+    status: str = "FINISHED"
+
+
+def train_job(
+    settings: Settings, reporter: Reporter | None = None, run_name: str | None = None
+) -> RunResult:
+    reporter = reporter or NullReporter()
+    device = resolve_device(settings.train.device)
+    prepared = ensure_prepared(settings.data, reporter)
+    torch.manual_seed(settings.train.seed)
+    config = ModelConfig(
+        block_dims=tuple(b.dim for b in prepared.items.blocks), **settings.model.model_dump()
+    )
+    model = PairClassifier(config).to(device)
+    data = to_device(prepared, device)
+    log.info(
+        "Training on %s: %s train / %s validation pairs",
+        device,
+        f"{len(data.splits['train']):,}",
+        f"{len(data.splits['val']):,}",
+    )
+    tracking.configure(settings.mlflow)
+    tags = tracking.git_tags() | {
+        "data_fingerprint": prepared.fingerprint,
+        "device": str(device),
+        "torch_version": torch.__version__,
+    }
+    stop = StopFlag()
+    with tracking.run("train", run_name, tags) as run_id, stop.catching():
+        tracking.log_settings(settings)
+        callbacks = [tracking.MlflowCallback(), ProgressCallback(reporter)]
+        state = fit(model, data, settings.train, callbacks, stop)
+        if state.best_weights is None:
+            raise ModelError("training stopped before the first epoch ended: no model to save")
+        val = data.splits["val"]
+        val_scores = _probabilities(model, data.items, val)
+        threshold = best_f1_threshold(val.target.cpu().numpy(), val_scores)
+        saved = SavedModel(
+            model,
+            threshold,
+            prepared.manifest["blocks"],
+            settings.model_dump(mode="json"),
+            prepared.fingerprint,
+        )
+        metrics = _test_and_log(
+            saved,
+            data.items,
+            data.splits["test"],
+            prepared.splits["test"],
+            [s.as_dict() for s in state.history],
+            prefix="",
+        )
+        folder = settings.train.models_dir / run_id
+        save_model(folder, saved)
+        example = torch.cat([data.items[val.left[:4]], data.items[val.right[:4]]], dim=1)
+        tracking.log_saved_model(folder, saved, example.cpu().numpy())
+        tracking.log_metrics({"best_epoch": state.best_epoch, "threshold": threshold})
+        if state.stopped == "interrupted":
+            log.warning(
+                "Interrupted: the best model so far (epoch %d) is saved in %s",
+                state.best_epoch,
+                folder,
+            )
+            tracking.end_killed()
+            return RunResult(run_id, metrics, "KILLED")
+    log.info("Model saved in %s", folder)
+    return RunResult(run_id, metrics)
+
+
+def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return torch.sigmoid(score_pairs(model, items, pairs.left, pairs.right)).cpu().numpy()
+
+
+def _test_and_log(
+    saved: SavedModel,
+    items: torch.Tensor,
+    pairs,
+    host_pairs: PairSet,  # type: ignore[no-untyped-def]
+    history: list[dict] | None,
+    prefix: str,
+    figures_folder: str = "plots",
+) -> dict[str, float]:
+    scores = _probabilities(saved.classifier, items, pairs)
+    target = host_pairs.target
+    metrics = all_metrics(target, scores, saved.threshold, host_pairs.category)
+    tracking.log_metrics(metrics, prefix=prefix)
+    tracking.log_figures(
+        run_figures(history, target, scores, saved.threshold, metrics), figures_folder
+    )
+    return metrics
+
+
+def load_run(
+    settings: Settings, run_id: str | None, device: torch.device
+) -> tuple[str, SavedModel]:
+    tracking.configure(settings.mlflow)
+    found = tracking.find_training_run(run_id, settings.mlflow.experiment)
+    return found.info.run_id, load_model(tracking.download_model(found.info.run_id), device)
+
+
+def model_data(settings: Settings, saved: SavedModel, reporter: Reporter) -> Prepared:
+    """The prepared data as the model was trained on it (its data settings, today's folders)."""
+    trained = DataSettings(**saved.settings["data"])
+    data = trained.model_copy(
+        update={"dir": settings.data.dir, "prepared_dir": settings.data.prepared_dir}
+    )
+    prepared = ensure_prepared(data, reporter)
+    if [b["name"] for b in prepared.manifest["blocks"]] != [b["name"] for b in saved.blocks]:
+        raise ModelError(
+            "the model expects embedding blocks "
+            f"{[b['name'] for b in saved.blocks]}, the data has others"
+        )
+    if prepared.fingerprint != saved.data_fingerprint:
+        log.warning(
+            "The data differs from what this model was trained on (fingerprint %s, now %s)",
+            saved.data_fingerprint,
+            prepared.fingerprint,
+        )
+    return prepared
+
+
+def evaluate_job(
+    settings: Settings,
+    run_id: str | None,
+    pairs_path: Path | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    reporter = reporter or NullReporter()
+    device = resolve_device(settings.train.device)
+    run_id, saved = load_run(settings, run_id, device)
+    prepared = model_data(settings, saved, reporter)
+    items = torch.from_numpy(np.ascontiguousarray(prepared.items.matrix)).to(device)
+    if pairs_path is None:
+        host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
+    else:
+        pairs = read_pairs(pairs_path, prepared.items, labelled=True)
+        host_pairs = PairSet(
+            pairs.left, pairs.right, pairs.target, prepared.item_category[pairs.left]
+        )
+        prefix, folder = f"eval_{pairs_path.stem}_", f"evaluation/{pairs_path.stem}"
+    if len(host_pairs) == 0:
+        raise DataError("no pairs to evaluate")
+    with tracking.run("evaluate", run_id=run_id):
+        metrics = _test_and_log(
+            saved,
+            items,
+            pairs_to_device(host_pairs, device),
+            host_pairs,
+            None,
+            prefix=prefix,
+            figures_folder=folder,
+        )
+    return RunResult(run_id, metrics)
+
+
+def predict_job(
+    settings: Settings,
+    run_id: str | None,
+    pairs_path: Path,
+    out_path: Path,
+    submission: bool,
+    on_missing: str,
+    reporter: Reporter | None = None,
+) -> PredictSummary:
+    reporter = reporter or NullReporter()
+    device = resolve_device(settings.train.device)
+    _, saved = load_run(settings, run_id, device)
+    prepared = model_data(settings, saved, reporter)
+    return predict_file(
+        saved.classifier,
+        prepared.items,
+        device,
+        pairs_path,
+        out_path,
+        submission=submission,
+        on_missing=on_missing,
+        reporter=reporter,
+    )

@@ -1,0 +1,77 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from matching_cli.errors import ConfigError
+from matching_cli.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    for name in ("MLFLOW_TRACKING_URI", "MATCHING_TRAIN__EPOCHS", "MATCHING_MLFLOW__TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_settings_toml_mirrors_the_defaults():
+    with (ROOT / "settings.toml").open("rb") as f:
+        from_file = tomllib.load(f)
+    assert Settings.model_validate(from_file) == Settings()
+    # Every key of every section is written down in settings.toml.
+    for section, values in Settings().model_dump().items():
+        assert set(from_file[section]) == set(values), section
+
+
+def test_precedence_file_config_env_options(tmp_path, monkeypatch):
+    (tmp_path / "settings.toml").write_text("[train]\nepochs = 3\nlr = 0.1\nseed = 5\nbatch_size = 8\n")
+    config = tmp_path / "exp.toml"
+    config.write_text("[train]\nepochs = 4\nlr = 0.2\nseed = 6\n")
+    monkeypatch.setenv("MATCHING_TRAIN__EPOCHS", "7")
+    monkeypatch.setenv("MATCHING_TRAIN__LR", "0.3")
+    s = load_settings(config, {"train": {"lr": 0.4, "seed": None}})
+    assert s.train.batch_size == 8  # settings.toml
+    assert s.train.seed == 6  # --config beats settings.toml; a None option is not given
+    assert s.train.epochs == 7  # environment beats the files
+    assert s.train.lr == 0.4  # options beat everything
+    assert s.data.dir == Path("data")
+
+
+def test_mlflow_tracking_uri_from_mlflow_variable(monkeypatch):
+    assert load_settings().mlflow.tracking_uri == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
+    assert load_settings().mlflow.tracking_uri == "sqlite:///other.db"
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", "sqlite:///ours.db")
+    assert load_settings().mlflow.tracking_uri == "sqlite:///ours.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nepochz = 3\n", "unknown key train.epochz"),
+        ("[trian]\nepochs = 3\n", "unknown section [trian]"),
+        ("[train]\nepochs = 'many'\n", "train.epochs"),
+        ("[train]\nbatch_size = -1\n", "train.batch_size"),
+        ("[train\n", "not valid TOML"),
+        ("[model]\npair_features = 'sum'\n", "model.pair_features"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")) as caught:
+        load_settings(config)
+    assert str(config) in str(caught.value) or "settings" in str(caught.value)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_bad_environment_value_is_an_error(monkeypatch):
+    monkeypatch.setenv("MATCHING_TRAIN__EPOCHS", "0")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_settings()
