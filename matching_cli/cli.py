@@ -17,7 +17,6 @@ from rich.table import Table
 
 from matching_cli import __version__
 from matching_cli.errors import MatchingError
-from matching_cli.files import atomic_dir
 from matching_cli.progress import rich_reporter
 from matching_cli.settings import Settings, load_settings
 
@@ -147,7 +146,7 @@ def download(
         if synthetic:
             from matching_cli.synthetic import generate
 
-            with atomic_dir(target) as staging:
+            with dl.atomic_data_dir(target) as staging:
                 summary = generate(
                     staging,
                     settings.download.synthetic_pairs,

@@ -1,0 +1,294 @@
+"""Getting the raw parquet files: from the Yandex Disk public link, or from a DVC remote.
+
+Whatever the source, the data folder is replaced in one step (`atomic_data_dir`): an interrupted
+run leaves either the old folder untouched or the new one complete, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from matching_cli import archive
+from matching_cli.errors import DownloadError
+from matching_cli.files import atomic_dir
+from matching_cli.progress import NullReporter, Reporter, Task
+from matching_cli.settings import DownloadSettings
+
+log = logging.getLogger(__name__)
+
+EXPECTED_FILES = ("train.parquet", "test.parquet", "text_and_bert.parquet", "attributes.parquet")
+IMAGE_FILES = ("resnet.parquet", "images_embed.parquet")  # either one is the image table
+ARCHIVE_NAME = "competition.zip"
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    skipped: bool
+    files: tuple[str, ...]
+    bytes: int  # downloaded from the network; 0 when skipped
+
+
+def data_present(data_dir: Path) -> bool:
+    """True when every expected file and one of the image tables are in `data_dir`."""
+    return all((data_dir / f).is_file() for f in EXPECTED_FILES) and any(
+        (data_dir / f).is_file() for f in IMAGE_FILES
+    )
+
+
+def download_yandex(
+    settings: DownloadSettings,
+    data_dir: Path,
+    *,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> DownloadResult:
+    """Fetch competition.zip from the public link and put its parquet files in `data_dir`."""
+    if data_present(data_dir) and not force:
+        log.info(
+            "%s already holds the data; skipping the download (--force fetches it again)", data_dir
+        )
+        return DownloadResult(skipped=True, files=_parquet_names(data_dir), bytes=0)
+    reporter = reporter or NullReporter()
+    href = resolve_download_url(settings)
+    with atomic_data_dir(data_dir) as staging:
+        zip_path = staging / ARCHIVE_NAME
+        received = fetch(href, zip_path, settings.timeout_s, reporter)
+        archive.unpack_zip(
+            zip_path,
+            staging,
+            required=EXPECTED_FILES,
+            one_of=IMAGE_FILES,
+            max_bytes=settings.max_unpacked_gb * 1e9,
+            reporter=reporter,
+        )
+        zip_path.unlink()
+    files = _parquet_names(data_dir)
+    log.info("downloaded %d bytes; %s now holds %s", received, data_dir, ", ".join(files))
+    return DownloadResult(skipped=False, files=files, bytes=received)
+
+
+def resolve_download_url(settings: DownloadSettings) -> str:
+    """Ask the Yandex Disk API for the direct download link behind the public link."""
+    key = urllib.parse.quote(settings.public_link, safe="")
+    url = f"{settings.api_url.rstrip('/')}/v1/disk/public/resources/download?public_key={key}"
+    with _open(url, settings.timeout_s) as response:
+        try:
+            body = response.read(1 << 16)
+        except (OSError, http.client.HTTPException) as e:
+            raise DownloadError(f"{url}: the answer broke off ({e}); run again") from e
+    try:
+        href = json.loads(body).get("href")
+    except (ValueError, AttributeError):
+        href = None
+    if not isinstance(href, str) or not href:
+        shown = body[:200].decode("utf-8", "replace")
+        raise DownloadError(f"{url} answered without a download link ('href'): {shown!r}")
+    return href
+
+
+def fetch(url: str, dest: Path, timeout_s: float, reporter: Reporter) -> int:
+    """Stream `url` into `dest` in 1 MiB chunks; returns the bytes received."""
+    with _open(url, timeout_s) as response:
+        total = _content_length(response)
+        task = reporter.task(f"downloading {ARCHIVE_NAME}", total=total, unit="bytes")
+        try:
+            return _copy_stream(response, dest, total, task)
+        except OSError as e:  # reading errors are DownloadErrors already: this is the disk
+            raise DownloadError(f"cannot write {dest}: {e.strerror or e}") from e
+        finally:
+            task.close()
+
+
+@contextlib.contextmanager
+def atomic_data_dir(data_dir: Path) -> Iterator[Path]:
+    """Yield an empty staging folder next to `data_dir`; on success it replaces `data_dir`.
+
+    On any exception, KeyboardInterrupt included, the staging folder is removed and `data_dir`
+    is left as it was. A folder that holds folders is refused rather than replaced.
+    """
+    _check_replaceable(data_dir)
+    with atomic_dir(data_dir) as staging:
+        yield staging
+
+
+def pull_dvc(data_dir: Path, repo_root: Path) -> None:
+    """Restore `data_dir` from the DVC remote with `dvc pull <data_dir>.dvc`."""
+    if not is_dvc_repo(repo_root):
+        raise DownloadError(
+            f"{repo_root} is not a DVC repository; run `dvc init` there and track the data "
+            "with `dvc add`, or download it from the public link"
+        )
+    dvc_file = data_dir.parent / f"{data_dir.name}.dvc"
+    if not dvc_file.is_file():
+        raise DownloadError(
+            f"{dvc_file} not found: the data is not tracked by DVC here; download it, then "
+            f"`dvc add {data_dir.name}`"
+        )
+    try:
+        target = _relative(dvc_file, repo_root)
+    except ValueError:
+        raise DownloadError(f"{dvc_file} is outside the DVC repository {repo_root}") from None
+    result = _run_dvc(["pull", str(target)], repo_root)
+    if result.returncode == 0:
+        return
+    if "no default remote" in result.stderr.lower():
+        raise DownloadError(
+            "no DVC remote is configured: add one with `dvc remote add -d NAME URL`, "
+            "or download the data from the public link"
+        )
+    raise DownloadError(f"`dvc pull {dvc_file.name}` failed: {_dvc_error(result.stderr)}")
+
+
+def track_with_dvc(data_dir: Path, repo_root: Path) -> bool:
+    """Run `dvc add <data_dir>` when `repo_root` is a DVC repository; True when it ran."""
+    if not is_dvc_repo(repo_root):
+        log.debug("%s is not a DVC repository; not tracking %s", repo_root, data_dir)
+        return False
+    try:
+        target = _relative(data_dir, repo_root)
+    except ValueError:
+        log.info("%s is outside the DVC repository %s; not tracking it", data_dir, repo_root)
+        return False
+    result = _run_dvc(["add", str(target)], repo_root)
+    if result.returncode != 0:
+        raise DownloadError(f"`dvc add {target}` failed: {_dvc_error(result.stderr)}")
+    log.info("tracked %s with DVC (%s.dvc)", target, target)
+    return True
+
+
+def is_dvc_repo(path: Path) -> bool:
+    return (path / ".dvc").is_dir()
+
+
+def _check_replaceable(data_dir: Path) -> None:
+    """Refuse to replace anything but a folder of data files (say `--data-dir .` by mistake)."""
+    if not data_dir.exists():
+        return
+    if not data_dir.is_dir():
+        raise DownloadError(f"{data_dir} is not a folder; point data.dir at a folder of its own")
+    folders = [p.name for p in data_dir.iterdir() if p.is_dir()]
+    if folders:
+        raise DownloadError(
+            f"{data_dir} holds folders ({', '.join(sorted(folders)[:5])}), so it does not look "
+            "like a data folder; refusing to replace it: point data.dir at a folder of its own"
+        )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _require_secure(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        return
+    raise DownloadError(f"refusing {url}: only https URLs (or http on this machine) are allowed")
+
+
+class _SecureRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to URLs that pass the same https check as the first one."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        _require_secure(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(url: str, timeout_s: float) -> http.client.HTTPResponse:
+    _require_secure(url)
+    opener = urllib.request.build_opener(_SecureRedirects)
+    request = urllib.request.Request(url, headers={"User-Agent": "matching-cli"})
+    try:
+        return opener.open(request, timeout=timeout_s)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_api_message(e)}") from e
+    except urllib.error.URLError as e:
+        raise DownloadError(f"cannot reach {url} ({e.reason}); check the network") from e
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"cannot reach {url} ({e}); check the network") from e
+
+
+def _api_message(error: urllib.error.HTTPError) -> str:
+    """The Yandex API explains its errors in a JSON body; show that explanation."""
+    try:
+        body = json.loads(error.read(1 << 16))
+        text = body.get("description") or body.get("message")
+    except (ValueError, AttributeError, OSError):
+        return ""
+    return f" ({text})" if text else ""
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _copy_stream(
+    response: http.client.HTTPResponse, dest: Path, total: int | None, task: Task
+) -> int:
+    received = 0
+    with dest.open("wb") as out:
+        while True:
+            try:
+                chunk = response.read(CHUNK_BYTES)
+            except (OSError, http.client.HTTPException) as e:
+                raise _interrupted(received, total, e) from e
+            if not chunk:
+                break
+            out.write(chunk)
+            received += len(chunk)
+            task.advance(len(chunk))
+    if total is not None and received < total:
+        raise _interrupted(received, total)
+    return received
+
+
+def _interrupted(received: int, total: int | None, cause: object = None) -> DownloadError:
+    of_total = f" of {total}" if total is not None else ""
+    why = f" ({cause})" if cause else ""
+    return DownloadError(f"download interrupted after {received}{of_total} bytes{why}; run again")
+
+
+def _parquet_names(data_dir: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in data_dir.glob("*.parquet")))
+
+
+def _relative(path: Path, root: Path) -> Path:
+    return path.resolve().relative_to(root.resolve())
+
+
+def _run_dvc(args: list[str], repo_root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    command = [sys.executable, "-m", "dvc", *args]
+    log.debug("running %s in %s", " ".join(command), repo_root)
+    result = subprocess.run(
+        command, cwd=repo_root, env=env, capture_output=True, text=True, check=False
+    )
+    log.debug("dvc stdout: %s\ndvc stderr: %s", result.stdout, result.stderr)
+    return result
+
+
+def _dvc_error(stderr: str) -> str:
+    """DVC's message from its `ERROR:` line onwards, on one line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("ERROR")]
+    tail = lines[starts[-1] :] if starts else lines[-1:]
+    return " ".join(tail).removeprefix("ERROR: ") or "no message; rerun with --verbose"
