@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from matching_cli.errors import ModelError
@@ -60,7 +60,7 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
         raise ModelError(f"{meta_path}: model format {meta.get('format')}, expected {FORMAT}")
     try:
         weights = load_file(weights_path, device=str(device))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(
             f"{weights_path}: not a safetensors file ({e}); refusing to load it"
         ) from e

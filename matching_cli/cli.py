@@ -75,6 +75,8 @@ def main(
     handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=True, markup=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("matching_cli").setLevel(level)
+    for noisy in ("mlflow", "alembic"):  # their INFO lines are about store migrations, not our work
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = State(config=config, verbose=verbose, quiet=quiet)
 
 
@@ -83,13 +85,14 @@ def handled(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        state: State = typer.get_current_context().obj or State()
+        ctx = kwargs.get("ctx")
+        state: State = (ctx.obj if ctx is not None else None) or State()
         try:
             return command(*args, **kwargs)
         except MatchingError as e:
             if state.verbose:
                 stderr.print_exception()
-            stderr.print(f"[red]Error:[/red] {e}", markup=True, highlight=False)
+            stderr.print(f"[red]Error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]Interrupted.[/yellow]")

@@ -38,6 +38,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh staging folder beside `path`; on success it takes the place of `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield staging
     except BaseException:

@@ -71,8 +71,13 @@ class DeviceData:
     splits: dict[str, DevicePairs]
 
 
+def items_to_device(matrix: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The item matrix (often a read-only memory map) as a tensor on the device."""
+    return torch.from_numpy(np.array(matrix, dtype=np.float32, copy=True)).to(device)
+
+
 def to_device(prepared: Prepared, device: torch.device) -> DeviceData:
-    items = torch.from_numpy(np.ascontiguousarray(prepared.items.matrix)).to(device)
+    items = items_to_device(prepared.items.matrix, device)
     splits = {name: pairs_to_device(p, device) for name, p in prepared.splits.items()}
     return DeviceData(items, splits)
 

@@ -24,6 +24,7 @@ from matching_cli.train import (
     ProgressCallback,
     StopFlag,
     fit,
+    items_to_device,
     pairs_to_device,
     resolve_device,
     score_pairs,
@@ -168,7 +169,7 @@ def evaluate_job(
     device = resolve_device(settings.train.device)
     run_id, saved = load_run(settings, run_id, device)
     prepared = model_data(settings, saved, reporter)
-    items = torch.from_numpy(np.ascontiguousarray(prepared.items.matrix)).to(device)
+    items = items_to_device(prepared.items.matrix, device)
     if pairs_path is None:
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
     else:

@@ -1,0 +1,64 @@
+"""Shared fixtures: one tiny demo data set, one real SQLite MLflow store, one trained run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from matching_cli.cli import app
+from matching_cli.synthetic import generate
+
+DEMO_PAIRS = 1200
+FAST = ["--epochs", "3", "--hidden-size", "32", "--batch-size", "256", "--seed", "7"]
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("demo") / "data"
+    folder.mkdir()
+    generate(folder, DEMO_PAIRS, seed=3)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    # Creating a SQLite store runs migrations for seconds: one store for the whole session.
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, demo_data, mlflow_uri) -> Path:
+    """A fresh working folder holding a copy of the demo data, using the shared MLflow store."""
+    shutil.copytree(demo_data, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    return tmp_path
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, demo_data, mlflow_uri):
+    """One training run shared by the evaluate and predict tests: (folder, run id, metrics)."""
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copytree(demo_data, folder / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
+        mp.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+        result = invoke("train", *FAST, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    return folder, out["run_id"], out["metrics"]

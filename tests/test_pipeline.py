@@ -1,0 +1,143 @@
+"""End to end through the CLI: prepare, train, evaluate, predict, on tiny demo data and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import FAST, invoke
+
+
+@pytest.fixture
+def in_trained(trained, monkeypatch, mlflow_uri):
+    folder, run_id, metrics = trained
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    mlflow.set_tracking_uri(mlflow_uri)
+    return folder, run_id, metrics
+
+
+def test_prepare_writes_disjoint_splits_and_reuses_them(project):
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    assert "train" in result.stdout and "disjoint" in result.stdout
+    with np.load("prepared/pairs.npz") as z:
+        split, left, right = z["split"], z["left"], z["right"]
+    listings = [set(left[split == s]) | set(right[split == s]) for s in range(3)]
+    assert not listings[0] & listings[1] and not listings[0] & listings[2] and not listings[1] & listings[2]
+    assert {s: int((split == s).sum()) for s in range(3)}[0] > 0.6 * len(split)
+    manifest = json.loads((project / "prepared/manifest.json").read_text())
+    assert [b["name"] for b in manifest["blocks"]] == ["name_bert_64", "main_pic_embeddings_resnet_v1"]
+    items = np.load("prepared/items.npy")
+    norms = np.linalg.norm(items[:, :64], axis=1)
+    assert np.allclose(norms[norms > 0], 1, atol=1e-5)
+
+
+def test_train_logs_params_tags_metrics_figures_and_model(in_trained):
+    _, run_id, metrics = in_trained
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "3" and run.data.params["model.hidden_size"] == "32"
+    for tag in ("git_commit", "data_fingerprint", "device", "torch_version"):
+        assert run.data.tags[tag]
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val_pr_auc")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    for name in ("accuracy", "precision", "recall", "f1", "pr_auc", "average_precision", "roc_auc",
+                 "category_pr_auc"):
+        assert run.data.metrics[name] == pytest.approx(metrics[name])
+    assert 0.5 < metrics["pr_auc"] < 1.0
+    files = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+    assert files == {f"plots/{n}" for n in ("loss_curves.png", "pr_curve.png", "metrics.png",
+                                           "confusion_matrix.png")}
+    saved = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "matching_model")}
+    assert saved == {"matching_model/weights.safetensors", "matching_model/model.json"}
+
+
+def test_evaluate_reproduces_training_metrics(in_trained):
+    _, run_id, metrics = in_trained
+    result = invoke("evaluate", "--run-id", run_id, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"] == pytest.approx(metrics, abs=1e-9)
+    logged = mlflow.MlflowClient().get_run(run_id)
+    assert logged.data.metrics["eval_pr_auc"] == pytest.approx(metrics["pr_auc"])
+    assert logged.info.status == "FINISHED"
+
+
+def test_evaluate_without_run_id_takes_the_latest_training_run(in_trained):
+    result = invoke("evaluate", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["run_id"]
+
+
+def test_predict_scores_every_pair_and_swapped_pairs_the_same(in_trained):
+    folder, run_id, _ = in_trained
+    pairs = pd.read_parquet("data/test.parquet")
+    pairs.rename(columns={"variantid1": "variantid2", "variantid2": "variantid1"}).to_parquet("swapped.parquet")
+    assert invoke("predict", "data/test.parquet", "-o", "scores.csv").exit_code == 0
+    assert invoke("predict", "swapped.parquet", "-o", "swapped.csv", "--run-id", run_id).exit_code == 0
+    scores, swapped = pd.read_csv("scores.csv"), pd.read_csv("swapped.csv")
+    assert list(scores.columns) == ["variantid1", "variantid2", "score"]
+    assert len(scores) == len(pairs)
+    assert (scores[["variantid1", "variantid2"]].to_numpy() == pairs.to_numpy()).all()
+    assert scores["score"].between(0, 1).all() and scores["score"].std() > 0
+    np.testing.assert_allclose(scores["score"], swapped["score"], atol=1e-6)
+
+
+def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
+    from matching_cli.artifacts import load_model
+    from matching_cli.prepare import load_prepared
+    from matching_cli.predict import predict_file
+
+    folder, run_id, _ = in_trained
+    assert invoke("predict", "data/test.parquet", "-o", "sub.csv", "--submission").exit_code == 0
+    submission = pd.read_csv("sub.csv")
+    assert list(submission.columns) == ["variantid1", "variantid2", "target"]
+    saved = load_model(folder / "models" / run_id)
+    items = load_prepared(folder / "prepared").items
+    predict_file(saved.classifier, items, torch.device("cpu"), folder / "data/test.parquet",
+                 folder / "small.csv", chunk_rows=7)
+    np.testing.assert_allclose(pd.read_csv("small.csv")["score"], submission["target"], atol=1e-7)
+
+
+def test_logged_mlflow_model_scores_like_the_cli(in_trained):
+    folder, run_id, _ = in_trained
+    from matching_cli.prepare import load_prepared
+
+    prepared = load_prepared(folder / "prepared")
+    test = prepared.splits["test"]
+    x = np.concatenate([prepared.items.matrix[test.left], prepared.items.matrix[test.right]], axis=1)
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(x.astype(np.float32))
+    pd.DataFrame({"variantid1": prepared.items.ids[test.left],
+                  "variantid2": prepared.items.ids[test.right]}).to_parquet("test_split.parquet")
+    assert invoke("predict", "test_split.parquet", "-o", "cli.csv", "--run-id", run_id).exit_code == 0
+    np.testing.assert_allclose(np.asarray(served).ravel(), pd.read_csv("cli.csv")["score"], atol=1e-6)
+
+
+def test_same_seed_gives_the_same_metrics(project, trained):
+    result = invoke("train", *FAST, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"] == trained[2]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error(project):
+    for device in ("cuda", "cuda:7"):
+        result = invoke("train", "--device", device)
+        assert result.exit_code == 1
+        assert f"--device {device}: CUDA is not available" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_train_on_cuda(project):
+    result = invoke("train", *FAST, "--device", "cuda", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["pr_auc"] > 0.5
