@@ -222,6 +222,10 @@ RunId = Annotated[
     typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ReportDir = Annotated[
+    Path | None,
+    typer.Option("--report-dir", help="Also write metrics.json and the figures here (for DVC)."),
+]
 
 
 @app.command()
@@ -249,6 +253,11 @@ def train(
         str | None, typer.Option("--experiment", help="[mlflow.experiment]")
     ] = None,
     run_name: Annotated[str | None, typer.Option("--run-name", help="MLflow run name.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Continue a stopped run from its last epoch checkpoint."),
+    ] = None,
+    report_dir: ReportDir = None,
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
@@ -273,7 +282,7 @@ def train(
         mlflow={"experiment": experiment},
     )
     with state.reporter() as reporter:
-        result = train_job(settings, reporter, run_name=run_name)
+        result = train_job(settings, reporter, run_name, resume, report_dir)
     _show_run(result, "Test metrics", as_json)
 
 
@@ -287,6 +296,7 @@ def evaluate(
         typer.Option("--pairs", help="Labelled pairs parquet [the run's own test split]."),
     ] = None,
     device: Device = None,
+    report_dir: ReportDir = None,
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
@@ -296,7 +306,7 @@ def evaluate(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        result = evaluate_job(settings, run_id, pairs, reporter)
+        result = evaluate_job(settings, run_id, pairs, reporter, report_dir)
     _show_run(result, f"Evaluation on {pairs or 'the test split'}", as_json)
 
 

@@ -44,27 +44,29 @@ def run(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
+    keep_status: bool = False,
 ) -> Iterator[str]:
-    """A new run that ends KILLED on Ctrl-C and FAILED on an error; or, given `run_id`, an existing
-    run reopened to add to it, whose status is left as it was."""
+    """A run (new, or `run_id` reopened) that ends KILLED on Ctrl-C and FAILED on an error.
+
+    With `keep_status` the reopened run keeps the status it had: adding an evaluation to a
+    training run does not change how that training ended."""
     if run_id is not None:
-        status = mlflow.MlflowClient().get_run(run_id).info.status
-        mlflow.start_run(run_id=run_id)
         try:
-            yield run_id
-        finally:
-            mlflow.end_run(status)
-        return
-    active = mlflow.start_run(run_name=run_name, tags={KIND_TAG: kind} | (tags or {}))
+            status = mlflow.MlflowClient().get_run(run_id).info.status
+        except MlflowException:
+            raise ModelError(f"run {run_id}: not found in {mlflow.get_tracking_uri()}") from None
+        active = mlflow.start_run(run_id=run_id, tags=None if keep_status else tags)
+    else:
+        active = mlflow.start_run(run_name=run_name, tags={KIND_TAG: kind} | (tags or {}))
     try:
         yield active.info.run_id
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        mlflow.end_run(status if keep_status else "KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        mlflow.end_run(status if keep_status else "FAILED")
         raise
-    mlflow.end_run()
+    mlflow.end_run(status if keep_status else "FINISHED")
 
 
 def end_killed() -> None:

@@ -241,8 +241,7 @@ def fit(
             model, optimizer, data.items, train, settings.batch_size, generator, callbacks, stop
         )
         seconds = time.perf_counter() - started
-        if stop:
-            state.stopped = "interrupted"
+        if stop:  # the epoch is incomplete: it neither counts nor checkpoints
             break
         val_loss, val_auc = validate(model, data.items, val)
         stats = EpochStats(epoch, train_loss, val_loss, val_auc, seconds, len(train) / seconds)
@@ -264,6 +263,8 @@ def fit(
         )
         for callback in callbacks:
             callback.on_epoch_end(stats, state)
+    if stop:
+        state.stopped = "interrupted"
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     return state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from matching_cli import tracking
 from matching_cli.artifacts import SavedModel, load_model, save_model
+from matching_cli.checkpoint import CheckpointCallback, load_checkpoint, read_settings
 from matching_cli.data import read_pairs
 from matching_cli.errors import DataError, ModelError
 from matching_cli.metrics import all_metrics, best_f1_threshold
@@ -21,10 +23,12 @@ from matching_cli.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import DataSettings, Settings
 from matching_cli.train import (
+    DevicePairs,
     ProgressCallback,
     StopFlag,
     fit,
     items_to_device,
+    make_optimizer,
     pairs_to_device,
     resolve_device,
     score_pairs,
@@ -42,9 +46,16 @@ class RunResult:
 
 
 def train_job(
-    settings: Settings, reporter: Reporter | None = None, run_name: str | None = None
+    settings: Settings,
+    reporter: Reporter | None = None,
+    run_name: str | None = None,
+    resume: str | None = None,
+    report_dir: Path | None = None,
 ) -> RunResult:
+    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run."""
     reporter = reporter or NullReporter()
+    if resume is not None:
+        settings = _resumed_settings(settings, resume)
     device = resolve_device(settings.train.device)
     prepared = ensure_prepared(settings.data, reporter)
     torch.manual_seed(settings.train.seed)
@@ -52,6 +63,11 @@ def train_job(
         block_dims=tuple(b.dim for b in prepared.items.blocks), **settings.model.model_dump()
     )
     model = PairClassifier(config).to(device)
+    optimizer = make_optimizer(model, settings.train)
+    state = None
+    if resume is not None:
+        state = load_checkpoint(_checkpoint_dir(settings, resume), model, optimizer)
+        log.info("Resuming run %s after epoch %d", resume, state.epoch)
     data = to_device(prepared, device)
     log.info(
         "Training on %s: %s train / %s validation pairs",
@@ -66,40 +82,49 @@ def train_job(
         "torch_version": torch.__version__,
     }
     stop = StopFlag()
-    with tracking.run("train", run_name, tags) as run_id, stop.catching():
-        tracking.log_settings(settings)
-        callbacks = [tracking.MlflowCallback(), ProgressCallback(reporter)]
-        state = fit(model, data, settings.train, callbacks, stop)
+    snapshot = settings.model_dump(mode="json")
+    with tracking.run("train", run_name, tags, run_id=resume) as run_id, stop.catching():
+        if resume is None:
+            tracking.log_settings(settings)
+        callbacks = [
+            tracking.MlflowCallback(),
+            ProgressCallback(reporter),
+            CheckpointCallback(_checkpoint_dir(settings, run_id), model, optimizer, snapshot),
+        ]
+        state = fit(model, data, settings.train, callbacks, stop, state, optimizer)
         if state.best_weights is None:
             raise ModelError("training stopped before the first epoch ended: no model to save")
         val = data.splits["val"]
-        val_scores = _probabilities(model, data.items, val)
-        threshold = best_f1_threshold(val.target.cpu().numpy(), val_scores)
-        saved = SavedModel(
-            model,
-            threshold,
-            prepared.manifest["blocks"],
-            settings.model_dump(mode="json"),
-            prepared.fingerprint,
+        threshold = best_f1_threshold(
+            val.target.cpu().numpy(), _probabilities(model, data.items, val)
         )
+        saved = SavedModel(
+            model, threshold, prepared.manifest["blocks"], snapshot, prepared.fingerprint
+        )
+        folder = settings.train.models_dir / run_id
+        save_model(folder, saved)
+        history = [s.as_dict() for s in state.history]
         metrics = _test_and_log(
             saved,
             data.items,
             data.splits["test"],
             prepared.splits["test"],
-            [s.as_dict() for s in state.history],
+            history,
             prefix="",
+            report_dir=report_dir,
         )
-        folder = settings.train.models_dir / run_id
-        save_model(folder, saved)
         example = torch.cat([data.items[val.left[:4]], data.items[val.right[:4]]], dim=1)
         tracking.log_saved_model(folder, saved, example.cpu().numpy())
         tracking.log_metrics({"best_epoch": state.best_epoch, "threshold": threshold})
+        if report_dir is not None:
+            _write_report(report_dir, run_id, metrics, history)
         if state.stopped == "interrupted":
             log.warning(
-                "Interrupted: the best model so far (epoch %d) is saved in %s",
+                "Interrupted: the best model so far (epoch %d) is saved in %s; "
+                "`matching train --resume %s` continues",
                 state.best_epoch,
                 folder,
+                run_id,
             )
             tracking.end_killed()
             return RunResult(run_id, metrics, "KILLED")
@@ -107,27 +132,53 @@ def train_job(
     return RunResult(run_id, metrics)
 
 
-def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _checkpoint_dir(settings: Settings, run_id: str) -> Path:
+    return settings.train.models_dir / run_id / "checkpoint"
+
+
+def _resumed_settings(settings: Settings, run_id: str) -> Settings:
+    """The stopped run's own settings: resuming with others would not reach the same result."""
+    snapshot = Settings.model_validate(read_settings(_checkpoint_dir(settings, run_id)))
+    # Where things live may differ today; what was trained may not.
+    return snapshot.model_copy(update={"mlflow": settings.mlflow})
+
+
+def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs: DevicePairs) -> np.ndarray:
     return torch.sigmoid(score_pairs(model, items, pairs.left, pairs.right)).cpu().numpy()
 
 
 def _test_and_log(
     saved: SavedModel,
     items: torch.Tensor,
-    pairs,
-    host_pairs: PairSet,  # type: ignore[no-untyped-def]
+    pairs: DevicePairs,
+    host_pairs: PairSet,
     history: list[dict] | None,
     prefix: str,
     figures_folder: str = "plots",
+    report_dir: Path | None = None,
 ) -> dict[str, float]:
     scores = _probabilities(saved.classifier, items, pairs)
     target = host_pairs.target
     metrics = all_metrics(target, scores, saved.threshold, host_pairs.category)
     tracking.log_metrics(metrics, prefix=prefix)
-    tracking.log_figures(
-        run_figures(history, target, scores, saved.threshold, metrics), figures_folder
-    )
+    figures = run_figures(history, target, scores, saved.threshold, metrics)
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        for name, figure in figures.items():
+            figure.savefig(report_dir / name, dpi=100)
+    tracking.log_figures(figures, figures_folder)
     return metrics
+
+
+def _write_report(
+    report_dir: Path, run_id: str, metrics: dict[str, float], history: list[dict] | None
+) -> None:
+    """metrics.json (and history.csv) for `dvc metrics show` and `dvc plots show`."""
+    (report_dir / "metrics.json").write_text(json.dumps({"run_id": run_id, **metrics}, indent=2))
+    if history:
+        columns = list(history[0])
+        lines = [",".join(columns)] + [",".join(str(h[c]) for c in columns) for h in history]
+        (report_dir / "history.csv").write_text("\n".join(lines) + "\n")
 
 
 def load_run(
@@ -164,6 +215,7 @@ def evaluate_job(
     run_id: str | None,
     pairs_path: Path | None = None,
     reporter: Reporter | None = None,
+    report_dir: Path | None = None,
 ) -> RunResult:
     reporter = reporter or NullReporter()
     device = resolve_device(settings.train.device)
@@ -180,7 +232,7 @@ def evaluate_job(
         prefix, folder = f"eval_{pairs_path.stem}_", f"evaluation/{pairs_path.stem}"
     if len(host_pairs) == 0:
         raise DataError("no pairs to evaluate")
-    with tracking.run("evaluate", run_id=run_id):
+    with tracking.run("evaluate", run_id=run_id, keep_status=True):
         metrics = _test_and_log(
             saved,
             items,
@@ -189,7 +241,10 @@ def evaluate_job(
             None,
             prefix=prefix,
             figures_folder=folder,
+            report_dir=report_dir,
         )
+    if report_dir is not None:
+        _write_report(report_dir, run_id, metrics, None)
     return RunResult(run_id, metrics)
 
 
