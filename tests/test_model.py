@@ -28,8 +28,9 @@ def test_concat_features_are_not_symmetric():
 @pytest.mark.parametrize("features", ["symmetric", "concat"])
 def test_small_model_overfits_one_batch(features):
     torch.manual_seed(0)
-    model = PairClassifier(ModelConfig(block_dims=(8, 16), hidden_size=64, dropout=0.0,
-                                       pair_features=features))
+    model = PairClassifier(
+        ModelConfig(block_dims=(8, 16), hidden_size=64, dropout=0.0, pair_features=features)
+    )
     a, b = _pair(batch=32)
     target = (torch.arange(32) % 2).float()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -53,15 +54,18 @@ def test_scorer_takes_one_tensor_and_returns_probabilities():
 def test_metrics_on_known_values():
     target = np.array([1, 1, 0, 0, 1, 0], dtype=np.float32)
     score = np.array([0.9, 0.8, 0.7, 0.1, 0.6, 0.2])
-    assert metrics.pr_auc(target, score) == pytest.approx(
-        metrics.pr_auc(target, score[::-1][::-1])
-    )
+    assert metrics.pr_auc(target, score) == pytest.approx(metrics.pr_auc(target, score[::-1][::-1]))
     perfect = np.array([0.9, 0.8, 0.1, 0.1, 0.7, 0.2])
     assert metrics.pr_auc(target, perfect) == pytest.approx(1.0)
     threshold = metrics.best_f1_threshold(target, perfect)
     assert metrics.classification(target, perfect, threshold)["f1"] == 1.0
     result = metrics.classification(target, score, 0.65)
-    assert result == {"accuracy": 4 / 6, "precision": 2 / 3, "recall": 2 / 3, "f1": pytest.approx(2 / 3)}
+    assert result == {
+        "accuracy": 4 / 6,
+        "precision": 2 / 3,
+        "recall": 2 / 3,
+        "f1": pytest.approx(2 / 3),
+    }
 
 
 def test_category_metric_is_the_mean_over_categories_and_zero_without_positives():

@@ -31,10 +31,17 @@ def test_prepare_writes_disjoint_splits_and_reuses_them(project):
     with np.load("prepared/pairs.npz") as z:
         split, left, right = z["split"], z["left"], z["right"]
     listings = [set(left[split == s]) | set(right[split == s]) for s in range(3)]
-    assert not listings[0] & listings[1] and not listings[0] & listings[2] and not listings[1] & listings[2]
+    assert (
+        not listings[0] & listings[1]
+        and not listings[0] & listings[2]
+        and not listings[1] & listings[2]
+    )
     assert {s: int((split == s).sum()) for s in range(3)}[0] > 0.6 * len(split)
     manifest = json.loads((project / "prepared/manifest.json").read_text())
-    assert [b["name"] for b in manifest["blocks"]] == ["name_bert_64", "main_pic_embeddings_resnet_v1"]
+    assert [b["name"] for b in manifest["blocks"]] == [
+        "name_bert_64",
+        "main_pic_embeddings_resnet_v1",
+    ]
     items = np.load("prepared/items.npy")
     norms = np.linalg.norm(items[:, :64], axis=1)
     assert np.allclose(norms[norms > 0], 1, atol=1e-5)
@@ -49,13 +56,23 @@ def test_train_logs_params_tags_metrics_figures_and_model(in_trained):
         assert run.data.tags[tag]
     history = mlflow.MlflowClient().get_metric_history(run_id, "val_pr_auc")
     assert sorted(m.step for m in history) == [1, 2, 3]
-    for name in ("accuracy", "precision", "recall", "f1", "pr_auc", "average_precision", "roc_auc",
-                 "category_pr_auc"):
+    for name in (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "pr_auc",
+        "average_precision",
+        "roc_auc",
+        "category_pr_auc",
+    ):
         assert run.data.metrics[name] == pytest.approx(metrics[name])
     assert 0.5 < metrics["pr_auc"] < 1.0
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
-    assert files == {f"plots/{n}" for n in ("loss_curves.png", "pr_curve.png", "metrics.png",
-                                           "confusion_matrix.png")}
+    assert files == {
+        f"plots/{n}"
+        for n in ("loss_curves.png", "pr_curve.png", "metrics.png", "confusion_matrix.png")
+    }
     saved = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "matching_model")}
     assert saved == {"matching_model/weights.safetensors", "matching_model/model.json"}
 
@@ -77,11 +94,15 @@ def test_evaluate_without_run_id_takes_the_latest_training_run(in_trained):
 
 
 def test_predict_scores_every_pair_and_swapped_pairs_the_same(in_trained):
-    folder, run_id, _ = in_trained
+    _, run_id, _ = in_trained
     pairs = pd.read_parquet("data/test.parquet")
-    pairs.rename(columns={"variantid1": "variantid2", "variantid2": "variantid1"}).to_parquet("swapped.parquet")
+    pairs.rename(columns={"variantid1": "variantid2", "variantid2": "variantid1"}).to_parquet(
+        "swapped.parquet"
+    )
     assert invoke("predict", "data/test.parquet", "-o", "scores.csv").exit_code == 0
-    assert invoke("predict", "swapped.parquet", "-o", "swapped.csv", "--run-id", run_id).exit_code == 0
+    assert (
+        invoke("predict", "swapped.parquet", "-o", "swapped.csv", "--run-id", run_id).exit_code == 0
+    )
     scores, swapped = pd.read_csv("scores.csv"), pd.read_csv("swapped.csv")
     assert list(scores.columns) == ["variantid1", "variantid2", "score"]
     assert len(scores) == len(pairs)
@@ -92,8 +113,8 @@ def test_predict_scores_every_pair_and_swapped_pairs_the_same(in_trained):
 
 def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
     from matching_cli.artifacts import load_model
-    from matching_cli.prepare import load_prepared
     from matching_cli.predict import predict_file
+    from matching_cli.prepare import load_prepared
 
     folder, run_id, _ = in_trained
     assert invoke("predict", "data/test.parquet", "-o", "sub.csv", "--submission").exit_code == 0
@@ -101,8 +122,14 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
     assert list(submission.columns) == ["variantid1", "variantid2", "target"]
     saved = load_model(folder / "models" / run_id)
     items = load_prepared(folder / "prepared").items
-    predict_file(saved.classifier, items, torch.device("cpu"), folder / "data/test.parquet",
-                 folder / "small.csv", chunk_rows=7)
+    predict_file(
+        saved.classifier,
+        items,
+        torch.device("cpu"),
+        folder / "data/test.parquet",
+        folder / "small.csv",
+        chunk_rows=7,
+    )
     np.testing.assert_allclose(pd.read_csv("small.csv")["score"], submission["target"], atol=1e-7)
 
 
@@ -112,12 +139,19 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained):
 
     prepared = load_prepared(folder / "prepared")
     test = prepared.splits["test"]
-    x = np.concatenate([prepared.items.matrix[test.left], prepared.items.matrix[test.right]], axis=1)
+    x = np.concatenate(
+        [prepared.items.matrix[test.left], prepared.items.matrix[test.right]], axis=1
+    )
     served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(x.astype(np.float32))
-    pd.DataFrame({"variantid1": prepared.items.ids[test.left],
-                  "variantid2": prepared.items.ids[test.right]}).to_parquet("test_split.parquet")
-    assert invoke("predict", "test_split.parquet", "-o", "cli.csv", "--run-id", run_id).exit_code == 0
-    np.testing.assert_allclose(np.asarray(served).ravel(), pd.read_csv("cli.csv")["score"], atol=1e-6)
+    pd.DataFrame(
+        {"variantid1": prepared.items.ids[test.left], "variantid2": prepared.items.ids[test.right]}
+    ).to_parquet("test_split.parquet")
+    assert (
+        invoke("predict", "test_split.parquet", "-o", "cli.csv", "--run-id", run_id).exit_code == 0
+    )
+    np.testing.assert_allclose(
+        np.asarray(served).ravel(), pd.read_csv("cli.csv")["score"], atol=1e-6
+    )
 
 
 def test_same_seed_gives_the_same_metrics(project, trained):

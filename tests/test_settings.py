@@ -1,7 +1,7 @@
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from matching_cli.errors import ConfigError
 from matching_cli.settings import Settings, load_settings
@@ -26,7 +26,9 @@ def test_settings_toml_mirrors_the_defaults():
 
 
 def test_precedence_file_config_env_options(tmp_path, monkeypatch):
-    (tmp_path / "settings.toml").write_text("[train]\nepochs = 3\nlr = 0.1\nseed = 5\nbatch_size = 8\n")
+    (tmp_path / "settings.toml").write_text(
+        "[train]\nepochs = 3\nlr = 0.1\nseed = 5\nbatch_size = 8\n"
+    )
     config = tmp_path / "exp.toml"
     config.write_text("[train]\nepochs = 4\nlr = 0.2\nseed = 6\n")
     monkeypatch.setenv("MATCHING_TRAIN__EPOCHS", "7")
@@ -73,5 +75,5 @@ def test_missing_config_file_is_an_error(tmp_path):
 
 def test_bad_environment_value_is_an_error(monkeypatch):
     monkeypatch.setenv("MATCHING_TRAIN__EPOCHS", "0")
-    with pytest.raises(ConfigError, match="train.epochs"):
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
         load_settings()
