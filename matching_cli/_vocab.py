@@ -172,18 +172,20 @@ COLOURS = pa.array(
     "фиолетовый серебристый золотой бордовый хаки мятный оранжевый".split()
 )
 _EXTRA_WORDS = pa.array(["новый", "оригинал", "2024", "хит продаж", "с гарантией", "premium"])
-_SENTENCES = pa.array([
-    "Отличное качество по доступной цене.",
-    "Товар сертифицирован и соответствует заявленным характеристикам.",
-    "Подходит для ежедневного использования.",
-    "Гарантия производителя 12 месяцев.",
-    "Стильный дизайн и продуманная эргономика.",
-    "Упаковка надежно защищает товар при транспортировке.",
-    "Перед использованием ознакомьтесь с инструкцией.",
-    "Идеально подойдет в качестве подарка.",
-    "Изготовлено из качественных материалов.",
-    "Доставка по всей России.",
-])
+_SENTENCES = pa.array(
+    [
+        "Отличное качество по доступной цене.",
+        "Товар сертифицирован и соответствует заявленным характеристикам.",
+        "Подходит для ежедневного использования.",
+        "Гарантия производителя 12 месяцев.",
+        "Стильный дизайн и продуманная эргономика.",
+        "Упаковка надежно защищает товар при транспортировке.",
+        "Перед использованием ознакомьтесь с инструкцией.",
+        "Идеально подойдет в качестве подарка.",
+        "Изготовлено из качественных материалов.",
+        "Доставка по всей России.",
+    ]
+)
 
 
 def _parse(text: str) -> list[tuple[int, str, list[list[str]]]]:
@@ -215,13 +217,17 @@ SIZES, _, SIZE_START, SIZE_COUNT = _pools([f[2] for _, _, f in _categories])
 SERIES, _, SERIES_START, SERIES_COUNT = _pools(_SERIES)
 _COLOURS_JSON = _pools([COLOURS.to_pylist()])[1]
 # One JSON per (product type, level-4 index): few enough to encode with `json` itself.
-CATEGORY_JSON = pa.array([
-    json.dumps({"1": LEVEL1[level1], "2": level2, "3": plural, "4": _LEVEL4[level1][q]},
-               ensure_ascii=False)
-    for c2, _, plural in _types
-    for level1, level2, _ in [_categories[c2]]
-    for q in range(LEVEL4_PER_TYPE)
-])
+CATEGORY_JSON = pa.array(
+    [
+        json.dumps(
+            {"1": LEVEL1[level1], "2": level2, "3": plural, "4": _LEVEL4[level1][q]},
+            ensure_ascii=False,
+        )
+        for c2, _, plural in _types
+        for level1, level2, _ in [_categories[c2]]
+        for q in range(LEVEL4_PER_TYPE)
+    ]
+)
 
 
 def _join(*parts: pa.Array | str) -> pa.Array:
@@ -232,8 +238,15 @@ def _unless(drop: np.ndarray, values: pa.Array | pa.Scalar) -> pa.Array:
     return pc.if_else(pa.array(drop), pa.scalar(None, pa.string()), values)
 
 
-def texts(rng: np.random.Generator, type_: np.ndarray, brand: np.ndarray, series: np.ndarray,
-          number: np.ndarray, size: np.ndarray, colour: np.ndarray) -> dict[str, pa.Array]:
+def texts(
+    rng: np.random.Generator,
+    type_: np.ndarray,
+    brand: np.ndarray,
+    series: np.ndarray,
+    number: np.ndarray,
+    size: np.ndarray,
+    colour: np.ndarray,
+) -> dict[str, pa.Array]:
     """`name` and `description` of listings given their vocabulary indices.
 
     Listings of one product differ in word order, a missing colour and an extra word, as sellers'
@@ -257,8 +270,17 @@ def texts(rng: np.random.Generator, type_: np.ndarray, brand: np.ndarray, series
     templates = [
         _join("<p>", name, ". ", s1, "</p><p>", s2, "</p>"),
         _join(s1, "<br>", s2, "<br>Бренд: ", brand_s),
-        _join("<ul><li>Бренд: ", brand_s, "</li><li>Цвет: ", colour_s, "</li><li>", attr_s,
-              "</li></ul><p>", s1, "</p>"),
+        _join(
+            "<ul><li>Бренд: ",
+            brand_s,
+            "</li><li>Цвет: ",
+            colour_s,
+            "</li><li>",
+            attr_s,
+            "</li></ul><p>",
+            s1,
+            "</p>",
+        ),
         _join(s1, " ", s2),
     ]
     which = rng.choice(4, n, p=[0.35, 0.25, 0.25, 0.15]).astype(np.int8)
@@ -266,13 +288,23 @@ def texts(rng: np.random.Generator, type_: np.ndarray, brand: np.ndarray, series
     return {"name": name, "description": description}
 
 
-def attributes_json(rng: np.random.Generator, type_: np.ndarray, brand: np.ndarray,
-                    series: np.ndarray, number: np.ndarray, colour: np.ndarray) -> pa.Array:
+def attributes_json(
+    rng: np.random.Generator,
+    type_: np.ndarray,
+    brand: np.ndarray,
+    series: np.ndarray,
+    number: np.ndarray,
+    colour: np.ndarray,
+) -> pa.Array:
     """`characteristic_attributes_mapping`: brand and type always, colour, model, country often."""
     n = len(type_)
     model = _join('["', SERIES.take(series), pc.cast(pa.array(number), pa.string()), '"]')
     return _join(
-        '{"Тип": [', _TYPES_JSON.take(type_), '], "Бренд": [', _BRANDS_JSON.take(brand), "]",
+        '{"Тип": [',
+        _TYPES_JSON.take(type_),
+        '], "Бренд": [',
+        _BRANDS_JSON.take(brand),
+        "]",
         _unless(rng.random(n) < 0.1, _join(', "Цвет товара": [', _COLOURS_JSON.take(colour), "]")),
         _unless(rng.random(n) < 0.5, _join(', "Модель": ', model)),
         _unless(rng.random(n) < 0.6, pa.scalar(', "Страна-изготовитель": ["Китай"]')),

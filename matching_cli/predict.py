@@ -59,9 +59,12 @@ def predict_file(
     )
     summary, examples = PredictSummary(0, 0, 0), []
     task = reporter.task("scoring pairs", total=pf.metadata.num_rows, unit="pairs")
-    with atomic_file(out_path) as tmp, pacsv.CSVWriter(
-        str(tmp), schema, write_options=pacsv.WriteOptions(quoting_style="needed")
-    ) as writer:
+    with (
+        atomic_file(out_path) as tmp,
+        pacsv.CSVWriter(
+            str(tmp), schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+        ) as writer,
+    ):
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=["variantid1", "variantid2"]):
             v1, v2 = (_ids(batch.column(i), pairs_path) for i in (0, 1))
             left, right = items.rows(v1), items.rows(v2)

@@ -35,20 +35,41 @@ EASY_SHARE = 0.35  # of the non-matches; the others are hard, within a family
 LABEL_NOISE = 0.015
 PRODUCTS_PER_FAMILY = ([2, 3, 4, 5], [0.3, 0.3, 0.25, 0.15])
 LISTINGS_PER_PRODUCT = ([1, 2, 3, 4, 5], [0.2, 0.35, 0.22, 0.13, 0.1])
-FAMILY_LISTINGS_PER_PAIR = 1.70  # with the one-off listings, ~1.93 listings per pair as in the real data
+FAMILY_LISTINGS_PER_PAIR = (
+    1.65  # with the one-off listings, ~1.93 listings per pair as in the real data
+)
 CHUNK_ROWS = 200_000
 
 _I64, _STR, _NESTED = pa.int64(), pa.string(), pa.large_list(pa.large_list(pa.float64()))
 SCHEMAS = {
     "train": pa.schema([("variantid1", _I64), ("variantid2", _I64), ("target", _I64)]),
     "test": pa.schema([("variantid1", _I64), ("variantid2", _I64)]),
-    "images": pa.schema([("variantid", _I64), ("main_pic_embeddings_resnet_v1", _NESTED),
-                         ("pic_embeddings_resnet_v1", _NESTED)]),
-    "text": pa.schema([("variantid", _I64), ("name", _STR), ("description", _STR),
-                       ("name_bert_64", pa.list_(pa.float64()))]),
-    "attributes": pa.schema([("variantid", _I64), ("categories", _STR),
-                             ("characteristic_attributes_mapping", _STR)]),
+    "images": pa.schema(
+        [
+            ("variantid", _I64),
+            ("main_pic_embeddings_resnet_v1", _NESTED),
+            ("pic_embeddings_resnet_v1", _NESTED),
+        ]
+    ),
+    "text": pa.schema(
+        [
+            ("variantid", _I64),
+            ("name", _STR),
+            ("description", _STR),
+            ("name_bert_64", pa.list_(pa.float64())),
+        ]
+    ),
+    "attributes": pa.schema(
+        [("variantid", _I64), ("categories", _STR), ("characteristic_attributes_mapping", _STR)]
+    ),
     "truth": pa.schema([("variantid", _I64), ("product_id", _I64)]),
+}
+
+# Dictionaries and statistics of random floats or unique titles only cost time.
+_WRITER_OPTIONS = {
+    "images": {"use_dictionary": False, "write_statistics": ["variantid"]},
+    "text": {"use_dictionary": False, "write_statistics": ["variantid"]},
+    "attributes": {"use_dictionary": ["categories"], "write_statistics": ["variantid"]},
 }
 
 
@@ -90,12 +111,19 @@ class _Catalogue:
     family_series: np.ndarray
 
 
-def generate(out_dir: Path, n_pairs: int, seed: int = 0, reporter: Reporter | None = None,
-             image_file: str = "images_embed.parquet") -> SyntheticSummary:
+def generate(
+    out_dir: Path,
+    n_pairs: int,
+    seed: int = 0,
+    reporter: Reporter | None = None,
+    image_file: str = "images_embed.parquet",
+) -> SyntheticSummary:
     """Write the five competition files and `truth.parquet` into `out_dir`, each file whole or not at all."""
     if n_pairs < MIN_PAIRS:
-        raise DataError(f"--pairs must be at least {MIN_PAIRS} (got {n_pairs}): "
-                        "fewer cannot hold matches, hard and easy non-matches in every split")
+        raise DataError(
+            f"--pairs must be at least {MIN_PAIRS} (got {n_pairs}): "
+            "fewer cannot hold matches, hard and easy non-matches in every split"
+        )
     if not out_dir.is_dir():
         raise DataError(f"{out_dir}: not a directory; create it first")
     rng = _streams(seed, 0, 1)[0]
@@ -109,8 +137,11 @@ def generate(out_dir: Path, n_pairs: int, seed: int = 0, reporter: Reporter | No
     product_ids = rng.permutation(len(cat.product_family)).astype(np.int64)
     vectors = {b: _product_vectors(seed, k, cat, b) for k, b in ((1, TEXT), (2, IMAGE))}
 
-    names = {"images": image_file, "text": "text_and_bert.parquet",
-             "attributes": "attributes.parquet"}
+    names = {
+        "images": image_file,
+        "text": "text_and_bert.parquet",
+        "attributes": "attributes.parquet",
+    }
     n_chunks = math.ceil(n_listings / CHUNK_ROWS)
     builders = {"images": _image_batch, "text": _text_batch, "attributes": _attribute_batch}
     task = (reporter or NullReporter()).task("writing demo data", total=n_chunks, unit="chunks")
@@ -120,10 +151,11 @@ def generate(out_dir: Path, n_pairs: int, seed: int = 0, reporter: Reporter | No
             for k, table in enumerate(builders):
                 path = stack.enter_context(_replacing(out_dir / names[table]))
                 rngs = _streams(seed, 3 + k, n_chunks)
-                writers[table] = (stack.enter_context(pq.ParquetWriter(path, SCHEMAS[table])), rngs)
+                writer = pq.ParquetWriter(path, SCHEMAS[table], **_WRITER_OPTIONS[table])
+                writers[table] = (stack.enter_context(writer), rngs)
             for i in range(n_chunks):
                 for k, (table, (writer, rngs)) in enumerate(writers.items()):
-                    rows = orders[k][i * CHUNK_ROWS:(i + 1) * CHUNK_ROWS]
+                    rows = orders[k][i * CHUNK_ROWS : (i + 1) * CHUNK_ROWS]
                     columns = builders[table](rngs[i], rows, cat, vectors)
                     writer.write_batch(_batch(table, ids[rows], *columns))
                 task.advance()
@@ -131,13 +163,17 @@ def generate(out_dir: Path, n_pairs: int, seed: int = 0, reporter: Reporter | No
         task.close()
 
     target = train[2].astype(np.int64)
-    small = {"train.parquet": _pair_columns(rng, ids, *train[:2], target),
-             "test.parquet": _pair_columns(rng, ids, *test),
-             "truth.parquet": [ids[orders[3]], product_ids[cat.listing_product[orders[3]]]]}
+    small = {
+        "train.parquet": _pair_columns(rng, ids, *train[:2], target),
+        "test.parquet": _pair_columns(rng, ids, *test),
+        "truth.parquet": [ids[orders[3]], product_ids[cat.listing_product[orders[3]]]],
+    }
     for (name, columns), table in zip(small.items(), ("train", "test", "truth"), strict=True):
         with _replacing(out_dir / name) as path:
             pq.write_table(pa.Table.from_batches([_batch(table, *columns)]), path)
-    files = [out_dir / n for n in ("train.parquet", "test.parquet", *names.values(), "truth.parquet")]
+    files = [
+        out_dir / n for n in ("train.parquet", "test.parquet", *names.values(), "truth.parquet")
+    ]
     return SyntheticSummary(n_pairs, n_test, n_listings, float(target.mean()), files)
 
 
@@ -152,8 +188,9 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _catalogue(rng: np.random.Generator, n_pairs: int, n_test: int
-               ) -> tuple[_Catalogue, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+def _catalogue(
+    rng: np.random.Generator, n_pairs: int, n_test: int
+) -> tuple[_Catalogue, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Families, products and listings, and the train and test pairs as listing indices."""
     products, listings, avoid, pairs = [], [], [], []
     for n in (n_pairs, n_test):
@@ -165,14 +202,18 @@ def _catalogue(rng: np.random.Generator, n_pairs: int, n_test: int
         pairs.append((left + first_listing, right + first_listing, target))
     # Listings that no pair uses, as in the real tables.
     spare = max(0, round(n_pairs * REAL_LISTINGS / REAL_PAIRS) - sum(x.sum() for x in listings))
-    products, listings = np.concatenate([*products, np.ones(spare, int)]), np.concatenate(
-        [*listings, np.ones(spare, int)])
+    products, listings = (
+        np.concatenate([*products, np.ones(spare, int)]),
+        np.concatenate([*listings, np.ones(spare, int)]),
+    )
     avoid = np.concatenate([*avoid, np.full(spare, -1)])
 
     n_families = len(products)
     level2 = rng.choice(vocab.N_LEVEL2, n_families, p=rng.dirichlet(np.full(vocab.N_LEVEL2, 3.0)))
     lone = avoid >= 0  # an easy partner: any category but its anchor's
-    level2[lone] = (level2[avoid[lone]] + rng.integers(1, vocab.N_LEVEL2, lone.sum())) % vocab.N_LEVEL2
+    level2[lone] = (
+        level2[avoid[lone]] + rng.integers(1, vocab.N_LEVEL2, lone.sum())
+    ) % vocab.N_LEVEL2
     level1 = vocab.LEVEL2_LEVEL1[level2]
     type_start = np.searchsorted(vocab.TYPE_LEVEL2, np.arange(vocab.N_LEVEL2))
     type_count = np.bincount(vocab.TYPE_LEVEL2, minlength=vocab.N_LEVEL2)
@@ -186,7 +227,8 @@ def _catalogue(rng: np.random.Generator, n_pairs: int, n_test: int
         listing_product=np.repeat(np.arange(len(listings)), listings).astype(np.int32),
         product_family=product_family.astype(np.int32),
         product_number=base[product_family] + step[product_family] * _ranks(products),
-        product_size=vocab.SIZE_START[product_level2] + _below(rng, vocab.SIZE_COUNT[product_level2]),
+        product_size=vocab.SIZE_START[product_level2]
+        + _below(rng, vocab.SIZE_COUNT[product_level2]),
         product_colour=rng.integers(0, len(vocab.COLOURS), len(listings)),
         family_type=family_type,
         family_level4=rng.integers(0, vocab.LEVEL4_PER_TYPE, n_families),
@@ -221,8 +263,15 @@ def _families_and_pairs(rng: np.random.Generator, n_pairs: int):
         hard = []
         for gap in (1, 2):
             p = np.flatnonzero(_ranks(products) >= gap)
-            hard.append(np.stack([first[p - gap] + _below(rng, listings[p - gap]),
-                                  first[p] + _below(rng, listings[p])], axis=1))
+            hard.append(
+                np.stack(
+                    [
+                        first[p - gap] + _below(rng, listings[p - gap]),
+                        first[p] + _below(rng, listings[p]),
+                    ],
+                    axis=1,
+                )
+            )
         hard = np.concatenate(hard)
         if len(positive) >= n_pos and len(hard) >= n_hard:
             break
@@ -237,8 +286,12 @@ def _families_and_pairs(rng: np.random.Generator, n_pairs: int):
     target = np.arange(n_pairs) < n_pos
     avoid = np.concatenate([np.full(n_families, -1), listing_family[anchor]])
     ones = np.ones(n_easy, int)
-    return (np.concatenate([products, ones]), np.concatenate([listings, ones]), avoid,
-            (left, right, target))
+    return (
+        np.concatenate([products, ones]),
+        np.concatenate([listings, ones]),
+        avoid,
+        (left, right, target),
+    )
 
 
 def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -258,40 +311,51 @@ def _product_vectors(seed: int, purpose: int, cat: _Catalogue, noise: _Noise) ->
     # A common direction makes all cosines positive, as with real BERT and ResNet vectors.
     centre = (shared.standard_normal(noise.dim) + 0.8 * level2[vocab.TYPE_LEVEL2]
               + 0.5 * shared.standard_normal((len(vocab.TYPE_LEVEL2), noise.dim)))
+    centre = centre.astype(np.float32)
     first_product = np.searchsorted(cat.product_family, np.arange(n_families + 1))
     out = np.empty((len(cat.product_family), noise.dim), np.float32)
     for rng, start in zip(rngs, chunks, strict=True):
         stop = min(start + CHUNK_ROWS, n_families)
-        family = centre[cat.family_type[start:stop]] + noise.family * rng.standard_normal(
-            (stop - start, noise.dim))
-        products = slice(first_product[start], first_product[stop])
-        spread = noise.product * rng.lognormal(0, 0.5, products.stop - products.start)
-        out[products] = family[cat.product_family[products] - start] + spread[:, None] * (
-            rng.standard_normal((len(spread), noise.dim)))
+        family = rng.standard_normal((stop - start, noise.dim), np.float32)
+        family *= noise.family
+        family += centre[cat.family_type[start:stop]]
+        products = out[first_product[start]:first_product[stop]]
+        spread = noise.product * rng.lognormal(0, 0.5, len(products)).astype(np.float32)
+        rng.standard_normal(out=products, dtype=np.float32)
+        products *= spread[:, None]
+        products += family[cat.product_family[first_product[start]:first_product[stop]] - start]
     return out
 
 
-def _listing_vectors(rng: np.random.Generator, vectors: np.ndarray, products: np.ndarray,
-                     noise: _Noise) -> np.ndarray:
+def _listing_vectors(
+    rng: np.random.Generator, vectors: np.ndarray, products: np.ndarray, noise: _Noise
+) -> np.ndarray:
     source = products.copy()
     wrong = rng.random(len(source)) < noise.wrong
     source[wrong] = rng.integers(0, len(vectors), wrong.sum())
     scale = (noise.listing * rng.lognormal(0, 0.4, len(source))).astype(np.float32)
-    return vectors[source] + scale[:, None] * rng.standard_normal(
-        (len(source), noise.dim), np.float32)
+    out = rng.standard_normal((len(source), noise.dim), np.float32)
+    out *= scale[:, None]  # in place: these are the biggest arrays of the run
+    out += vectors[source]
+    return out
 
 
 def _lists(values: np.ndarray, counts: np.ndarray, null: np.ndarray, large: bool) -> pa.Array:
     """Arrow lists of `counts` items each from the rows of `values`; null where `null`."""
     offsets = np.concatenate([[0], np.cumsum(counts)])
     cls = pa.LargeListArray if large else pa.ListArray
-    return cls.from_arrays(pa.array(offsets.astype(np.int64 if large else np.int32)), values,
-                           mask=pa.array(null))
+    return cls.from_arrays(
+        pa.array(offsets.astype(np.int64 if large else np.int32)), values, mask=pa.array(null)
+    )
 
 
 def _vector_lists(vectors: np.ndarray, counts: np.ndarray, null: np.ndarray) -> pa.Array:
-    inner = _lists(pa.array(vectors.astype(np.float64).reshape(-1)),
-                   np.full(len(vectors), vectors.shape[1]), np.zeros(len(vectors), bool), True)
+    inner = _lists(
+        pa.array(vectors.astype(np.float64).reshape(-1)),
+        np.full(len(vectors), vectors.shape[1]),
+        np.zeros(len(vectors), bool),
+        True,
+    )
     return _lists(inner, counts, null, True)
 
 
@@ -304,8 +368,10 @@ def _image_batch(rng, rows, cat, vectors) -> list[pa.Array]:
     count = np.where(extra_null, 0, rng.choice(5, n, p=[0.05, 0.35, 0.25, 0.2, 0.15]))
     # Other photos of the same product: closer to it than to anything else, but not the main one.
     extra = _listing_vectors(rng, vectors[IMAGE], np.repeat(products, count), IMAGE)
-    return [_vector_lists(main, (~main_null).astype(int), main_null),
-            _vector_lists(extra, count, extra_null)]
+    return [
+        _vector_lists(main, (~main_null).astype(int), main_null),
+        _vector_lists(extra, count, extra_null),
+    ]
 
 
 def _text_batch(rng, rows, cat, vectors) -> list[pa.Array]:
@@ -313,22 +379,40 @@ def _text_batch(rng, rows, cat, vectors) -> list[pa.Array]:
     families = cat.product_family[products]
     null = rng.random(len(rows)) < 0.005
     bert = _listing_vectors(rng, vectors[TEXT], products[~null], TEXT)
-    text = vocab.texts(rng, cat.family_type[families], cat.family_brand[families],
-                       cat.family_series[families], cat.product_number[products],
-                       cat.product_size[products], cat.product_colour[products])
+    text = vocab.texts(
+        rng,
+        cat.family_type[families],
+        cat.family_brand[families],
+        cat.family_series[families],
+        cat.product_number[products],
+        cat.product_size[products],
+        cat.product_colour[products],
+    )
     bert_values = pa.array(bert.astype(np.float64).reshape(-1))
-    return [text["name"], text["description"],
-            _lists(bert_values, np.where(null, 0, TEXT.dim), null, False)]
+    return [
+        text["name"],
+        text["description"],
+        _lists(bert_values, np.where(null, 0, TEXT.dim), null, False),
+    ]
 
 
 def _attribute_batch(rng, rows, cat, vectors) -> list[pa.Array]:
     products = cat.listing_product[rows]
     families = cat.product_family[products]
     categories = vocab.CATEGORY_JSON.take(
-        cat.family_type[families] * vocab.LEVEL4_PER_TYPE + cat.family_level4[families])
-    return [categories, vocab.attributes_json(
-        rng, cat.family_type[families], cat.family_brand[families], cat.family_series[families],
-        cat.product_number[products], cat.product_colour[products])]
+        cat.family_type[families] * vocab.LEVEL4_PER_TYPE + cat.family_level4[families]
+    )
+    return [
+        categories,
+        vocab.attributes_json(
+            rng,
+            cat.family_type[families],
+            cat.family_brand[families],
+            cat.family_series[families],
+            cat.product_number[products],
+            cat.product_colour[products],
+        ),
+    ]
 
 
 def _pair_columns(rng, ids, left, right, target=None) -> list[np.ndarray]:
