@@ -27,6 +27,12 @@ TEXT_FILE = "text_and_bert.parquet"
 ATTRIBUTES_FILE = "attributes.parquet"
 IMAGE_FILES = ("images_embed.parquet", "resnet.parquet")
 BATCH_ROWS = 131_072
+# Widths of the competition's embedding columns; other columns take the width most rows have.
+KNOWN_DIMS = {
+    "name_bert_64": 64,
+    "main_pic_embeddings_resnet_v1": 128,
+    "pic_embeddings_resnet_v1": 128,
+}
 
 
 @dataclass(frozen=True)
@@ -212,12 +218,14 @@ def load_items(data_dir: Path, block_names: list[str], reporter: Reporter | None
 def _first_dim(path: Path, name: str) -> int:
     pf = open_parquet(path)
     check_columns(pf, path, {name: "vector"})
-    for batch in pf.iter_batches(batch_size=4096, columns=[name]):
+    if name in KNOWN_DIMS:
+        return KNOWN_DIMS[name]
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[name]):
         column = batch.column(0)
         inner = pc.list_flatten(column) if _list_depth(column.type) == 2 else column
-        lengths = pc.drop_null(pc.list_value_length(inner))
+        lengths = pc.drop_null(pc.list_value_length(inner)).to_numpy()
         if len(lengths):
-            return int(lengths[0].as_py())
+            return int(np.bincount(lengths).argmax())
     raise DataError(f"{path}: column '{name}' holds no vector at all (every row is null)")
 
 
@@ -229,34 +237,39 @@ def _fill_block(
     rows = np.searchsorted(items.ids, table_ids)
     unique_rows, counts = np.unique(rows, return_counts=True)
     duplicated = unique_rows[counts > 1]
+    repeats: list[tuple[np.ndarray, np.ndarray]] = []
     task = reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")
     start = 0
     for batch in open_parquet(path).iter_batches(batch_size=BATCH_ROWS, columns=[block.name]):
         vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
+        normalise(vectors)
         target = rows[start : start + len(vectors)]
         if len(duplicated):
-            _check_duplicates(items, b, target, vectors, present, duplicated, path)
-        normalise(vectors)
+            mask = np.isin(target, duplicated)
+            repeats.append((target[mask], np.where(present[mask, None], vectors[mask], np.nan)))
         items.matrix[target, cols] = vectors
         items.missing[target, b] = ~present
         start += len(vectors)
         task.advance(len(vectors))
     task.close()
+    if repeats:
+        _check_repeats(items, b, path, *map(np.concatenate, zip(*repeats, strict=True)))
+    if items.missing[:, b].all():
+        raise DataError(f"{path}: column '{block.name}' holds no vector at all (every row is null)")
 
 
-def _check_duplicates(items, b, target, vectors, present, duplicated, path) -> None:
-    block = items.blocks[b]
-    cols = slice(block.offset, block.offset + block.dim)
-    seen = np.isin(target, duplicated) & ~items.missing[target, b]
-    if not seen.any():
-        return
-    previous = items.matrix[target[seen], cols]
-    current = vectors[seen].copy()
-    normalise(current)
-    if not np.allclose(previous, current, atol=1e-6) or not present[seen].all():
+def _check_repeats(items: Items, b: int, path: Path, rows: np.ndarray, vectors: np.ndarray) -> None:
+    """A variantid listed twice is fine when both rows say the same; otherwise which one is right?"""
+    order = np.argsort(rows, kind="stable")
+    rows, vectors = rows[order], vectors[order]
+    _, first = np.unique(rows, return_index=True)
+    reference = vectors[first[np.searchsorted(rows[first], rows)]]
+    same = np.isclose(vectors, reference, atol=1e-6, equal_nan=True).all(axis=1)
+    if not same.all():
+        conflicting = np.unique(rows[~same])
         raise DataError(
-            f"{path}: {len(duplicated)} variantids appear more than once with different "
-            f"'{block.name}' vectors (e.g. {items.ids[duplicated[0]]}); deduplicate the table"
+            f"{path}: {len(conflicting)} variantids appear more than once with different "
+            f"'{items.blocks[b].name}' vectors (e.g. {items.ids[conflicting[0]]}); deduplicate the table"
         )
 
 

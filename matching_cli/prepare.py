@@ -74,6 +74,11 @@ class SplitReport:
 
 
 def source_files(data_dir: Path) -> list[Path]:
+    for name in (PAIRS_FILE, TEXT_FILE):
+        if not (data_dir / name).is_file():
+            raise DataError(
+                f"{data_dir / name}: file not found; run `matching download` (or --synthetic)"
+            )
     files = [data_dir / PAIRS_FILE, data_dir / TEXT_FILE, image_file(data_dir)]
     if (data_dir / ATTRIBUTES_FILE).is_file():
         files.append(data_dir / ATTRIBUTES_FILE)
