@@ -7,6 +7,7 @@ built with Arrow string kernels over taken vocabulary arrays, never with a Pytho
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -167,10 +168,11 @@ _SERIES = [
     ["арт. ", "Classic ", "Basic ", "Comfort ", "Style ", "Sport ", "Slim ", "Oversize "],
     ["Home ", "Classic ", "Eco ", "Premium ", "Comfort ", "серия ", "арт. ", "Nova "],
 ]
-COLOURS = pa.array(
+_COLOURS = (
     "черный белый серый синий красный зеленый бежевый розовый желтый голубой коричневый "
-    "фиолетовый серебристый золотой бордовый хаки мятный оранжевый".split()
+    "фиолетовый серебристый золотой бордовый хаки мятный оранжевый"
 )
+COLOURS = pa.array(_COLOURS.split())
 _EXTRA_WORDS = pa.array(["новый", "оригинал", "2024", "хит продаж", "с гарантией", "premium"])
 _SENTENCES = pa.array(
     [
@@ -230,6 +232,45 @@ CATEGORY_JSON = pa.array(
 )
 
 
+@dataclass
+class Words:
+    """Vocabulary indices: a family's type, level-4 category, brand and model line; a product's
+    model number, size and colour. Siblings share the family's words, so they look alike."""
+
+    family_type: np.ndarray
+    family_level4: np.ndarray
+    family_brand: np.ndarray
+    family_series: np.ndarray
+    product_number: np.ndarray
+    product_size: np.ndarray
+    product_colour: np.ndarray
+
+
+def draw_words(rng: np.random.Generator, level2: np.ndarray, products: np.ndarray) -> Words:
+    """Words for families of `level2` categories with `products` products each."""
+    product_family = np.repeat(np.arange(len(products)), products)
+    level1, product_level2 = LEVEL2_LEVEL1[level2], level2[product_family]
+    type_start = np.searchsorted(TYPE_LEVEL2, np.arange(N_LEVEL2))
+    # The number steps by 10 between siblings (A14, A24...), by 1, or not at all when they differ
+    # only in colour or size.
+    base, step = rng.integers(1, 60, len(products)), rng.choice([0, 1, 10], len(products))
+    rank = np.arange(len(product_family)) - np.repeat(np.cumsum(products) - products, products)
+    return Words(
+        family_type=type_start[level2] + below(rng, np.bincount(TYPE_LEVEL2)[level2]),
+        family_level4=rng.integers(0, LEVEL4_PER_TYPE, len(products)),
+        family_brand=BRAND_START[level2] + below(rng, BRAND_COUNT[level2]),
+        family_series=SERIES_START[level1] + below(rng, SERIES_COUNT[level1]),
+        product_number=base[product_family] + step[product_family] * rank,
+        product_size=SIZE_START[product_level2] + below(rng, SIZE_COUNT[product_level2]),
+        product_colour=rng.integers(0, len(COLOURS), len(product_family)),
+    )
+
+
+def below(rng: np.random.Generator, counts: np.ndarray) -> np.ndarray:
+    """A uniform index below each of `counts`."""
+    return (rng.random(len(counts)) * counts).astype(np.int64)
+
+
 def _join(*parts: pa.Array | str) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "", null_handling="skip")
 
@@ -238,30 +279,31 @@ def _unless(drop: np.ndarray, values: pa.Array | pa.Scalar) -> pa.Array:
     return pc.if_else(pa.array(drop), pa.scalar(None, pa.string()), values)
 
 
-def texts(
-    rng: np.random.Generator,
-    type_: np.ndarray,
-    brand: np.ndarray,
-    series: np.ndarray,
-    number: np.ndarray,
-    size: np.ndarray,
-    colour: np.ndarray,
-) -> dict[str, pa.Array]:
-    """`name` and `description` of listings given their vocabulary indices.
+def text_columns(
+    rng: np.random.Generator, words: Words, families: np.ndarray, products: np.ndarray
+) -> list[pa.Array]:
+    """`name` and `description` of listings of these families and products.
 
     Listings of one product differ in word order, a missing colour and an extra word, as sellers'
-    titles do; about 12% have no description, most of the rest carry some HTML.
+    titles do; about 12% have no description, most of the others carry some HTML.
     """
-    n = len(type_)
-    kind, brand_s = TYPE_NAMES.take(type_), BRANDS.take(brand)
-    model = _join(SERIES.take(series), pc.cast(pa.array(number), pa.string()))
-    attr_s, colour_s = SIZES.take(size), COLOURS.take(colour)
-    shown_colour = _unless(rng.random(n) < 0.25, colour_s)
+    n = len(products)
+    kind = TYPE_NAMES.take(words.family_type[families])
+    brand = BRANDS.take(words.family_brand[families])
+    model = _join(
+        SERIES.take(words.family_series[families]),
+        pc.cast(pa.array(words.product_number[products]), pa.string()),
+    )
+    size, colour = (
+        SIZES.take(words.product_size[products]),
+        COLOURS.take(words.product_colour[products]),
+    )
+    shown_colour = _unless(rng.random(n) < 0.25, colour)
     extra = _unless(rng.random(n) >= 0.15, _EXTRA_WORDS.take(rng.integers(0, 6, n)))
     orders = [
-        [kind, brand_s, model, attr_s, shown_colour, extra],
-        [brand_s, model, kind, attr_s, shown_colour, extra],
-        [kind, brand_s, model, shown_colour, attr_s, extra],
+        [kind, brand, model, size, shown_colour, extra],
+        [brand, model, kind, size, shown_colour, extra],
+        [kind, brand, model, shown_colour, size, extra],
     ]
     joined = [pc.binary_join_element_wise(*o, " ", null_handling="skip") for o in orders]
     name = pc.choose(pa.array(rng.choice(3, n, p=[0.6, 0.25, 0.15]).astype(np.int8)), *joined)
@@ -269,44 +311,45 @@ def texts(
     s1, s2 = _SENTENCES.take(rng.integers(0, 10, n)), _SENTENCES.take(rng.integers(0, 10, n))
     templates = [
         _join("<p>", name, ". ", s1, "</p><p>", s2, "</p>"),
-        _join(s1, "<br>", s2, "<br>Бренд: ", brand_s),
+        _join(s1, "<br>", s2, "<br>Бренд: ", brand),
         _join(
             "<ul><li>Бренд: ",
-            brand_s,
+            brand,
             "</li><li>Цвет: ",
-            colour_s,
+            colour,
             "</li><li>",
-            attr_s,
+            size,
             "</li></ul><p>",
             s1,
             "</p>",
         ),
         _join(s1, " ", s2),
     ]
-    which = rng.choice(4, n, p=[0.35, 0.25, 0.25, 0.15]).astype(np.int8)
-    description = _unless(rng.random(n) < 0.12, pc.choose(pa.array(which), *templates))
-    return {"name": name, "description": description}
+    which = pa.array(rng.choice(4, n, p=[0.35, 0.25, 0.25, 0.15]).astype(np.int8))
+    return [name, _unless(rng.random(n) < 0.12, pc.choose(which, *templates))]
 
 
-def attributes_json(
-    rng: np.random.Generator,
-    type_: np.ndarray,
-    brand: np.ndarray,
-    series: np.ndarray,
-    number: np.ndarray,
-    colour: np.ndarray,
-) -> pa.Array:
-    """`characteristic_attributes_mapping`: brand and type always, colour, model, country often."""
-    n = len(type_)
-    model = _join('["', SERIES.take(series), pc.cast(pa.array(number), pa.string()), '"]')
-    return _join(
+def attribute_columns(
+    rng: np.random.Generator, words: Words, families: np.ndarray, products: np.ndarray
+) -> list[pa.Array]:
+    """`categories` and `characteristic_attributes_mapping` (type and brand always; colour,
+    model and country often) of listings of these families and products."""
+    n = len(products)
+    categories = CATEGORY_JSON.take(
+        words.family_type[families] * LEVEL4_PER_TYPE + words.family_level4[families]
+    )
+    number = pc.cast(pa.array(words.product_number[products]), pa.string())
+    model = _join('["', SERIES.take(words.family_series[families]), number, '"]')
+    colour = _COLOURS_JSON.take(words.product_colour[products])
+    mapping = _join(
         '{"Тип": [',
-        _TYPES_JSON.take(type_),
+        _TYPES_JSON.take(words.family_type[families]),
         '], "Бренд": [',
-        _BRANDS_JSON.take(brand),
+        _BRANDS_JSON.take(words.family_brand[families]),
         "]",
-        _unless(rng.random(n) < 0.1, _join(', "Цвет товара": [', _COLOURS_JSON.take(colour), "]")),
+        _unless(rng.random(n) < 0.1, _join(', "Цвет товара": [', colour, "]")),
         _unless(rng.random(n) < 0.5, _join(', "Модель": ', model)),
         _unless(rng.random(n) < 0.6, pa.scalar(', "Страна-изготовитель": ["Китай"]')),
         "}",
     )
+    return [categories, mapping]

@@ -341,3 +341,98 @@ def predict(
     stdout.print(
         f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}."
     )
+
+
+@app.command()
+@handled
+def match(
+    ctx: typer.Context,
+    run_id: RunId = None,
+    listings: Annotated[
+        Path | None,
+        typer.Option("--listings", help="Parquet with a variantid column [every listing]."),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Neighbours per listing.")] = 10,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", min=0, max=1, help="Match probability [the run's]."),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--output", "-o", file_okay=False, help="Folder for the results.")
+    ] = Path("matches"),
+    method: Annotated[
+        str, typer.Option("--method", help="Blocking: auto, exact or hnsw (approximate).")
+    ] = "auto",
+    exact_max: Annotated[
+        int | None,
+        typer.Option(
+            "--exact-max",
+            min=2,
+            help="auto on a CPU: exact search up to this many listings [150000].",
+        ),
+    ] = None,
+    same_category: Annotated[
+        bool, typer.Option("--same-category", help="Pair only listings of one level-2 category.")
+    ] = False,
+    join_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--join-threshold",
+            min=0,
+            max=1,
+            help="Probability needed to merge two groups [0.9]; 0: plain connected components.",
+        ),
+    ] = None,
+    max_group: Annotated[
+        int, typer.Option("--max-group", min=0, help="Largest group; 0: no cap.")
+    ] = 0,
+    ef_search: Annotated[
+        int | None,
+        typer.Option("--ef-search", min=1, help="hnsw: search breadth, recall against time [64]."),
+    ] = None,
+    all_pairs: Annotated[
+        bool, typer.Option("--all-pairs", help="pairs.parquet: every scored candidate.")
+    ] = False,
+    device: Device = None,
+    data_dir: DataDir = None,
+    as_json: Json = False,
+) -> None:
+    """Find the duplicates in a catalogue: nearest neighbours, the pair model, product groups."""
+    from matching_cli.blocking import HnswParams
+    from matching_cli.clustering import Guard
+    from matching_cli.matching import MatchOptions, match_job
+
+    state: State = ctx.obj
+    settings = state.settings(data={"dir": data_dir}, train={"device": device})
+    given = {"exact_max": exact_max} if exact_max else {}
+    join = MatchOptions().guard.join_threshold if join_threshold is None else join_threshold
+    options = MatchOptions(
+        run_id=run_id,
+        listings=listings,
+        k=k,
+        threshold=threshold,
+        out_dir=out_dir,
+        method=method,
+        same_category=same_category,
+        guard=Guard(join_threshold=join or None, max_size=max_group or None),
+        hnsw=HnswParams(**({"ef_search": ef_search} if ef_search else {})),
+        all_pairs=all_pairs,
+        **given,
+    )
+    with state.reporter() as reporter:
+        result = match_job(settings, options, reporter)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"Matches in {out_dir} (run {result.run_id})")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in result.counts.items():
+        table.add_row(name.replace("_", " "), f"{value:,}")
+    for size, groups in result.groups_by_size.items():
+        table.add_row(f"groups of {size}", f"{groups:,}")
+    for stage, seconds in result.seconds.items():
+        table.add_row(f"{stage} (s)", f"{seconds:,.1f}")
+    for name, value in result.quality.items():
+        table.add_row(name.replace("_", " "), f"{value:.4f}")
+    stdout.print(table)

@@ -177,3 +177,12 @@ def download_model(run_id: str) -> Path:
             f"run {run_id}: its model artifacts are missing ({e}); train again"
         ) from None
     return Path(path)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params(params)
+
+
+def log_files(paths: list[Path], folder: str) -> None:
+    for path in paths:
+        mlflow.log_artifact(str(path), folder)
