@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ def check_writable_parent(path: Path, what: str) -> None:
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only when the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
+    parent = path.parent if str(path.parent) else Path(".")
+    _remove_leftovers(parent, f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".partial", dir=parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -37,7 +40,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh staging folder beside `path`; on success it takes the place of `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    _remove_leftovers(path.parent, f".{path.name}.", restore=path)
+    staging = _temp_dir(path, "partial")
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
@@ -48,7 +52,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
     backup = None
     if path.exists():
-        backup = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        backup = _temp_dir(path, "old")
         backup.rmdir()
         os.replace(path, backup)
     try:
@@ -60,3 +64,32 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _temp_dir(path: Path, kind: str) -> Path:
+    # The owner's pid in the name lets a later run tell a dead run's leftovers from a live one's.
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{kind}-{os.getpid()}-", dir=path.parent))
+
+
+def _remove_leftovers(folder: Path, prefix: str, restore: Path | None = None) -> None:
+    """Clear what a killed run left beside its target; put back a folder it had moved aside."""
+    for leftover in folder.glob(prefix + "*"):
+        match = re.match(re.escape(prefix) + r"(?:(partial|old)-)?(\d+)-", leftover.name)
+        if not match or _alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and restore is not None and not restore.exists():
+            os.replace(leftover, restore)
+        elif leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

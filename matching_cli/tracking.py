@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from matching_cli.artifacts import SavedModel
+from matching_cli.artifacts import META, WEIGHTS, SavedModel
 from matching_cli.errors import ModelError
 from matching_cli.model import PairScorer
 from matching_cli.settings import MlflowSettings, Settings
@@ -114,7 +114,8 @@ def log_figures(figures: dict[str, Figure], folder: str) -> None:
 
 def log_saved_model(folder: Path, saved: SavedModel, example: np.ndarray) -> None:
     """The model's own files, plus an MLflow pytorch model with one input that `mlflow models serve` serves."""
-    mlflow.log_artifacts(str(folder), MODEL_ARTIFACTS)
+    for name in (WEIGHTS, META):  # the resume checkpoint beside them stays local
+        mlflow.log_artifact(str(folder / name), MODEL_ARTIFACTS)
     scorer = PairScorer(saved.classifier).cpu().eval()
     mlflow.pytorch.log_model(
         scorer,

@@ -1,0 +1,130 @@
+"""SIGKILL in the middle of writing: the destination is never corrupt, and the next run completes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from matching_cli.prepare import load_prepared
+from matching_cli.synthetic import generate
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "matching_cli", "-q", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _kill_when(process: subprocess.Popen, folder: Path, pattern: str, timeout: float = 120) -> None:
+    """SIGKILL the process as soon as its temporary output shows up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list(folder.glob(pattern)):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        if process.poll() is not None:
+            pytest.fail(f"finished before it could be killed: {process.stderr.read().decode()}")
+        time.sleep(0.005)
+    process.kill()
+    pytest.fail("its temporary output never appeared")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def medium_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("medium") / "data"
+    folder.mkdir()
+    generate(folder, 30_000, seed=1)
+    return folder
+
+
+def test_killed_download_keeps_the_old_data(project):
+    before = _digest(project / "data")
+    process = _start(["download", "--synthetic", "--force", "--pairs", "200000"], project)
+    _kill_when(process, project, ".data.partial-*")
+    assert _digest(project / "data") == before
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "matching_cli",
+            "-q",
+            "download",
+            "--synthetic",
+            "--force",
+            "--pairs",
+            "300",
+        ],
+        cwd=project,
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert pq.read_table(project / "data/train.parquet").num_rows == 300
+    assert not list(project.glob(".data.*")), "the killed run's leftovers are cleared"
+
+
+def test_killed_prepare_leaves_no_half_written_prepared_data(tmp_path, medium_data):
+    shutil.copytree(medium_data, tmp_path / "data")
+    process = _start(["prepare"], tmp_path)
+    _kill_when(process, tmp_path, ".prepared.partial-*/items.npy")
+    assert not (tmp_path / "prepared").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "matching_cli", "-q", "prepare"], cwd=tmp_path, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(load_prepared(tmp_path / "prepared").splits["train"]) > 0
+    assert not list(tmp_path.glob(".prepared.*"))
+
+
+def test_killed_predict_writes_no_partial_csv(trained, tmp_path, monkeypatch, mlflow_uri):
+    folder, run_id, _ = trained
+    for name in ("data", "prepared"):
+        shutil.copytree(folder / name, tmp_path / name)
+    pairs = pq.read_table(tmp_path / "data/test.parquet")
+    pq.write_table(
+        pa.concat_tables([pairs] * (1_000_000 // pairs.num_rows)), tmp_path / "many.parquet"
+    )
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    process = _start(["predict", "many.parquet", "-o", "scores.csv", "--run-id", run_id], tmp_path)
+    _kill_when(process, tmp_path, ".scores.csv.*.partial")
+    assert not (tmp_path / "scores.csv").exists()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "matching_cli",
+            "-q",
+            "predict",
+            "data/test.parquet",
+            "-o",
+            "scores.csv",
+            "--run-id",
+            run_id,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "scores.csv").read_text().splitlines()) == pairs.num_rows + 1
+    assert not list(tmp_path.glob(".scores.csv.*"))
