@@ -63,10 +63,20 @@ SCHEMAS = {
     ),
     "truth": pa.schema([("variantid", _I64), ("product_id", _I64)]),
 }
-# Dictionaries and statistics of random floats or unique titles only cost time.
+# Dictionaries and statistics of random floats or unique titles only cost time. Byte stream split
+# (a standard Parquet encoding) packs the floats a third smaller and faster than plain + snappy.
+_FLOATS = "main_pic_embeddings_resnet_v1", "pic_embeddings_resnet_v1"
 _WRITER_OPTIONS = {
-    "images": {"use_dictionary": False, "write_statistics": ["variantid"]},
-    "text": {"use_dictionary": False, "write_statistics": ["variantid"]},
+    "images": {
+        "use_dictionary": False,
+        "write_statistics": ["variantid"],
+        "use_byte_stream_split": [f"{c}.list.element.list.element" for c in _FLOATS],
+    },
+    "text": {
+        "use_dictionary": False,
+        "write_statistics": ["variantid"],
+        "use_byte_stream_split": ["name_bert_64.list.element"],
+    },
     "attributes": {"use_dictionary": ["categories"], "write_statistics": ["variantid"]},
 }
 
@@ -99,6 +109,8 @@ class SyntheticSummary:
 
 @dataclass
 class _Catalogue:
+    """Listings as indices: each listing's product, each product's family, and their words."""
+
     listing_product: np.ndarray
     product_family: np.ndarray
     words: vocab.Words
@@ -217,22 +229,14 @@ def _families_and_pairs(rng: np.random.Generator, n_pairs: int) -> _Split:
     while True:
         products = rng.choice(PRODUCTS_PER_FAMILY[0], n_families, p=PRODUCTS_PER_FAMILY[1])
         listings = rng.choice(LISTINGS_PER_PRODUCT[0], products.sum(), p=LISTINGS_PER_PRODUCT[1])
-        first = np.cumsum(listings) - listings
+        first, rank = np.cumsum(listings) - listings, _ranks(products)
         later = np.flatnonzero(_ranks(listings) > 0)
         positive = np.stack([later - 1, later], axis=1)
-        hard = []
+        hard = np.empty((0, 2), np.int64)
         for gap in (1, 2):
-            p = np.flatnonzero(_ranks(products) >= gap)
-            hard.append(
-                np.stack(
-                    [
-                        first[p - gap] + vocab.below(rng, listings[p - gap]),
-                        first[p] + vocab.below(rng, listings[p]),
-                    ],
-                    axis=1,
-                )
-            )
-        hard = np.concatenate(hard)
+            p = np.flatnonzero(rank >= gap)
+            sides = [first[q] + vocab.below(rng, listings[q]) for q in (p - gap, p)]
+            hard = np.concatenate([hard, np.stack(sides, axis=1)])
         if len(positive) >= n_pos and len(hard) >= n_hard:
             break
         n_families *= 2  # only tiny splits get here
