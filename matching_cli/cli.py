@@ -72,11 +72,14 @@ def main(
 ) -> None:
     """Learn whether two marketplace listings are the same product, from their embeddings."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=True, markup=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # logs and CI: one plain line per record, never wrapped
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("matching_cli").setLevel(level)
-    for noisy in ("mlflow", "alembic"):  # their INFO lines are about store migrations, not our work
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = State(config=config, verbose=verbose, quiet=quiet)
 
 
@@ -211,7 +214,8 @@ def _show_run(result: Any, title: str, as_json: bool) -> None:
             )
         )
     else:
-        stdout.print(_metrics_table(f"{title} (run {result.run_id})", result.metrics))
+        stdout.print(_metrics_table(title, result.metrics))
+        stdout.print(f"MLflow run {result.run_id} ({result.status.lower()})")
 
 
 Device = Annotated[

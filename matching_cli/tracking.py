@@ -31,6 +31,10 @@ KIND_TAG = "matching.kind"
 
 def configure(settings: MlflowSettings) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's INFO lines are about its store's migrations, not our work; --verbose shows them.
+    quiet = logging.getLogger("matching_cli").getEffectiveLevel() > logging.DEBUG
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.DEBUG)
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         mlflow.set_experiment(settings.experiment)
