@@ -15,7 +15,7 @@ from matching_cli.artifacts import SavedModel, load_model, save_model
 from matching_cli.checkpoint import CheckpointCallback, load_checkpoint, read_settings
 from matching_cli.data import read_pairs
 from matching_cli.errors import DataError, ModelError
-from matching_cli.metrics import all_metrics, best_f1_threshold
+from matching_cli.metrics import all_metrics, best_f1_threshold, pr_auc
 from matching_cli.model import ModelConfig, PairClassifier
 from matching_cli.plots import run_figures
 from matching_cli.predict import PredictSummary, predict_file
@@ -115,7 +115,12 @@ def train_job(
         )
         example = torch.cat([data.items[val.left[:4]], data.items[val.right[:4]]], dim=1)
         tracking.log_saved_model(folder, saved, example.cpu().numpy())
-        tracking.log_metrics({"best_epoch": state.best_epoch, "threshold": threshold})
+        train = data.splits["train"]
+        # Beside the test score, the training score shows how much a model memorises listings.
+        train_pr_auc = pr_auc(train.target.cpu().numpy(), _probabilities(model, data.items, train))
+        tracking.log_metrics(
+            {"best_epoch": state.best_epoch, "threshold": threshold, "train_pr_auc": train_pr_auc}
+        )
         if report_dir is not None:
             _write_report(report_dir, run_id, metrics, history)
         if state.stopped == "interrupted":
