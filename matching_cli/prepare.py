@@ -242,8 +242,8 @@ def _assign(groups: np.ndarray, n: int, data: DataSettings, rng: np.random.Gener
     placeable = order[sizes[order] <= _group_limit(n, data)]
     filled = np.cumsum(sizes[placeable])
     code = np.zeros(len(group_ids), dtype=np.int8)
-    test_end = np.searchsorted(filled, data.test_size * n)
-    val_end = np.searchsorted(filled, (data.test_size + data.val_size) * n)
+    test_end = np.searchsorted(filled, round(data.test_size * n))
+    val_end = np.searchsorted(filled, round((data.test_size + data.val_size) * n))
     code[placeable[: test_end + 1]] = 2
     code[placeable[test_end + 1 : val_end + 1]] = 1
     return code[compact]
