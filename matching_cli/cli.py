@@ -372,7 +372,7 @@ def match(
         typer.Option(
             "--exact-max",
             min=2,
-            help="auto on a CPU: exact search up to this many listings [150000].",
+            help="auto on a CPU: exact search up to this many listings [50000].",
         ),
     ] = None,
     same_category: Annotated[
@@ -384,12 +384,13 @@ def match(
             "--join-threshold",
             min=0,
             max=1,
-            help="Probability needed to merge two groups [0.9]; 0: plain connected components.",
+            help="Probability needed to merge two groups [0.99]; 0: any accepted pair.",
         ),
     ] = None,
     max_group: Annotated[
-        int, typer.Option("--max-group", min=0, help="Largest group; 0: no cap.")
-    ] = 0,
+        int | None,
+        typer.Option("--max-group", min=0, help="No group grows past this [50]; 0: no cap."),
+    ] = None,
     ef_search: Annotated[
         int | None,
         typer.Option("--ef-search", min=1, help="hnsw: search breadth, recall against time [64]."),
@@ -402,33 +403,34 @@ def match(
     as_json: Json = False,
 ) -> None:
     """Find the duplicates in a catalogue: nearest neighbours, the pair model, product groups."""
-    from matching_cli.blocking import HnswParams
-    from matching_cli.clustering import Guard
     from matching_cli.matching import MatchOptions, match_job
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
-    given = {"exact_max": exact_max} if exact_max else {}
-    join = MatchOptions().guard.join_threshold if join_threshold is None else join_threshold
-    options = MatchOptions(
+    options = MatchOptions.build(
         run_id=run_id,
         listings=listings,
         k=k,
         threshold=threshold,
         out_dir=out_dir,
         method=method,
+        exact_max=exact_max,
         same_category=same_category,
-        guard=Guard(join_threshold=join or None, max_size=max_group or None),
-        hnsw=HnswParams(**({"ef_search": ef_search} if ef_search else {})),
+        join_threshold=join_threshold,
+        max_group=max_group,
+        ef_search=ef_search,
         all_pairs=all_pairs,
-        **given,
     )
     with state.reporter() as reporter:
         result = match_job(settings, options, reporter)
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
-        return
-    table = Table(title=f"Matches in {out_dir} (run {result.run_id})")
+    else:
+        stdout.print(_match_table(result))
+
+
+def _match_table(result: Any) -> Table:
+    table = Table(title=f"Matches in {result.out_dir} (run {result.run_id})")
     table.add_column("")
     table.add_column("value", justify="right")
     for name, value in result.counts.items():
@@ -439,4 +441,4 @@ def match(
         table.add_row(f"{stage} (s)", f"{seconds:,.1f}")
     for name, value in result.quality.items():
         table.add_row(name.replace("_", " "), f"{value:.4f}")
-    stdout.print(table)
+    return table

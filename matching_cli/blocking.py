@@ -1,0 +1,233 @@
+"""Blocking: each listing's K most similar listings, the candidates that the pair model then scores.
+
+The similarity is the cosine of the concatenated embedding blocks. Each row of the item matrix holds
+L2-normalised blocks (zero where missing); re-normalised to unit length, the dot product of two rows
+is that cosine, so any inner-product index serves. With both blocks present it is the mean of the
+block cosines; a listing missing one block is compared on the block it has, scaled by 1/sqrt(2), so
+it ranks a little lower and the model decides. A listing with no embedding at all has no neighbours.
+
+Two searches: exact (a matrix product per chunk of queries and `torch.topk`, the fastest exact method
+on a GPU, and on a CPU while the catalogue is small) and an HNSW graph (faiss) for large catalogues
+on a CPU, where exact search grows with the square of the catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from matching_cli.errors import MatchingError
+from matching_cli.progress import NullReporter, Reporter
+
+log = logging.getLogger(__name__)
+METHODS = ("auto", "exact", "hnsw")
+# `auto` on a CPU: exact search up to the cost of a catalogue this big. Exact search computes about
+# 60M similarities per CPU-second (40 s at 50k listings); beyond, the index is cheaper by far.
+EXACT_MAX = 50_000
+_CPU_CHUNK_ELEMENTS = 1 << 25  # similarities held at once: 128 MiB of float32
+_GPU_CHUNK_ELEMENTS = 1 << 30
+_INDEX_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    m: int = 16  # links per node; 32 at the bottom layer
+    ef_construction: int = 128
+    ef_search: int = 64
+
+
+@dataclass
+class Candidates:
+    """Unordered pairs of item-matrix rows (left < right), each once, sorted by (left, right)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    similarity: np.ndarray  # float32 cosine
+    methods: dict[str, int]  # method -> query listings searched with it
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+    def keys(self, n_items: int) -> np.ndarray:
+        return pair_keys(self.left, self.right, n_items)
+
+
+def pair_keys(a: np.ndarray, b: np.ndarray, n_items: int) -> np.ndarray:
+    """One sortable int64 per unordered pair of rows."""
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    return np.minimum(a, b) * n_items + np.maximum(a, b)
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """A float32 copy of the item matrix with every non-zero row scaled to unit length."""
+    out = np.array(matrix, dtype=np.float32, copy=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]  # no N x D temporary, unlike norm()
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out
+
+
+def find_candidates(
+    unit: np.ndarray,
+    query_rows: np.ndarray,
+    k: int,
+    *,
+    method: str = "auto",
+    device: torch.device | None = None,
+    groups: np.ndarray | None = None,
+    exact_max: int = EXACT_MAX,
+    hnsw: HnswParams = HnswParams(),
+    reporter: Reporter | None = None,
+) -> Candidates:
+    """The K nearest neighbours of each query row among all rows (of its group, when `groups` is
+    given: only listings with the same group code are paired), as unique unordered pairs."""
+    if method not in METHODS:
+        raise MatchingError(f"--method {method}: expected one of {', '.join(METHODS)}")
+    if k < 1:
+        raise MatchingError(f"-k {k}: needs at least one neighbour")
+    reporter = reporter or NullReporter()
+    device = device or torch.device("cpu")
+    present = np.flatnonzero(np.einsum("ij,ij->i", unit, unit) > 0)
+    if len(present) < len(unit):
+        log.info(
+            "Listings with no embedding at all get no candidates: %s", len(unit) - len(present)
+        )
+    codes = np.zeros(len(unit), np.int64) if groups is None else groups.astype(np.int64)
+    is_query = np.zeros(len(unit), bool)
+    is_query[query_rows] = True
+    firsts, seconds, sims, methods = [], [], [], {}
+    for code in np.unique(codes[present]):
+        base = present[codes[present] == code]
+        query_pos = np.flatnonzero(is_query[base])
+        if len(base) < 2 or len(query_pos) == 0:
+            continue
+        chosen = _choose(method, device, len(query_pos), len(base), exact_max)
+        methods[chosen] = methods.get(chosen, 0) + len(query_pos)
+        k_here = min(k, len(base) - 1)
+        vectors = unit if len(base) == len(unit) else unit[base]  # no copy of a whole catalogue
+        neighbours, similarity = search(vectors, query_pos, k_here, chosen, device, hnsw, reporter)
+        firsts.append(np.repeat(base[query_pos], k_here))
+        seconds.append(np.where(neighbours.ravel() >= 0, base[neighbours.ravel()], -1))
+        sims.append(similarity.ravel())
+    if not firsts:
+        return Candidates(
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), methods
+        )
+    return _unique_pairs(
+        np.concatenate(firsts), np.concatenate(seconds), np.concatenate(sims), len(unit), methods
+    )
+
+
+def search(
+    base: np.ndarray,
+    query_pos: np.ndarray,
+    k: int,
+    method: str = "exact",
+    device: torch.device | None = None,
+    hnsw: HnswParams = HnswParams(),
+    reporter: Reporter | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest other rows of `base` for the rows `query_pos`, most similar first:
+    (positions in `base`, similarities), each of shape (queries, k); position -1 where none."""
+    run = _exact_search if method == "exact" else _hnsw_search
+    return run(base, query_pos, k, device or torch.device("cpu"), hnsw, reporter or NullReporter())
+
+
+def _choose(method: str, device: torch.device, n_queries: int, n_base: int, exact_max: int) -> str:
+    if method != "auto":
+        return method
+    if device.type != "cpu":
+        return "exact"
+    # The cost of exact search is queries x catalogue: compare it with a whole catalogue of exact_max.
+    return "exact" if n_queries * n_base <= exact_max**2 else "hnsw"
+
+
+def _drop_self(neighbours: np.ndarray, similarity: np.ndarray, query_pos: np.ndarray, k: int):
+    """Searches return k + 1 neighbours; keep the k that are not the query itself, in order."""
+    is_self = neighbours == query_pos[:, None]
+    order = np.argsort(is_self | (neighbours < 0), axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(neighbours, order, 1), np.take_along_axis(similarity, order, 1)
+
+
+def _exact_search(
+    base_np: np.ndarray,
+    query_pos: np.ndarray,
+    k: int,
+    device: torch.device,
+    hnsw: HnswParams,
+    reporter: Reporter,
+) -> tuple[np.ndarray, np.ndarray]:
+    base = torch.from_numpy(base_np).to(device)
+    # On an accelerator, half precision (tensor cores) chooses the neighbours and float32 gives
+    # their similarity; on a CPU, float32 does both.
+    search = base if device.type == "cpu" else base.half()
+    budget = _CPU_CHUNK_ELEMENTS if device.type == "cpu" else _GPU_CHUNK_ELEMENTS
+    queries = torch.from_numpy(query_pos).to(device)
+    chunk = max(1, min(len(query_pos), budget // len(base_np)))
+    kept_idx, kept_sim = [], []
+    task = reporter.task("exact search", total=len(query_pos), unit="listings")
+    with torch.inference_mode():
+        for start in range(0, len(query_pos), chunk):
+            rows = queries[start : start + chunk]
+            sim, idx = torch.topk(search[rows] @ search.T, k + 1, dim=1)
+            if search is not base:
+                sim = torch.einsum("qd,qkd->qk", base[rows], base[idx])
+            kept_idx.append(idx.cpu().numpy())
+            kept_sim.append(sim.cpu().numpy())
+            task.advance(len(rows))
+    task.close()
+    return _drop_self(np.concatenate(kept_idx), np.concatenate(kept_sim), query_pos, k)
+
+
+def _hnsw_search(
+    base: np.ndarray,
+    query_pos: np.ndarray,
+    k: int,
+    device: torch.device,
+    params: HnswParams,
+    reporter: Reporter,
+) -> tuple[np.ndarray, np.ndarray]:
+    index = build_hnsw(base, params, reporter)
+    task = reporter.task("HNSW search", total=len(query_pos), unit="listings")
+    found_idx, found_sim = [], []
+    for start in range(0, len(query_pos), _INDEX_CHUNK):
+        rows = query_pos[start : start + _INDEX_CHUNK]
+        sim, idx = index.search(base[rows], k + 1)
+        found_idx.append(idx)
+        found_sim.append(sim)
+        task.advance(len(rows))
+    task.close()
+    return _drop_self(np.concatenate(found_idx), np.concatenate(found_sim), query_pos, k)
+
+
+def build_hnsw(base: np.ndarray, params: HnswParams, reporter: Reporter | None = None):  # type: ignore[no-untyped-def]
+    """A faiss HNSW index over unit rows, by inner product (= cosine)."""
+    try:
+        import faiss
+    except ImportError:
+        raise MatchingError(
+            "--method hnsw needs faiss: pip install faiss-cpu (or use --method exact)"
+        ) from None
+    index = faiss.IndexHNSWFlat(base.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params.ef_construction
+    index.hnsw.efSearch = params.ef_search
+    task = (reporter or NullReporter()).task(
+        "building the HNSW index", total=len(base), unit="listings"
+    )
+    for start in range(0, len(base), _INDEX_CHUNK):
+        index.add(np.ascontiguousarray(base[start : start + _INDEX_CHUNK]))
+        task.advance(min(_INDEX_CHUNK, len(base) - start))
+    task.close()
+    return index
+
+
+def _unique_pairs(
+    first: np.ndarray, second: np.ndarray, sim: np.ndarray, n_items: int, methods: dict[str, int]
+) -> Candidates:
+    valid = second >= 0  # an HNSW search may find fewer than k
+    keys, where = np.unique(pair_keys(first[valid], second[valid], n_items), return_index=True)
+    return Candidates(
+        keys // n_items, keys % n_items, sim[valid][where].astype(np.float32), methods
+    )

@@ -1,0 +1,104 @@
+"""The files of `matching match`: the listings to match, the true products, the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from matching_cli.blocking import Candidates
+from matching_cli.clustering import group_sizes
+from matching_cli.data import Items, check_columns, open_parquet
+from matching_cli.errors import DataError
+from matching_cli.files import atomic_file
+
+TRUTH_FILE = "truth.parquet"  # each listing's product: only the demo data set has one
+
+
+def listing_rows(items: Items, path: Path | None) -> np.ndarray:
+    """Item-matrix rows of the listings in `path` (a parquet file with `variantid`), or all rows."""
+    if path is None:
+        return np.arange(len(items.ids))
+    ids = _read_listing_ids(path)
+    if len(ids) == 0:
+        raise DataError(f"--listings {path}: holds no listings")
+    rows = items.rows(ids)
+    unknown = ids[rows < 0]
+    if len(unknown):
+        shown = ", ".join(str(v) for v in unknown[:3])
+        raise DataError(
+            f"--listings {path}: {len(unknown):,} of {len(ids):,} variantids are in no item table "
+            f"(e.g. {shown}); are they from this data set?"
+        )
+    return np.unique(rows)
+
+
+def _read_listing_ids(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"--listings {path}: no such file")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(
+            f"--listings {path}: not a parquet file ({e}); give one with a variantid column"
+        ) from None
+    try:
+        check_columns(pf, path, {"variantid": "int"})
+        column = pf.read(columns=["variantid"]).column(0)
+    except (DataError, pa.ArrowException, OSError) as e:
+        raise DataError(f"--listings {e}") from None
+    if column.null_count:
+        raise DataError(f"--listings {path}: column 'variantid' has {column.null_count} nulls")
+    return column.to_numpy().astype(np.int64)
+
+
+def read_truth(path: Path, items: Items) -> np.ndarray:
+    """A product code per item-matrix row (-1 where unknown) from `variantid, product_id`."""
+    pf = open_parquet(path)
+    check_columns(pf, path, {"variantid": "int", "product_id": "int"})
+    table = pf.read(columns=["variantid", "product_id"])
+    rows = items.rows(table.column("variantid").to_numpy().astype(np.int64))
+    codes = np.unique(table.column("product_id").to_numpy(), return_inverse=True)[1]
+    product = np.full(len(items.ids), -1, np.int64)
+    product[rows[rows >= 0]] = codes[rows >= 0]
+    return product
+
+
+def write_pairs(
+    path: Path,
+    ids: np.ndarray,
+    candidates: Candidates,
+    scores: np.ndarray,
+    keep: np.ndarray | slice,
+) -> Path:
+    table = pa.table(
+        {
+            "variantid1": ids[candidates.left[keep]],
+            "variantid2": ids[candidates.right[keep]],
+            "similarity": candidates.similarity[keep],
+            "score": scores[keep],
+        }
+    )
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def write_clusters(path: Path, ids: np.ndarray, labels: np.ndarray, scope: np.ndarray) -> Path:
+    """One row per listing in scope; a group is named by its smallest variantid (ids are sorted)."""
+    first_row = np.full(labels.max() + 1, len(ids), np.int64)
+    np.minimum.at(first_row, labels, np.arange(len(ids)))
+    cluster_id = ids[first_row[labels[scope]]]
+    order = np.lexsort((ids[scope], cluster_id))
+    table = pa.table(
+        {
+            "variantid": ids[scope][order],
+            "cluster_id": cluster_id[order],
+            "cluster_size": group_sizes(labels)[scope][order].astype(np.int64),
+        }
+    )
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
+    return path

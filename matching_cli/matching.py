@@ -1,0 +1,283 @@
+"""The job behind `matching match`: blocking, scoring, clustering and quality for a whole catalogue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from matching_cli import tracking
+from matching_cli.blocking import (
+    EXACT_MAX,
+    METHODS,
+    Candidates,
+    HnswParams,
+    find_candidates,
+    unit_rows,
+)
+from matching_cli.clustering import Guard, cluster, size_histogram
+from matching_cli.errors import MatchingError
+from matching_cli.match_files import (
+    TRUTH_FILE,
+    listing_rows,
+    read_truth,
+    write_clusters,
+    write_pairs,
+)
+from matching_cli.match_quality import measure_quality
+from matching_cli.model import PairClassifier
+from matching_cli.progress import NullReporter, Reporter
+from matching_cli.settings import Settings
+from matching_cli.train import items_to_device, resolve_device, score_pairs
+from matching_cli.workflow import load_run, model_data
+
+log = logging.getLogger(__name__)
+# The clustering guard's defaults, chosen on the demo data (see the README): merging two groups needs
+# a near-certain edge, and no group grows past a size that one product rarely reaches.
+JOIN_THRESHOLD = 0.99
+MAX_GROUP = 50
+SCORE_CHUNK = 1 << 20
+ARTIFACT_LIMIT = 200 * 2**20  # output files larger than this stay out of MLflow
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    run_id: str | None = None
+    listings: Path | None = None  # parquet with `variantid`; None: the whole catalogue
+    k: int = 10
+    threshold: float | None = None  # None: the training run's threshold
+    out_dir: Path = Path("matches")
+    method: str = "auto"
+    exact_max: int = EXACT_MAX
+    same_category: bool = False
+    guard: Guard = field(default_factory=lambda: Guard(JOIN_THRESHOLD, MAX_GROUP))
+    hnsw: HnswParams = field(default_factory=HnswParams)
+    all_pairs: bool = False  # write every scored candidate, not only the accepted pairs
+
+    @classmethod
+    def build(
+        cls,
+        join_threshold: float | None = None,
+        max_group: int | None = None,
+        ef_search: int | None = None,
+        exact_max: int | None = None,
+        **given: Any,
+    ) -> MatchOptions:
+        """Options as the command line gives them: None keeps a default, 0 turns a guard off."""
+        join = JOIN_THRESHOLD if join_threshold is None else join_threshold
+        cap = MAX_GROUP if max_group is None else max_group
+        hnsw = HnswParams() if ef_search is None else HnswParams(ef_search=ef_search)
+        return cls(
+            guard=Guard(join_threshold=join or None, max_size=cap or None),
+            hnsw=hnsw,
+            exact_max=EXACT_MAX if exact_max is None else exact_max,
+            **given,
+        )
+
+
+@dataclass
+class MatchResult:
+    run_id: str
+    model_run_id: str
+    out_dir: Path
+    counts: dict[str, int]
+    groups_by_size: dict[str, int]
+    seconds: dict[str, float]
+    quality: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def candidates_per_s(self) -> float:
+        return self.counts["candidates"] / max(self.seconds.get("blocking", 0.0), 1e-9)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "out_dir": str(self.out_dir),
+            "candidates_per_s": self.candidates_per_s,
+        }
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+
+def match_job(
+    settings: Settings,
+    options: MatchOptions,
+    reporter: Reporter | None = None,
+    run_name: str | None = None,
+) -> MatchResult:
+    reporter = reporter or NullReporter()
+    device = resolve_device(settings.train.device)
+    clock = Stopwatch()
+    if options.method not in METHODS:  # before minutes of loading, not after
+        raise MatchingError(f"--method {options.method}: expected one of {', '.join(METHODS)}")
+    try:
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MatchingError(
+            f"--output {options.out_dir}: cannot create it ({e.strerror})"
+        ) from None
+    with clock("loading"):
+        model_run_id, saved = load_run(settings, options.run_id, device)
+        prepared = model_data(settings, saved, reporter)
+        queries = listing_rows(prepared.items, options.listings)
+    threshold = saved.threshold if options.threshold is None else options.threshold
+    tags = tracking.git_tags() | {
+        "model_run_id": model_run_id,
+        "device": str(device),
+        "data_fingerprint": prepared.fingerprint,
+    }
+    with tracking.run("match", run_name, tags) as run_id:
+        with clock("blocking"):
+            unit = unit_rows(prepared.items.matrix)
+            groups = prepared.item_category if options.same_category else None
+            candidates = find_candidates(
+                unit,
+                queries,
+                options.k,
+                method=options.method,
+                device=device,
+                groups=groups,
+                exact_max=options.exact_max,
+                hnsw=options.hnsw,
+                reporter=reporter,
+            )
+            del unit
+        tracking.log_params(_params(options, threshold, model_run_id, device, candidates))
+        with clock("scoring"):
+            scores = score_candidates(
+                saved.classifier, prepared.items.matrix, candidates, device, reporter
+            )
+        accepted = scores >= threshold
+        with clock("clustering"):
+            labels = cluster(
+                len(prepared.items.ids),
+                candidates.left[accepted],
+                candidates.right[accepted],
+                scores[accepted],
+                options.guard,
+            )
+            scope = np.union1d(
+                queries, np.concatenate([candidates.left[accepted], candidates.right[accepted]])
+            )
+        with clock("writing"):
+            keep = slice(None) if options.all_pairs else accepted
+            files = [
+                write_pairs(
+                    options.out_dir / "pairs.parquet", prepared.items.ids, candidates, scores, keep
+                ),
+                write_clusters(
+                    options.out_dir / "clusters.parquet", prepared.items.ids, labels, scope
+                ),
+            ]
+        cut = accepted & (labels[candidates.left] != labels[candidates.right])
+        counts = {
+            "listings": len(queries),
+            "catalogue": len(prepared.items.ids),
+            "candidates": len(candidates),
+            "accepted_pairs": int(accepted.sum()),
+            "pairs_cut_by_guard": int(cut.sum()),
+            "groups": len(np.unique(labels[scope])),
+        }
+        result = MatchResult(
+            run_id,
+            model_run_id,
+            options.out_dir,
+            counts,
+            size_histogram(np.unique(labels[scope], return_inverse=True)[1]),
+            clock.seconds,
+        )
+        with clock("quality"):
+            truth = settings.data.dir / TRUTH_FILE
+            product = read_truth(truth, prepared.items) if truth.is_file() else None
+            result.quality = measure_quality(prepared, queries, candidates, labels, product)
+        _log_result(result, files)
+    return result
+
+
+def score_candidates(
+    model: PairClassifier,
+    matrix: np.ndarray,
+    candidates: Candidates,
+    device: torch.device,
+    reporter: Reporter,
+) -> np.ndarray:
+    """Match probabilities of the candidate pairs, through the same `score_pairs` as `predict`."""
+    items = items_to_device(matrix, device)
+    out = np.empty(len(candidates), np.float32)
+    task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
+    for start in range(0, len(candidates), SCORE_CHUNK):
+        left, right = (
+            torch.from_numpy(side[start : start + SCORE_CHUNK]).to(device)
+            for side in (candidates.left, candidates.right)
+        )
+        probability = torch.sigmoid(score_pairs(model, items, left, right))
+        if model.config.pair_features == "concat":  # not symmetric: average both orders
+            probability = (probability + torch.sigmoid(score_pairs(model, items, right, left))) / 2
+        out[start : start + SCORE_CHUNK] = probability.cpu().numpy()
+        task.advance(len(left))
+    task.close()
+    return out
+
+
+def _params(
+    options: MatchOptions,
+    threshold: float,
+    model_run_id: str,
+    device: torch.device,
+    candidates: Candidates,
+) -> dict[str, Any]:
+    return {
+        "model_run_id": model_run_id,
+        "listings": str(options.listings or "all"),
+        "k": options.k,
+        "threshold": threshold,
+        "threshold_from": "run" if options.threshold is None else "option",
+        "method": options.method,
+        "methods_used": json.dumps(candidates.methods),
+        "exact_max": options.exact_max,
+        "same_category": options.same_category,
+        "join_threshold": options.guard.join_threshold,
+        "max_group": options.guard.max_size,
+        "hnsw_m": options.hnsw.m,
+        "hnsw_ef_construction": options.hnsw.ef_construction,
+        "hnsw_ef_search": options.hnsw.ef_search,
+        "device": str(device),
+        "out_dir": str(options.out_dir.resolve()),
+        "all_pairs": options.all_pairs,
+    }
+
+
+def _log_result(result: MatchResult, files: list[Path]) -> None:
+    summary = result.as_dict()
+    (result.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    metrics = (
+        {f"n_{k}": v for k, v in result.counts.items()}
+        | {f"groups_of_{k.replace('+', '_plus')}": v for k, v in result.groups_by_size.items()}
+        | {f"seconds_{k}": v for k, v in result.seconds.items()}
+        | {"candidates_per_s": result.candidates_per_s}
+        | result.quality
+    )
+    tracking.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    small = [p for p in files if p.stat().st_size <= ARTIFACT_LIMIT]
+    if len(small) < len(files):
+        log.info(
+            "Output files over %d MiB stay out of MLflow; the run records their folder",
+            ARTIFACT_LIMIT // 2**20,
+        )
+    tracking.log_files([*small, result.out_dir / "summary.json"], "match")

@@ -1,0 +1,290 @@
+"""`matching match`: blocking, clustering on hand-made graphs, the CLI's files, run and errors."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from matching_cli.blocking import find_candidates, unit_rows
+from matching_cli.clustering import Guard, cluster, size_histogram
+from matching_cli.match_quality import blocking_recall, cluster_quality, reduction_ratio
+from tests.conftest import invoke
+
+
+def groups_of(labels: np.ndarray) -> set[frozenset[int]]:
+    return {frozenset(np.flatnonzero(labels == g).tolist()) for g in np.unique(labels)}
+
+
+def edges(*triples: tuple[int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    left, right, score = zip(*triples, strict=True)
+    return np.array(left), np.array(right), np.array(score)
+
+
+# A chain whose weakest link joins two strong halves; a star (a hub); two cliques and one bridge.
+CHAIN = edges((0, 1, 0.9), (1, 2, 0.6), (2, 3, 0.95), (3, 4, 0.7))
+STAR = edges(*[(0, leaf, 1 - leaf / 100) for leaf in range(1, 7)])
+CLIQUES = edges(
+    *[(a, b, 0.97) for a in range(4) for b in range(a + 1, 4)],
+    *[(a, b, 0.96) for a in range(4, 8) for b in range(a + 1, 8)],
+    (3, 4, 0.62),
+)
+
+
+def test_connected_components_chain_everything():
+    for graph, n in ((CHAIN, 5), (STAR, 7), (CLIQUES, 8)):
+        assert groups_of(cluster(n, *graph)) == {frozenset(range(n))}
+
+
+def test_the_join_threshold_cuts_the_weak_link_between_groups():
+    assert groups_of(cluster(5, *CHAIN, Guard(join_threshold=0.8))) == {
+        frozenset({0, 1}),
+        frozenset({2, 3, 4}),
+    }
+    assert groups_of(cluster(8, *CLIQUES, Guard(join_threshold=0.8))) == {
+        frozenset(range(4)),
+        frozenset(range(4, 8)),
+    }
+    # A bridge as strong as the join threshold is kept.
+    assert len(groups_of(cluster(8, *CLIQUES, Guard(join_threshold=0.6)))) == 1
+    # Single listings join on any accepted edge: a star stays whole.
+    assert groups_of(cluster(7, *STAR, Guard(join_threshold=0.999))) == {frozenset(range(7))}
+
+
+def test_the_size_cap_cuts_the_weakest_edges():
+    assert groups_of(cluster(7, *STAR, Guard(max_size=4))) == {
+        frozenset({0, 1, 2, 3}),
+        *(frozenset({leaf}) for leaf in (4, 5, 6)),
+    }
+    assert groups_of(cluster(8, *CLIQUES, Guard(max_size=4))) == {
+        frozenset(range(4)),
+        frozenset(range(4, 8)),
+    }
+
+
+def test_clustering_ignores_edge_order_and_keeps_isolated_nodes():
+    order = np.random.default_rng(0).permutation(len(CLIQUES[0]))
+    shuffled = tuple(a[order] for a in CLIQUES)
+    labels = cluster(10, *shuffled, Guard(join_threshold=0.8))
+    assert groups_of(labels) == {
+        frozenset(range(4)),
+        frozenset(range(4, 8)),
+        frozenset({8}),
+        frozenset({9}),
+    }
+    assert size_histogram(labels)["1"] == 2 and size_histogram(labels)["4"] == 2
+
+
+def test_cluster_quality_on_a_known_partition():
+    labels, product = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 1, 2])
+    q = cluster_quality(labels, product)
+    assert q["cluster_pair_precision"] == pytest.approx(0.5)  # 2 of the 4 predicted pairs
+    assert q["bcubed_precision"] == pytest.approx(14 / 18)
+    assert cluster_quality(product, product)["adjusted_rand"] == pytest.approx(1.0)
+    assert reduction_ratio(10, 100, 100) == pytest.approx(1 - 10 / 4950)
+
+
+def clustered_vectors(n: int = 3000, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    product = rng.integers(0, n // 3, n)
+    centres = rng.standard_normal((n // 3, dim))
+    vectors = (centres[product] + 0.5 * rng.standard_normal((n, dim))).astype(np.float32)
+    return unit_rows(vectors), product
+
+
+def brute_force(unit: np.ndarray, k: int) -> set[tuple[int, int]]:
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    top = np.argsort(-sim, axis=1)[:, :k]
+    return {(min(a, b), max(a, b)) for a, row in enumerate(top) for b in row.tolist()}
+
+
+def test_exact_search_finds_the_true_neighbours_once_each():
+    unit, _ = clustered_vectors(800)
+    found = find_candidates(unit, np.arange(len(unit)), 5, method="exact")
+    assert (found.left < found.right).all()
+    assert len(np.unique(found.keys(len(unit)))) == len(found)
+    assert set(zip(found.left.tolist(), found.right.tolist(), strict=True)) == brute_force(unit, 5)
+    cosine = np.einsum("ij,ij->i", unit[found.left], unit[found.right])
+    np.testing.assert_allclose(found.similarity, cosine, atol=1e-5)
+    assert found.methods == {"exact": len(unit)}
+
+
+def test_hnsw_agrees_with_exact_search_above_a_floor():
+    unit, _ = clustered_vectors()
+    queries = np.arange(len(unit))
+    exact = find_candidates(unit, queries, 10, method="exact")
+    approximate = find_candidates(unit, queries, 10, method="hnsw")
+    assert approximate.methods == {"hnsw": len(unit)}
+    recall = blocking_recall(approximate.keys(len(unit)), exact.left, exact.right, len(unit))
+    assert recall > 0.95
+    # `auto` takes the index once exact search would cost more than a catalogue of `exact_max`.
+    assert find_candidates(unit, queries, 10, exact_max=1000).methods == {"hnsw": len(unit)}
+
+
+def test_queries_groups_and_empty_rows_limit_the_candidates():
+    unit, _ = clustered_vectors(600)
+    unit[:10] = 0  # listings with no embedding at all
+    groups = np.arange(len(unit)) % 3
+    queries = np.arange(0, 100)
+    found = find_candidates(unit, queries, 4, groups=groups)
+    assert np.isin(found.left, queries).sum() + np.isin(found.right, queries).sum() >= len(found)
+    assert (groups[found.left] == groups[found.right]).all()
+    assert not np.isin(np.concatenate([found.left, found.right]), np.arange(10)).any()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_exact_search_on_cuda_matches_the_cpu():
+    unit, _ = clustered_vectors()
+    cpu = find_candidates(unit, np.arange(len(unit)), 10, method="exact")
+    cuda = find_candidates(
+        unit, np.arange(len(unit)), 10, method="exact", device=torch.device("cuda")
+    )
+    assert blocking_recall(cuda.keys(len(unit)), cpu.left, cpu.right, len(unit)) > 0.99
+    np.testing.assert_allclose(
+        cuda.similarity, np.einsum("ij,ij->i", unit[cuda.left], unit[cuda.right]), atol=1e-5
+    )
+
+
+@pytest.fixture
+def in_trained(trained, monkeypatch, mlflow_uri):
+    folder, run_id, _ = trained
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    mlflow.set_tracking_uri(mlflow_uri)
+    return folder, run_id
+
+
+def test_match_writes_pairs_clusters_summary_and_a_run(in_trained):
+    folder, run_id = in_trained
+    result = invoke("match", "--run-id", run_id, "-o", "out", "-k", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    pairs, clusters = (pq.read_table(f"out/{name}.parquet") for name in ("pairs", "clusters"))
+    assert [(f.name, str(f.type)) for f in pairs.schema] == [
+        ("variantid1", "int64"),
+        ("variantid2", "int64"),
+        ("similarity", "float"),
+        ("score", "float"),
+    ]
+    assert [(f.name, str(f.type)) for f in clusters.schema] == [
+        ("variantid", "int64"),
+        ("cluster_id", "int64"),
+        ("cluster_size", "int64"),
+    ]
+    pairs, clusters = pairs.to_pandas(), clusters.to_pandas()
+    listings = np.load("prepared/item_ids.npy")
+    assert sorted(clusters["variantid"]) == sorted(listings)
+    sizes = clusters.groupby("cluster_id")["variantid"].transform("size")
+    assert (sizes == clusters["cluster_size"]).all()
+    smallest = clusters.groupby("cluster_id")["variantid"].min()
+    assert (smallest.index == smallest.to_numpy()).all()  # a group is named by its smallest id
+    threshold = json.loads((folder / "models" / run_id / "model.json").read_text())["threshold"]
+    assert (pairs["score"] >= threshold).all() and (pairs["variantid1"] < pairs["variantid2"]).all()
+    counts = summary["counts"]
+    assert counts["listings"] == len(listings) and counts["accepted_pairs"] == len(pairs)
+    assert len(listings) * 5 / 2 <= counts["candidates"] <= len(listings) * 5
+    assert (
+        sum(summary["groups_by_size"].values())
+        == counts["groups"]
+        == clusters["cluster_id"].nunique()
+    )
+    quality = summary["quality"]
+    for name in (
+        "blocking_recall",
+        "reduction_ratio",
+        "pairs_f1",
+        "blocking_true_pair_recall",
+        "cluster_pair_f1",
+        "bcubed_f1",
+        "adjusted_rand",
+    ):
+        assert 0 <= quality[name] <= 1, name
+    assert quality["blocking_recall"] > 0.5
+    run = mlflow.MlflowClient().get_run(summary["run_id"])
+    assert run.data.tags["matching.kind"] == "match" and run.data.tags["model_run_id"] == run_id
+    assert run.data.params["k"] == "5" and float(run.data.params["threshold"]) == pytest.approx(
+        threshold
+    )
+    for name in (
+        "seconds_blocking",
+        "seconds_scoring",
+        "seconds_clustering",
+        "candidates_per_s",
+        "n_candidates",
+        "bcubed_f1",
+    ):
+        assert name in run.data.metrics, name
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(summary["run_id"], "match")}
+    assert logged == {"match/pairs.parquet", "match/clusters.parquet", "match/summary.json"}
+    capped = invoke("match", "--run-id", run_id, "-o", "capped", "--max-group", "3")
+    assert "groups of 2" in capped.stdout
+    assert pd.read_parquet("capped/clusters.parquet")["cluster_size"].max() <= 3
+
+
+def test_match_with_the_index_finds_what_exact_search_finds(in_trained):
+    _, run_id = in_trained
+    found = {}
+    for method in ("exact", "hnsw"):
+        result = invoke(
+            "match", "--run-id", run_id, "-o", method, "--method", method, "--all-pairs"
+        )
+        assert result.exit_code == 0, result.stderr
+        found[method] = pd.read_parquet(f"{method}/pairs.parquet")
+    keys = [set(zip(f["variantid1"], f["variantid2"], strict=True)) for f in found.values()]
+    assert len(keys[0] & keys[1]) / len(keys[0]) > 0.95
+
+
+def test_match_on_given_listings_and_one_category(in_trained):
+    _, run_id = in_trained
+    listings = pd.read_parquet("data/test.parquet")["variantid1"].drop_duplicates().head(40)
+    listings.to_frame("variantid").to_parquet("some.parquet")
+    result = invoke(
+        "match",
+        "--run-id",
+        run_id,
+        "--listings",
+        "some.parquet",
+        "-o",
+        "some",
+        "--all-pairs",
+        "--same-category",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    pairs = pd.read_parquet("some/pairs.parquet")
+    assert (
+        len(pairs)
+        and (pairs["variantid1"].isin(listings) | pairs["variantid2"].isin(listings)).all()
+    )
+    assert json.loads(result.stdout)["counts"]["listings"] == len(listings)
+    assert set(listings) <= set(pd.read_parquet("some/clusters.parquet")["variantid"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text", "not a parquet file"),
+        (pd.DataFrame({"id": [1]}), "column 'variantid' is missing"),
+        (pd.DataFrame({"variantid": [1, 2]}), "2 of 2 variantids are in no item table (e.g. 1, 2)"),
+        (pd.DataFrame({"variantid": pd.Series([], dtype="int64")}), "holds no listings"),
+    ],
+)
+def test_bad_listings_are_a_clear_error(in_trained, content, message):
+    if isinstance(content, str):
+        with open("bad.parquet", "w") as f:
+            f.write(content)
+    else:
+        content.to_parquet("bad.parquet")
+    result = invoke("match", "--listings", "bad.parquet", "-o", "bad")
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: --listings bad.parquet")
