@@ -15,7 +15,7 @@ from matching_cli.data import Items, check_columns, open_parquet
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file, check_writable_parent
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.train import score_pairs
+from matching_cli.train import items_to_device, score_pairs
 
 log = logging.getLogger(__name__)
 ON_MISSING = ("error", "zero", "drop")
@@ -48,10 +48,7 @@ def predict_file(
     check_columns(pf, pairs_path, {"variantid1": "int", "variantid2": "int"})
     check_writable_parent(out_path, "output")
     # A zero row at the end stands in for listings absent from every table (`--on-missing zero`).
-    matrix = torch.from_numpy(
-        np.vstack([items.matrix, np.zeros((1, items.matrix.shape[1]), np.float32)])
-    )
-    matrix = matrix.to(device)
+    matrix = items_to_device(items.matrix, device, zero_rows=1)
     zero_row = len(items.ids)
     score_name = "target" if submission else "score"
     schema = pa.schema(
