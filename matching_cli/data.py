@@ -167,15 +167,16 @@ def _vectors(
             f"{path}: column '{name}' has NaN, inf or null values in {bad} vectors; fix or drop them"
         )
     owner = owner[valid]
-    if (
-        len(owner) == n and (owner == np.arange(n)).all()
-    ):  # one vector per row: the common case, no scatter needed
+    if len(owner) == n and (owner == np.arange(n)).all():  # one vector per row: no scatter
         return np.ascontiguousarray(values), np.ones(n, dtype=bool)
-    # Several vectors per row are summed; the later L2-normalisation makes that their mean direction.
     out = np.zeros((n, dim), dtype=np.float32)
-    np.add.at(out, owner, values)
-    present = np.bincount(owner, minlength=n) > 0
-    return out, present
+    per_row = np.bincount(owner, minlength=n)
+    if per_row.max(initial=0) <= 1:  # some rows null, none with two vectors: a plain scatter
+        out[owner] = values
+    else:
+        # Several vectors in a row are summed; L2-normalising later makes that their mean direction.
+        np.add.at(out, owner, values)
+    return out, per_row > 0
 
 
 def normalise(matrix: np.ndarray) -> None:
