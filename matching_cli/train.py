@@ -23,7 +23,9 @@ from matching_cli.prepare import PairSet, Prepared
 from matching_cli.settings import TrainSettings
 
 log = logging.getLogger(__name__)
-EVAL_BATCH = 65_536
+EVAL_BATCH = 65_536  # on a GPU: large batches keep the card busy
+# On a CPU a batch this size keeps its activations in cache: measured about twice as fast as 65,536.
+CPU_EVAL_BATCH = 4_096
 
 
 def resolve_device(name: str) -> torch.device:
@@ -204,10 +206,11 @@ def score_pairs(
     items: torch.Tensor,
     left: torch.Tensor,
     right: torch.Tensor,
-    batch_size: int = EVAL_BATCH,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Logits for the pairs (rows of `items`), in order."""
     model.eval()
+    batch_size = batch_size or (CPU_EVAL_BATCH if items.device.type == "cpu" else EVAL_BATCH)
     out = []
     for start in range(0, len(left), batch_size):
         with _autocast(items.device):
