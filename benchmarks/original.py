@@ -16,7 +16,7 @@ Departures, each to keep the comparison about the data path only:
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +97,9 @@ class PairDataset(Dataset):
 
 
 def make_model(device: torch.device) -> PairClassifier:
-    config = ModelConfig((TEXT_DIM, IMAGE_DIM), hidden_size=256, num_layers=3, pair_features="concat")
+    config = ModelConfig(
+        (TEXT_DIM, IMAGE_DIM), hidden_size=256, num_layers=3, pair_features="concat"
+    )
     return PairClassifier(config).to(device)
 
 
@@ -105,34 +107,25 @@ def _logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return model(features[:, :ITEM_DIM], features[:, ITEM_DIM:])
 
 
-def train_batches(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: OriginalData,
-    device: torch.device,
-    max_batches: int,
-    warmup: int = 5,
-) -> tuple[float, int]:
-    """Train on the first `max_batches` batches of a shuffled epoch: (seconds, pairs) after warm-up."""
-    loader = DataLoader(PairDataset(data.train, data.text, data.image), BATCH_SIZE, shuffle=True)
+def training_steps(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: OriginalData, device: torch.device
+) -> Iterator[int]:
+    """The original training loop, one batch per `next()`, over shuffled epochs; yields the batch's pairs."""
     loss_fn = nn.BCEWithLogitsLoss()
-    model.train()
-    started, pairs, running = None, 0, 0.0
-    for i, (features, target) in enumerate(loader):
-        if i == warmup:
-            started, pairs = time.perf_counter(), 0
-        if i == warmup + max_batches:
-            break
-        features, target = features.to(device), target.to(device)
-        optimizer.zero_grad()
-        loss = loss_fn(_logits(model, features), target)
-        loss.backward()
-        optimizer.step()
-        running += loss.item()
-        pairs += len(target)
-    if started is None:
-        raise ValueError("too few pairs for the warm-up batches")
-    return time.perf_counter() - started, pairs
+    running = 0.0
+    while True:
+        loader = DataLoader(
+            PairDataset(data.train, data.text, data.image), BATCH_SIZE, shuffle=True
+        )
+        for features, target in loader:
+            model.train()
+            features, target = features.to(device), target.to(device)
+            optimizer.zero_grad()
+            loss = loss_fn(_logits(model, features), target)
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+            yield len(target)
 
 
 @torch.no_grad()
@@ -147,7 +140,12 @@ def score(model: nn.Module, dataset: PairDataset, device: torch.device) -> np.nd
 
 
 def predict(
-    model: nn.Module, text: dict, image: dict, pairs_path: Path, out_path: Path, device: torch.device
+    model: nn.Module,
+    text: dict,
+    image: dict,
+    pairs_path: Path,
+    out_path: Path,
+    device: torch.device,
 ) -> int:
     pairs = pd.read_parquet(pairs_path)
     pairs["target"] = score(model, PairDataset(pairs, text, image), device)
