@@ -30,15 +30,31 @@ def mlflow_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
+def use_store(monkeypatch, mlflow_uri: str) -> None:
+    """Point the CLI (and this process's MLflow client) at the shared test store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch, demo_data, mlflow_uri) -> Path:
     """A fresh working folder holding a copy of the demo data, using the shared MLflow store."""
     shutil.copytree(demo_data, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    use_store(monkeypatch, mlflow_uri)
     return tmp_path
+
+
+@pytest.fixture
+def in_trained(trained, monkeypatch, mlflow_uri):
+    """Work in the shared trained run's folder: (folder, run id, metrics)."""
+    import mlflow
+
+    monkeypatch.chdir(trained[0])
+    use_store(monkeypatch, mlflow_uri)
+    mlflow.set_tracking_uri(mlflow_uri)
+    return trained
 
 
 def invoke(*args: str):
@@ -55,9 +71,7 @@ def trained(tmp_path_factory, demo_data, mlflow_uri):
     shutil.copytree(demo_data, folder / "data")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-        mp.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+        use_store(mp, mlflow_uri)
         result = invoke("train", *FAST, "--json")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import invoke
+from tests.conftest import invoke, use_store
 
 DATA = Path("data")
 
@@ -215,9 +215,7 @@ def in_trained_copy(trained, tmp_path, monkeypatch, mlflow_uri):
     shutil.copytree(folder / "data", tmp_path / "data")
     shutil.copytree(folder / "prepared", tmp_path / "prepared")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    use_store(monkeypatch, mlflow_uri)
     return run_id
 
 

@@ -152,19 +152,8 @@ def test_exact_search_on_cuda_matches_the_cpu():
     )
 
 
-@pytest.fixture
-def in_trained(trained, monkeypatch, mlflow_uri):
-    folder, run_id, _ = trained
-    monkeypatch.chdir(folder)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
-    mlflow.set_tracking_uri(mlflow_uri)
-    return folder, run_id
-
-
 def test_match_writes_pairs_clusters_summary_and_a_run(in_trained):
-    folder, run_id = in_trained
+    folder, run_id, _ = in_trained
     result = invoke("match", "--run-id", run_id, "-o", "out", "-k", "5", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -231,7 +220,7 @@ def test_match_writes_pairs_clusters_summary_and_a_run(in_trained):
 
 
 def test_match_with_the_index_finds_what_exact_search_finds(in_trained):
-    _, run_id = in_trained
+    _, run_id, _ = in_trained
     found = {}
     for method in ("exact", "hnsw"):
         result = invoke(
@@ -244,7 +233,7 @@ def test_match_with_the_index_finds_what_exact_search_finds(in_trained):
 
 
 def test_match_on_given_listings_and_one_category(in_trained):
-    _, run_id = in_trained
+    _, run_id, _ = in_trained
     listings = pd.read_parquet("data/test.parquet")["variantid1"].drop_duplicates().head(40)
     listings.to_frame("variantid").to_parquet("some.parquet")
     result = invoke(

@@ -13,17 +13,6 @@ import torch
 from tests.conftest import FAST, invoke
 
 
-@pytest.fixture
-def in_trained(trained, monkeypatch, mlflow_uri):
-    folder, run_id, metrics = trained
-    monkeypatch.chdir(folder)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
-    mlflow.set_tracking_uri(mlflow_uri)
-    return folder, run_id, metrics
-
-
 def test_prepare_writes_disjoint_splits_and_reuses_them(project):
     result = invoke("prepare")
     assert result.exit_code == 0, result.stderr

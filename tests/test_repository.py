@@ -9,8 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def _quick_start_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = re.search(r"^## Quick start$(.*?)^## ", text, re.M | re.S).group(1)
-    return [line for block in re.findall(r"```bash\n(.*?)```", section, re.S)
-            for line in block.splitlines() if line.strip()]
+    return [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+        if line.strip()
+    ]
 
 
 def test_quick_start_is_two_commands_and_ci_runs_the_test_one():

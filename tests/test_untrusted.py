@@ -13,7 +13,7 @@ import pytest
 
 from matching_cli.artifacts import META, WEIGHTS, load_model
 from matching_cli.errors import ModelError
-from tests.conftest import invoke
+from tests.conftest import invoke, use_store
 
 PACKAGE = Path(__file__).resolve().parents[1] / "matching_cli"
 
@@ -57,9 +57,7 @@ def test_cli_refuses_a_run_whose_weights_are_a_pickle(trained, tmp_path, monkeyp
         client.log_artifact(run, str(planted / name), "matching_model")
     client.set_terminated(run)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    use_store(monkeypatch, mlflow_uri)
     result = invoke("predict", "data/test.parquet", "-o", "out.csv", "--run-id", run)
     assert result.exit_code == 1
     assert "refusing to load it" in result.stderr and "Traceback" not in result.stderr
