@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from matching_cli.errors import DeviceError
 from matching_cli.metrics import pr_auc
 from matching_cli.prepare import PairSet, Prepared
 from matching_cli.settings import TrainSettings
+
+if TYPE_CHECKING:  # the loop itself stays free of rich
+    from matching_cli.progress import Reporter
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 65_536  # on a GPU: large batches keep the card busy
@@ -291,11 +295,9 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
 class ProgressCallback(Callback):
     """Epoch and batch bars through a Reporter; the loss is read a few times a second at most."""
 
-    def __init__(self, reporter) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
-        self.epochs = self.batches = None
         self._last_read = 0.0
-        self._done = 0
 
     def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
         self.epochs = self.reporter.task("epochs", total=epochs)
