@@ -9,6 +9,7 @@ On a GPU the loop must not be synchronised every batch, so there they run one af
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import original
 import torch
 from stages import (
     clock,
+    eval_batch,
     eval_step,
     limit_step,
     new_model,
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from matching_cli.prepare import load_prepared
 from matching_cli.settings import TrainSettings
-from matching_cli.train import EVAL_BATCH, Callback, make_optimizer, resolve_device, to_device
+from matching_cli.train import Callback, make_optimizer, resolve_device, to_device
 
 WARMUP = 3  # steps of each side measurement left out of its timing
 
@@ -85,6 +87,15 @@ class Alongside(Callback):
 def _original_steps(data: original.OriginalData, device: torch.device):  # type: ignore[no-untyped-def]
     model = original.make_model(device)
     return original.training_steps(model, make_optimizer(model, TrainSettings()), data, device)
+
+
+def _log(message: str) -> None:
+    """Progress on stderr: the stage runs for many minutes at the real size."""
+    print(
+        f"[{time.strftime('%H:%M:%S')}]   {message} [{torch.get_num_threads()} thr]",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _loader_rate(data: original.OriginalData, batches: int) -> float:
@@ -145,6 +156,10 @@ def _train(
         r["orig_batches"].setdefault(key, []).append(
             side.timed["original"][1] // original.BATCH_SIZE
         )
+    _log(
+        f"train {key}: matching {rate:,.0f}, limit {r['limit'][key][-1]:,.0f}, "
+        f"original {r['orig_train'][key][-1]:,.0f} pairs/s"
+    )
 
 
 def _evaluate(r: dict, data, device_data, dims, orig_eval_pairs: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
@@ -162,11 +177,12 @@ def _evaluate(r: dict, data, device_data, dims, orig_eval_pairs: int, rounds: in
             pairs = len(val)
             totals["eval"][0] += pairs / project_eval(model, device_data.items, val)
             totals["eval"][1] += pairs
-            started, steps = clock(device), max(1, len(val) // EVAL_BATCH)
+            batch = eval_batch(device)
+            started, steps = clock(device), max(1, len(val) // batch)
             for s in range(steps):
                 limit(s)
             totals["eval_limit"][0] += clock(device) - started
-            totals["eval_limit"][1] += steps * EVAL_BATCH
+            totals["eval_limit"][1] += steps * batch
             if f == "concat":
                 part = original.PairDataset(
                     orig_val.iloc[i * chunk : (i + 1) * chunk], data.text, data.image
@@ -175,6 +191,7 @@ def _evaluate(r: dict, data, device_data, dims, orig_eval_pairs: int, rounds: in
                 original.score(orig_model, part, device)
                 totals["orig_eval"][0] += clock(device) - started
                 totals["orig_eval"][1] += len(part)
+        _log(f"eval {f}: matching {totals['eval'][1] / totals['eval'][0]:,.0f} pairs/s")
         for name, (seconds, pairs) in totals.items():
             if pairs:
                 target = r[name] if name == "orig_eval" else r[name].setdefault(f, [])
@@ -212,6 +229,7 @@ def compare(
         "project_train": len(device_data.splits["train"]),
         "project_val": len(device_data.splits["val"]),
         "interleaved": interleave,
+        "eval_batch": eval_batch(device),
     }
 
     results: dict = {}

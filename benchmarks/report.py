@@ -12,8 +12,6 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from matching_cli.train import EVAL_BATCH
-
 ITEM_DIM = 192  # name_bert_64 + main_pic_embeddings_resnet_v1
 BIG_SECONDS, BIG_SLACK_MB = 60.0, 1024.0
 
@@ -24,6 +22,10 @@ def med(values: list[float]) -> float:
 
 def rate(x: float) -> str:
     return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k"
+
+
+def count(n: int) -> str:
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
 
 
 def sec(x: float) -> str:
@@ -145,10 +147,11 @@ def rows(r: dict) -> list[tuple[str, ...]]:
                 )
             )
         for f, values in t["eval_limit"].items():
-            name = f"  compute limit, forward, {f}, batch {EVAL_BATCH} [{label} thr]"
+            batch = c["sizes"].get("eval_batch", 65536)
+            name = f"  compute limit, forward, {f}, batch {batch} [{label} thr]"
             out.append((name, "", rate(med(values)), "", ""))
     po, pp = r["predict_original"], r["predict"]
-    n = f"{po['pairs'] / 1e6:.2f}M"
+    n = count(po["pairs"])
     out += [
         (
             f"Predict {n} pairs -> CSV, pairs/s, concat",
@@ -177,7 +180,7 @@ def rows(r: dict) -> list[tuple[str, ...]]:
         out.append(("Predict, peak GPU memory (allocated)", *gpu, "", ""))
     if "predict_big" in r:
         big = r["predict_big"]
-        m = f"{big['symmetric']['pairs'] / 1e6:.0f}M"
+        m = count(big["symmetric"]["pairs"])
         out += [
             (
                 f"Predict {m} pairs -> CSV, symmetric, s",

@@ -26,6 +26,17 @@ from matching_cli.train import (
     train_one_epoch,
 )
 
+try:  # the batch evaluation uses on a CPU (older versions used EVAL_BATCH everywhere)
+    from matching_cli.train import CPU_EVAL_BATCH
+except ImportError:  # pragma: no cover
+    CPU_EVAL_BATCH = EVAL_BATCH
+
+
+def eval_batch(device: torch.device) -> int:
+    """The batch `score_pairs` uses by default on this device."""
+    return CPU_EVAL_BATCH if device.type == "cpu" else EVAL_BATCH
+
+
 try:  # the loop's own mixed-precision policy, so that the compute limit runs what an epoch runs
     from matching_cli.train import _autocast
 except ImportError:  # pragma: no cover
@@ -285,8 +296,9 @@ def train_limit(model: torch.nn.Module, batch: int, device: torch.device, second
     return _rate(limit_step(model, batch, device), batch, device, seconds)
 
 
-def eval_step(model: torch.nn.Module, device: torch.device, batch: int = EVAL_BATCH):  # type: ignore[no-untyped-def]
+def eval_step(model: torch.nn.Module, device: torch.device, batch: int | None = None):  # type: ignore[no-untyped-def]
     """One forward pass in inference mode on random batches already on the device."""
+    batch = batch or eval_batch(device)
     batches = _random_batches(batch, model.config.item_dim, device, n=2)
 
     @torch.inference_mode()
@@ -300,8 +312,9 @@ def eval_step(model: torch.nn.Module, device: torch.device, batch: int = EVAL_BA
 
 
 def eval_limit(
-    model: torch.nn.Module, device: torch.device, seconds: float, batch: int = EVAL_BATCH
+    model: torch.nn.Module, device: torch.device, seconds: float, batch: int | None = None
 ) -> float:
+    batch = batch or eval_batch(device)
     return _rate(eval_step(model, device, batch), batch, device, seconds)
 
 
