@@ -140,22 +140,22 @@ def _train(
         )
     rate = project_epoch(new_model(f, device, dims), device_data.items, train, batch, seed, side)
     r["train"].setdefault(key, []).append(rate)
-    if side is None:
-        r["limit"].setdefault(key, []).append(
-            train_limit(new_model(f, device, dims), batch, device, limit_seconds)
-        )
+    # Alongside an epoch too short to leave batches after the warm-up, measure one after the other.
+    limit = side.rate("limit") if side else None
+    if limit is None:
+        limit = train_limit(new_model(f, device, dims), batch, device, limit_seconds)
+    orig = side.rate("original") if side else None
+    if orig is None:
         steps = _original_steps(data, device)
         for _ in range(WARMUP):
             next(steps)
         started = clock(device)
-        pairs = sum(next(steps) for _ in range(orig_batches))
-        r["orig_train"].setdefault(key, []).append(pairs / (clock(device) - started))
+        orig = sum(next(steps) for _ in range(orig_batches)) / (clock(device) - started)
     else:
-        r["limit"].setdefault(key, []).append(side.rate("limit"))
-        r["orig_train"].setdefault(key, []).append(side.rate("original"))
-        r["orig_batches"].setdefault(key, []).append(
-            side.timed["original"][1] // original.BATCH_SIZE
-        )
+        timed = side.timed["original"][1] // original.BATCH_SIZE
+        r["orig_batches"].setdefault(key, []).append(timed)
+    r["limit"].setdefault(key, []).append(limit)
+    r["orig_train"].setdefault(key, []).append(orig)
     _log(
         f"train {key}: matching {rate:,.0f}, limit {r['limit'][key][-1]:,.0f}, "
         f"original {r['orig_train'][key][-1]:,.0f} pairs/s"

@@ -227,6 +227,8 @@ def notes(r: dict) -> list[str]:
         "share: pairs/s over the compute limit of the same model, batch and threads (original / matching); "
         "the limit is the loop's forward+backward+AdamW step (forward only for eval) on random batches "
         "already in memory, run between the project's batches.",
+        "Predict: matching's time includes reading the item table (warm page cache); the original's "
+        "excludes its load (the load row). Peak memory includes both.",
         "Peak memory: ru_maxrss of a fresh process per stage (the imports included).",
     ]
 
