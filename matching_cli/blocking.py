@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from matching_cli.data import normalise
 from matching_cli.errors import MatchingError
 from matching_cli.progress import NullReporter, Reporter
 
@@ -64,8 +65,7 @@ def pair_keys(a: np.ndarray, b: np.ndarray, n_items: int) -> np.ndarray:
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     """A float32 copy of the item matrix with every non-zero row scaled to unit length."""
     out = np.array(matrix, dtype=np.float32, copy=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]  # no N x D temporary, unlike norm()
-    np.divide(out, norms, out=out, where=norms > 0)
+    normalise(out)
     return out
 
 
