@@ -171,17 +171,19 @@ def find_training_run(run_id: str | None, experiment: str) -> Run:
     return found_run
 
 
-def download_model(run_id: str) -> Path:
-    target = Path(tempfile.mkdtemp(prefix="matching-model-"))
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=MODEL_ARTIFACTS, dst_path=str(target)
-        )
-    except (MlflowException, OSError) as e:
-        raise ModelError(
-            f"run {run_id}: its model artifacts are missing ({e}); train again"
-        ) from None
-    return Path(path)
+@contextmanager
+def downloaded_model(run_id: str) -> Iterator[Path]:
+    """The run's model artifacts in a temporary folder, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="matching-model-") as target:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=MODEL_ARTIFACTS, dst_path=target
+            )
+        except (MlflowException, OSError) as e:
+            raise ModelError(
+                f"run {run_id}: its model artifacts are missing ({e}); train again"
+            ) from None
+        yield Path(path)
 
 
 def log_params(params: dict[str, Any]) -> None:

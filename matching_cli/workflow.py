@@ -191,7 +191,8 @@ def load_run(
 ) -> tuple[str, SavedModel]:
     tracking.configure(settings.mlflow)
     found = tracking.find_training_run(run_id, settings.mlflow.experiment)
-    return found.info.run_id, load_model(tracking.download_model(found.info.run_id), device)
+    with tracking.downloaded_model(found.info.run_id) as folder:
+        return found.info.run_id, load_model(folder, device)
 
 
 def model_data(settings: Settings, saved: SavedModel, reporter: Reporter) -> Prepared:

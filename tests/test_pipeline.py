@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import mlflow
 import numpy as np
@@ -98,6 +99,12 @@ def test_predict_scores_every_pair_and_swapped_pairs_the_same(in_trained):
     assert (scores[["variantid1", "variantid2"]].to_numpy() == pairs.to_numpy()).all()
     assert scores["score"].between(0, 1).all() and scores["score"].std() > 0
     np.testing.assert_allclose(scores["score"], swapped["score"], atol=1e-6)
+
+
+def test_loading_a_model_leaves_no_temporary_folder(in_trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert invoke("predict", "data/test.parquet", "-o", "scores.csv").exit_code == 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
