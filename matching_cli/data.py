@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +58,35 @@ class Items:
 
     def rows(self, variantids: np.ndarray) -> np.ndarray:
         """Row of each variantid, -1 where the listing is in no table."""
-        pos = np.searchsorted(self.ids, variantids)
-        pos = np.minimum(pos, len(self.ids) - 1)
-        return np.where(self.ids[pos] == variantids, pos, -1)
+        return lookup(self.ids, variantids)
+
+
+def lookup(sorted_ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Position of each key in `sorted_ids`, -1 where it is absent.
+
+    The keys are searched in sorted order: on millions of random keys that is about 3x faster than
+    searching them as they come (each binary search then walks a cached path)."""
+    keys = np.asarray(keys)
+    if len(sorted_ids) == 0:
+        return np.full(len(keys), -1, np.int64)
+    order = np.argsort(keys)
+    ordered = keys[order]
+    pos = np.minimum(np.searchsorted(sorted_ids, ordered), len(sorted_ids) - 1)
+    out = np.empty(len(keys), np.int64)
+    out[order] = np.where(sorted_ids[pos] == ordered, pos, -1)
+    return out
+
+
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """`np.unique` by sorting: numpy's default hash-based unique is about 40x slower on millions of
+    integers."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered
+    keep = np.empty(len(ordered), bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def open_parquet(path: Path) -> pq.ParquetFile:
@@ -198,11 +224,20 @@ def read_ids(path: Path) -> np.ndarray:
     return ids.to_numpy().astype(np.int64)
 
 
-def load_items(data_dir: Path, block_names: list[str], reporter: Reporter | None = None) -> Items:
+def load_items(
+    data_dir: Path,
+    block_names: list[str],
+    reporter: Reporter | None = None,
+    allocate: Callable[[tuple[int, int]], np.ndarray] | None = None,
+) -> Items:
+    """The item tables as one matrix. `allocate(shape)` gives the zeroed float32 matrix to fill:
+    `prepare` passes a memory map of its output file, which on a large catalogue is several times
+    faster than filling fresh memory and writing it out afterwards."""
     reporter = reporter or NullReporter()
+    allocate = allocate or (lambda shape: np.zeros(shape, np.float32))
     sources = {name: _block_source(data_dir, name) for name in block_names}
     table_ids = {path: read_ids(path) for path in set(sources.values())}
-    ids = np.unique(np.concatenate(list(table_ids.values())))
+    ids = unique_sorted(np.concatenate(list(table_ids.values())))
     dims = {name: _first_dim(sources[name], name) for name in block_names}
     blocks, offset = [], 0
     for name in block_names:
@@ -210,7 +245,7 @@ def load_items(data_dir: Path, block_names: list[str], reporter: Reporter | None
         offset += dims[name]
     items = Items(
         ids,
-        np.zeros((len(ids), offset), np.float32),
+        allocate((len(ids), offset)),
         np.ones((len(ids), len(blocks)), bool),
         blocks,
     )
@@ -240,7 +275,7 @@ def _fill_block(
     block = items.blocks[b]
     # Scattering rows into a column view is faster than numpy's mixed fancy-and-slice assignment.
     columns = items.matrix[:, block.offset : block.offset + block.dim]
-    rows = np.searchsorted(items.ids, table_ids)
+    rows = lookup(items.ids, table_ids)
     duplicated = np.flatnonzero(np.bincount(rows, minlength=len(items.ids)) > 1)
     repeats: list[tuple[np.ndarray, np.ndarray]] = []
     task = reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")
@@ -252,7 +287,9 @@ def _fill_block(
         if len(duplicated):
             mask = np.isin(target, duplicated)
             repeats.append((target[mask], np.where(present[mask, None], vectors[mask], np.nan)))
-        columns[target] = vectors
+        # In row order, so that the matrix's pages are first written in order, not at random.
+        order = np.argsort(target)
+        columns[target[order]] = vectors[order]
         items.missing[target, b] = ~present
         start += len(vectors)
         task.advance(len(vectors))
@@ -368,12 +405,11 @@ def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[s
     encoded = pc.dictionary_encode(table.column("categories")).combine_chunks()
     level2 = [_level2(text) for text in encoded.dictionary.to_pylist()]
     names = sorted({c for c in level2 if c is not None})
-    lookup = np.array([names.index(c) if c is not None else -1 for c in level2] + [-1], np.int32)
+    code_of = np.array([names.index(c) if c is not None else -1 for c in level2] + [-1], np.int32)
     index = encoded.indices.fill_null(len(level2)).to_numpy()
-    rows = np.searchsorted(ids, table.column("variantid").to_numpy())
-    inside = rows < len(ids)
-    inside[inside] = ids[rows[inside]] == table.column("variantid").to_numpy()[inside]
-    codes[rows[inside]] = lookup[index[inside]]
+    rows = lookup(ids, table.column("variantid").to_numpy())
+    inside = rows >= 0
+    codes[rows[inside]] = code_of[index[inside]]
     return codes, names
 
 

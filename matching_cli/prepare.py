@@ -123,19 +123,23 @@ def is_fresh(data: DataSettings) -> bool:
 def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepared, SplitReport]:
     reporter = reporter or NullReporter()
     manifest = _expected_manifest(data)
-    items = load_items(data.dir, data.blocks, reporter)
-    pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
-    item_category, category_names = read_categories(data.dir, items.ids)
-    split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
-    manifest |= {
-        "blocks": [asdict(b) for b in items.blocks],
-        "categories": category_names,
-        "counts": {"listings": len(items.ids), "pairs": len(pairs.left), **report.sizes},
-        "missing": {b.name: int(items.missing[:, i].sum()) for i, b in enumerate(items.blocks)},
-        "split": asdict(report),
-    }
     with atomic_dir(data.prepared_dir) as out:
-        np.save(out / "items.npy", items.matrix)
+        # The item matrix is filled straight in its file: no second copy in memory, no write after.
+        def allocate(shape: tuple[int, int]) -> np.ndarray:
+            return np.lib.format.open_memmap(out / "items.npy", "w+", np.float32, shape)
+
+        items = load_items(data.dir, data.blocks, reporter, allocate)
+        pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
+        item_category, category_names = read_categories(data.dir, items.ids)
+        split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
+        manifest |= {
+            "blocks": [asdict(b) for b in items.blocks],
+            "categories": category_names,
+            "counts": {"listings": len(items.ids), "pairs": len(pairs.left), **report.sizes},
+            "missing": {b.name: int(items.missing[:, i].sum()) for i, b in enumerate(items.blocks)},
+            "split": asdict(report),
+        }
+        items.matrix.flush()
         np.save(out / "item_ids.npy", items.ids)
         np.save(out / "missing.npy", items.missing)
         np.save(out / "item_category.npy", item_category)

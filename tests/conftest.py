@@ -30,11 +30,22 @@ def mlflow_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-def use_store(monkeypatch, mlflow_uri: str) -> None:
+# The shared trained run has an experiment of its own: "the latest training run" there is that run,
+# whatever other tests trained (or broke) in the "tests" experiment before.
+TRAINED_EXPERIMENT = "trained"
+
+
+def scratch_experiment(client) -> str:
+    """The id of the "tests" experiment, where tests plant broken runs."""
+    found = client.get_experiment_by_name("tests")
+    return found.experiment_id if found else client.create_experiment("tests")
+
+
+def use_store(monkeypatch, mlflow_uri: str, experiment: str = "tests") -> None:
     """Point the CLI (and this process's MLflow client) at the shared test store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "tests")
+    monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", experiment)
 
 
 @pytest.fixture
@@ -52,7 +63,7 @@ def in_trained(trained, monkeypatch, mlflow_uri):
     import mlflow
 
     monkeypatch.chdir(trained[0])
-    use_store(monkeypatch, mlflow_uri)
+    use_store(monkeypatch, mlflow_uri, TRAINED_EXPERIMENT)
     mlflow.set_tracking_uri(mlflow_uri)
     return trained
 
@@ -71,7 +82,7 @@ def trained(tmp_path_factory, demo_data, mlflow_uri):
     shutil.copytree(demo_data, folder / "data")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
-        use_store(mp, mlflow_uri)
+        use_store(mp, mlflow_uri, TRAINED_EXPERIMENT)
         result = invoke("train", *FAST, "--json")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)

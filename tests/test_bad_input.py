@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import invoke, use_store
+from tests.conftest import TRAINED_EXPERIMENT, invoke, scratch_experiment, use_store
 
 DATA = Path("data")
 
@@ -215,7 +215,7 @@ def in_trained_copy(trained, tmp_path, monkeypatch, mlflow_uri):
     shutil.copytree(folder / "data", tmp_path / "data")
     shutil.copytree(folder / "prepared", tmp_path / "prepared")
     monkeypatch.chdir(tmp_path)
-    use_store(monkeypatch, mlflow_uri)
+    use_store(monkeypatch, mlflow_uri, TRAINED_EXPERIMENT)
     return run_id
 
 
@@ -254,7 +254,7 @@ def test_run_that_is_not_a_training_run(in_trained_copy, mlflow_uri):
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
-    experiment = client.get_experiment_by_name("tests").experiment_id
+    experiment = scratch_experiment(client)
     other = client.create_run(experiment).info.run_id
     client.set_terminated(other)
     _check_error(invoke("evaluate", "--run-id", other), "not a training run")
@@ -264,7 +264,7 @@ def test_run_whose_model_artifacts_were_deleted(in_trained_copy, mlflow_uri):
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
-    experiment = client.get_experiment_by_name("tests").experiment_id
+    experiment = scratch_experiment(client)
     run = client.create_run(experiment, tags={"matching.kind": "train"}).info.run_id
     client.set_terminated(run)
     _check_error(

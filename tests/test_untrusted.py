@@ -13,7 +13,7 @@ import pytest
 
 from matching_cli.artifacts import META, WEIGHTS, load_model
 from matching_cli.errors import ModelError
-from tests.conftest import invoke, use_store
+from tests.conftest import invoke, scratch_experiment, use_store
 
 PACKAGE = Path(__file__).resolve().parents[1] / "matching_cli"
 
@@ -51,7 +51,7 @@ def test_cli_refuses_a_run_whose_weights_are_a_pickle(trained, tmp_path, monkeyp
     marker = tmp_path / "pwned"
     _plant(planted, marker)
     client = mlflow.MlflowClient(mlflow_uri)
-    experiment = client.get_experiment_by_name("tests").experiment_id
+    experiment = scratch_experiment(client)
     run = client.create_run(experiment, tags={"matching.kind": "train"}).info.run_id
     for name in (META, WEIGHTS):
         client.log_artifact(run, str(planted / name), "matching_model")

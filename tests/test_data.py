@@ -1,0 +1,29 @@
+"""The data layer's id helpers against numpy's plain versions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from matching_cli.data import lookup, unique_sorted
+
+
+def test_lookup_finds_each_key_and_marks_absent_ones():
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.choice(10_000, 500, replace=False)).astype(np.int64)
+    keys = np.concatenate([rng.choice(ids, 1000), [-5, 10_001, ids[0] + 0, 123_456]])
+    keys = rng.permutation(keys)
+    rows = lookup(ids, keys)
+    found = rows >= 0
+    assert (ids[rows[found]] == keys[found]).all()
+    assert not np.isin(keys[~found], ids).any()
+    assert found.sum() == np.isin(keys, ids).sum()
+
+
+def test_lookup_in_an_empty_table():
+    assert lookup(np.zeros(0, np.int64), np.array([1, 2])).tolist() == [-1, -1]
+
+
+def test_unique_sorted_is_numpys_unique():
+    values = np.random.default_rng(1).integers(0, 50, 300)
+    assert unique_sorted(values).tolist() == np.unique(values).tolist()
+    assert unique_sorted(np.zeros(0, np.int64)).tolist() == []
