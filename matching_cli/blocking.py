@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from matching_cli.data import normalise
+from matching_cli.data import normalise, read_rows
 from matching_cli.errors import MatchingError
 from matching_cli.progress import NullReporter, Reporter
 
@@ -62,15 +62,25 @@ def pair_keys(a: np.ndarray, b: np.ndarray, n_items: int) -> np.ndarray:
     return np.minimum(a, b) * n_items + np.maximum(a, b)
 
 
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """A float32 copy of the item matrix with every non-zero row scaled to unit length."""
-    out = np.array(matrix, dtype=np.float32, copy=True)
+def unit_rows(matrix: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """A float32 copy of the item matrix (or of its `rows`) with every non-zero row scaled to unit
+    length."""
+    out = read_rows(matrix) if rows is None else np.array(matrix[rows], np.float32)
     normalise(out)
     return out
 
 
+def _present(matrix: np.ndarray) -> np.ndarray:
+    """Rows with any embedding, read a chunk at a time."""
+    found = []
+    for start in range(0, len(matrix), _INDEX_CHUNK):
+        chunk = read_rows(matrix, start, start + _INDEX_CHUNK)
+        found.append(np.einsum("ij,ij->i", chunk, chunk) > 0)
+    return np.flatnonzero(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
+
 def find_candidates(
-    unit: np.ndarray,
+    matrix: np.ndarray,
     query_rows: np.ndarray,
     k: int,
     *,
@@ -82,20 +92,23 @@ def find_candidates(
     reporter: Reporter | None = None,
 ) -> Candidates:
     """The K nearest neighbours of each query row among all rows (of its group, when `groups` is
-    given: only listings with the same group code are paired), as unique unordered pairs."""
+    given: only listings with the same group code are paired), as unique unordered pairs.
+
+    `matrix` is the item matrix (a memory map is fine): the searches normalise its rows themselves,
+    and the HNSW index holds the only full copy of them."""
     if method not in METHODS:
         raise MatchingError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if k < 1:
         raise MatchingError(f"-k {k}: needs at least one neighbour")
     reporter = reporter or NullReporter()
     device = device or torch.device("cpu")
-    present = np.flatnonzero(np.einsum("ij,ij->i", unit, unit) > 0)
-    if len(present) < len(unit):
+    present = _present(matrix)
+    if len(present) < len(matrix):
         log.info(
-            "Listings with no embedding at all get no candidates: %s", len(unit) - len(present)
+            "Listings with no embedding at all get no candidates: %s", len(matrix) - len(present)
         )
-    codes = np.zeros(len(unit), np.int64) if groups is None else groups.astype(np.int64)
-    is_query = np.zeros(len(unit), bool)
+    codes = np.zeros(len(matrix), np.int64) if groups is None else groups.astype(np.int64)
+    is_query = np.zeros(len(matrix), bool)
     is_query[query_rows] = True
     firsts, seconds, sims, methods = [], [], [], {}
     for code in np.unique(codes[present]):
@@ -106,8 +119,10 @@ def find_candidates(
         chosen = _choose(method, device, len(query_pos), len(base), exact_max)
         methods[chosen] = methods.get(chosen, 0) + len(query_pos)
         k_here = min(k, len(base) - 1)
-        vectors = unit if len(base) == len(unit) else unit[base]  # no copy of a whole catalogue
-        neighbours, similarity = search(vectors, query_pos, k_here, chosen, device, hnsw, reporter)
+        rows = None if len(base) == len(matrix) else base
+        neighbours, similarity = search(
+            matrix, query_pos, k_here, chosen, device, hnsw, reporter, rows
+        )
         firsts.append(np.repeat(base[query_pos], k_here))
         seconds.append(np.where(neighbours.ravel() >= 0, base[neighbours.ravel()], -1))
         sims.append(similarity.ravel())
@@ -116,23 +131,27 @@ def find_candidates(
             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), methods
         )
     return _unique_pairs(
-        np.concatenate(firsts), np.concatenate(seconds), np.concatenate(sims), len(unit), methods
+        np.concatenate(firsts), np.concatenate(seconds), np.concatenate(sims), len(matrix), methods
     )
 
 
 def search(
-    base: np.ndarray,
+    matrix: np.ndarray,
     query_pos: np.ndarray,
     k: int,
     method: str = "exact",
     device: torch.device | None = None,
     hnsw: HnswParams = HnswParams(),
     reporter: Reporter | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest other rows of `base` for the rows `query_pos`, most similar first:
-    (positions in `base`, similarities), each of shape (queries, k); position -1 where none."""
+    """The k nearest other rows of the base (`matrix`, or its `rows`) for the base positions
+    `query_pos`, most similar first: (positions in the base, similarities), each of shape
+    (queries, k); position -1 where none."""
     run = _exact_search if method == "exact" else _hnsw_search
-    return run(base, query_pos, k, device or torch.device("cpu"), hnsw, reporter or NullReporter())
+    return run(
+        matrix, rows, query_pos, k, device or torch.device("cpu"), hnsw, reporter or NullReporter()
+    )
 
 
 def _choose(method: str, device: torch.device, n_queries: int, n_base: int, exact_max: int) -> str:
@@ -152,20 +171,21 @@ def _drop_self(neighbours: np.ndarray, similarity: np.ndarray, query_pos: np.nda
 
 
 def _exact_search(
-    base_np: np.ndarray,
+    matrix: np.ndarray,
+    rows: np.ndarray | None,
     query_pos: np.ndarray,
     k: int,
     device: torch.device,
     hnsw: HnswParams,
     reporter: Reporter,
 ) -> tuple[np.ndarray, np.ndarray]:
-    base = torch.from_numpy(base_np).to(device)
+    base = torch.from_numpy(unit_rows(matrix, rows)).to(device)
     # On an accelerator, half precision (tensor cores) chooses the neighbours and float32 gives
     # their similarity; on a CPU, float32 does both.
     search = base if device.type == "cpu" else base.half()
     budget = _CPU_CHUNK_ELEMENTS if device.type == "cpu" else _GPU_CHUNK_ELEMENTS
     queries = torch.from_numpy(query_pos).to(device)
-    chunk = max(1, min(len(query_pos), budget // len(base_np)))
+    chunk = max(1, min(len(query_pos), budget // len(base)))
     kept_idx, kept_sim = [], []
     task = reporter.task("exact search", total=len(query_pos), unit="listings")
     with torch.inference_mode():
@@ -182,45 +202,75 @@ def _exact_search(
 
 
 def _hnsw_search(
-    base: np.ndarray,
+    matrix: np.ndarray,
+    rows: np.ndarray | None,
     query_pos: np.ndarray,
     k: int,
     device: torch.device,
     params: HnswParams,
     reporter: Reporter,
 ) -> tuple[np.ndarray, np.ndarray]:
-    index = build_hnsw(base, params, reporter)
+    index = build_hnsw(matrix, params, reporter, rows)
+    unit = stored_vectors(index)  # the queries come from the index's own copy of the rows
     task = reporter.task("HNSW search", total=len(query_pos), unit="listings")
     found_idx, found_sim = [], []
     for start in range(0, len(query_pos), _INDEX_CHUNK):
-        rows = query_pos[start : start + _INDEX_CHUNK]
-        sim, idx = index.search(base[rows], k + 1)
+        chunk = query_pos[start : start + _INDEX_CHUNK]
+        sim, idx = index.search(unit[chunk], k + 1)
         found_idx.append(idx)
         found_sim.append(sim)
-        task.advance(len(rows))
+        task.advance(len(chunk))
     task.close()
     return _drop_self(np.concatenate(found_idx), np.concatenate(found_sim), query_pos, k)
 
 
-def build_hnsw(base: np.ndarray, params: HnswParams, reporter: Reporter | None = None):  # type: ignore[no-untyped-def]
-    """A faiss HNSW index over unit rows, by inner product (= cosine)."""
+def build_hnsw(  # type: ignore[no-untyped-def]
+    matrix: np.ndarray,
+    params: HnswParams,
+    reporter: Reporter | None = None,
+    rows: np.ndarray | None = None,
+):
+    """A faiss HNSW index over the unit-length rows (all, or `rows`), by inner product (= cosine).
+
+    The rows are read and normalised a chunk at a time, so the index holds the only full copy."""
+    faiss = _faiss()
+    n = len(matrix) if rows is None else len(rows)
+    index = faiss.IndexHNSWFlat(matrix.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params.ef_construction
+    index.hnsw.efSearch = params.ef_search
+    task = (reporter or NullReporter()).task("building the HNSW index", total=n, unit="listings")
+    for start in range(0, n, _INDEX_CHUNK):
+        stop = min(start + _INDEX_CHUNK, n)
+        chunk = (
+            read_rows(matrix, start, stop)
+            if rows is None
+            else np.array(matrix[rows[start:stop]], np.float32)
+        )
+        normalise(chunk)
+        index.add(chunk)
+        task.advance(stop - start)
+    task.close()
+    return index
+
+
+def stored_vectors(index) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The vectors an HNSW index holds, as a read-only view (no copy): valid while the index is."""
+    faiss = _faiss()
+    storage = faiss.downcast_index(index.storage)
+    view = faiss.rev_swig_ptr(storage.get_xb(), index.ntotal * index.d)
+    view = view.reshape(index.ntotal, index.d)
+    view.flags.writeable = False
+    return view
+
+
+def _faiss():  # type: ignore[no-untyped-def]
     try:
         import faiss
     except ImportError:
         raise MatchingError(
             "--method hnsw needs faiss: pip install faiss-cpu (or use --method exact)"
         ) from None
-    index = faiss.IndexHNSWFlat(base.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = params.ef_construction
-    index.hnsw.efSearch = params.ef_search
-    task = (reporter or NullReporter()).task(
-        "building the HNSW index", total=len(base), unit="listings"
-    )
-    for start in range(0, len(base), _INDEX_CHUNK):
-        index.add(np.ascontiguousarray(base[start : start + _INDEX_CHUNK]))
-        task.advance(min(_INDEX_CHUNK, len(base) - start))
-    task.close()
-    return index
+    return faiss
 
 
 def _unique_pairs(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -213,6 +214,37 @@ def normalise(matrix: np.ndarray) -> None:
     """L2-normalise rows in place; zero rows stay zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]  # no N x D temporary
     np.divide(matrix, norms, out=matrix, where=norms > 0)
+
+
+def read_rows(
+    matrix: np.ndarray, start: int = 0, stop: int | None = None, zero_rows: int = 0
+) -> np.ndarray:
+    """Rows start:stop of an item matrix as a fresh float32 array, with `zero_rows` zero rows after.
+
+    A memory-mapped matrix is read from its file: copying it through the map would also keep the
+    file's pages mapped in this process, twice the memory."""
+    stop = len(matrix) if stop is None else min(stop, len(matrix))
+    n = max(stop - start, 0)
+    out = np.zeros((n + zero_rows, matrix.shape[1]), np.float32)
+    if _whole_float32_file(matrix):
+        row_bytes = matrix.shape[1] * 4
+        with open(matrix.filename, "rb") as f:  # type: ignore[attr-defined]
+            f.seek(matrix.offset + start * row_bytes)  # type: ignore[attr-defined]
+            f.readinto(memoryview(out[:n]).cast("B"))
+    else:
+        out[:n] = matrix[start:stop]
+    return out
+
+
+def _whole_float32_file(matrix: np.ndarray) -> bool:
+    """A C-ordered float32 memory map of a whole .npy file (not a view of part of one)."""
+    if not isinstance(matrix, np.memmap) or not matrix.filename:
+        return False
+    return (
+        matrix.dtype == np.float32
+        and matrix.flags.c_contiguous
+        and os.path.getsize(matrix.filename) == matrix.offset + matrix.nbytes
+    )
 
 
 def read_ids(path: Path) -> np.ndarray:

@@ -21,7 +21,6 @@ from matching_cli.blocking import (
     Candidates,
     HnswParams,
     find_candidates,
-    unit_rows,
 )
 from matching_cli.clustering import Guard, cluster, size_histogram
 from matching_cli.errors import MatchingError
@@ -144,10 +143,9 @@ def match_job(
     }
     with tracking.run("match", run_name, tags) as run_id:
         with clock("blocking"):
-            unit = unit_rows(prepared.items.matrix)
             groups = prepared.item_category if options.same_category else None
             candidates = find_candidates(
-                unit,
+                prepared.items.matrix,
                 queries,
                 options.k,
                 method=options.method,
@@ -157,7 +155,6 @@ def match_job(
                 hnsw=options.hnsw,
                 reporter=reporter,
             )
-            del unit
         tracking.log_params(_params(options, threshold, model_run_id, device, candidates))
         with clock("scoring"):
             scores = score_candidates(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from matching_cli.data import read_rows
 from matching_cli.errors import DeviceError
 from matching_cli.metrics import pr_auc
 from matching_cli.prepare import PairSet, Prepared
@@ -78,19 +79,8 @@ class DeviceData:
 
 
 def items_to_device(matrix: np.ndarray, device: torch.device, zero_rows: int = 0) -> torch.Tensor:
-    """The item matrix as a tensor on the device, with `zero_rows` zero rows appended.
-
-    A memory-mapped matrix is read from its file straight into fresh memory: copying it from the
-    map would hold the file's pages and the copy at once, twice the memory."""
-    n, d = matrix.shape
-    out = np.zeros((n + zero_rows, d), dtype=np.float32)
-    if isinstance(matrix, np.memmap) and matrix.filename and matrix.dtype == np.float32:
-        with open(matrix.filename, "rb") as f:
-            f.seek(matrix.offset)
-            f.readinto(memoryview(out[:n]).cast("B"))
-    else:
-        out[:n] = matrix
-    return torch.from_numpy(out).to(device)
+    """The item matrix as a tensor on the device, with `zero_rows` zero rows appended."""
+    return torch.from_numpy(read_rows(matrix, zero_rows=zero_rows)).to(device)
 
 
 def to_device(prepared: Prepared, device: torch.device) -> DeviceData:

@@ -11,7 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from matching_cli.blocking import find_candidates, unit_rows
+from matching_cli.blocking import (
+    HnswParams,
+    build_hnsw,
+    find_candidates,
+    stored_vectors,
+    unit_rows,
+)
 from matching_cli.clustering import Guard, cluster, size_histogram
 from matching_cli.match_quality import blocking_recall, cluster_quality, reduction_ratio
 from tests.conftest import invoke
@@ -125,6 +131,24 @@ def test_hnsw_agrees_with_exact_search_above_a_floor():
     assert recall > 0.95
     # `auto` takes the index once exact search would cost more than a catalogue of `exact_max`.
     assert find_candidates(unit, queries, 10, exact_max=1000).methods == {"hnsw": len(unit)}
+
+
+def test_a_memory_mapped_item_matrix_gives_the_same_candidates(tmp_path):
+    """`match` hands blocking the prepared matrix as a memory map of unnormalised rows."""
+    unit, _ = clustered_vectors(1500)
+    scaled = unit * np.linspace(0.5, 2.0, len(unit), dtype=np.float32)[:, None]
+    np.save(tmp_path / "items.npy", scaled)
+    mapped = np.load(tmp_path / "items.npy", mmap_mode="r")
+    queries = np.arange(len(unit))
+    expected = find_candidates(unit, queries, 6, method="exact")
+    found = find_candidates(mapped, queries, 6, method="exact")
+    assert (found.keys(len(unit)) == expected.keys(len(unit))).all()
+    np.testing.assert_allclose(found.similarity, expected.similarity, atol=1e-5)
+    # The index is built by two threads, so its graph may differ a little from run to run.
+    approximate = find_candidates(mapped, queries, 6, method="hnsw")
+    assert blocking_recall(approximate.keys(len(unit)), found.left, found.right, len(unit)) > 0.95
+    index = build_hnsw(mapped, HnswParams())
+    np.testing.assert_allclose(stored_vectors(index), unit, atol=1e-6)
 
 
 def test_queries_groups_and_empty_rows_limit_the_candidates():
