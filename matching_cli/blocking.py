@@ -14,6 +14,7 @@ on a CPU, where exact search grows with the square of the catalogue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +64,33 @@ def pair_keys(a: np.ndarray, b: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def unit_rows(matrix: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """A float32 copy of the item matrix (or of its `rows`) with every non-zero row scaled to unit
-    length."""
-    out = read_rows(matrix) if rows is None else np.array(matrix[rows], np.float32)
-    normalise(out)
-    return out
+    """A float32 copy of the item matrix (or of its sorted `rows`) with every non-zero row scaled to
+    unit length."""
+    if rows is None:
+        out = read_rows(matrix)
+        normalise(out)
+        return out
+    chunks = list(unit_chunks(matrix, rows))
+    return np.concatenate(chunks) if chunks else np.zeros((0, matrix.shape[1]), np.float32)
+
+
+def unit_chunks(matrix: np.ndarray, rows: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """`unit_rows` a chunk at a time. Most of the catalogue is read through the file a stretch at a
+    time, so neither the whole matrix nor its memory map's pages stay in memory; a small subset
+    (one category) is picked out directly."""
+    if rows is not None and len(rows) < len(matrix) // 2:
+        for start in range(0, len(rows), _INDEX_CHUNK):
+            chunk = np.array(matrix[rows[start : start + _INDEX_CHUNK]], np.float32)
+            normalise(chunk)
+            yield chunk
+        return
+    for start in range(0, len(matrix), _INDEX_CHUNK):
+        chunk = read_rows(matrix, start, start + _INDEX_CHUNK)
+        if rows is not None:
+            low, high = np.searchsorted(rows, [start, start + _INDEX_CHUNK])
+            chunk = chunk[rows[low:high] - start]
+        normalise(chunk)
+        yield chunk
 
 
 def _present(matrix: np.ndarray) -> np.ndarray:
@@ -145,7 +168,7 @@ def search(
     reporter: Reporter | None = None,
     rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest other rows of the base (`matrix`, or its `rows`) for the base positions
+    """The k nearest other rows of the base (`matrix`, or its sorted `rows`) for the base positions
     `query_pos`, most similar first: (positions in the base, similarities), each of shape
     (queries, k); position -1 where none."""
     run = _exact_search if method == "exact" else _hnsw_search
@@ -230,7 +253,8 @@ def build_hnsw(  # type: ignore[no-untyped-def]
     reporter: Reporter | None = None,
     rows: np.ndarray | None = None,
 ):
-    """A faiss HNSW index over the unit-length rows (all, or `rows`), by inner product (= cosine).
+    """A faiss HNSW index over the unit-length rows (all, or the sorted `rows`), by inner product
+    (= cosine).
 
     The rows are read and normalised a chunk at a time, so the index holds the only full copy."""
     faiss = _faiss()
@@ -239,16 +263,9 @@ def build_hnsw(  # type: ignore[no-untyped-def]
     index.hnsw.efConstruction = params.ef_construction
     index.hnsw.efSearch = params.ef_search
     task = (reporter or NullReporter()).task("building the HNSW index", total=n, unit="listings")
-    for start in range(0, n, _INDEX_CHUNK):
-        stop = min(start + _INDEX_CHUNK, n)
-        chunk = (
-            read_rows(matrix, start, stop)
-            if rows is None
-            else np.array(matrix[rows[start:stop]], np.float32)
-        )
-        normalise(chunk)
+    for chunk in unit_chunks(matrix, rows):
         index.add(chunk)
-        task.advance(stop - start)
+        task.advance(len(chunk))
     task.close()
     return index
 
