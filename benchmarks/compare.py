@@ -86,7 +86,9 @@ class Alongside(Callback):
 
 def _original_steps(data: original.OriginalData, device: torch.device):  # type: ignore[no-untyped-def]
     model = original.make_model(device)
-    return original.training_steps(model, make_optimizer(model, TrainSettings()), data, device)
+    return original.training_steps(
+        model, make_optimizer(model, TrainSettings().for_device("cpu")), data, device
+    )
 
 
 def _log(message: str) -> None:

@@ -208,7 +208,11 @@ def fit_project(
     out = {}
     for batch, lr in zip(batches, lrs, strict=True):
         update = {"epochs": epochs, "batch_size": batch, "patience": epochs + 1}
-        settings = TrainSettings().model_copy(update=update | ({"lr": lr} if lr else {}))
+        settings = (
+            TrainSettings()
+            .for_device(device.type)
+            .model_copy(update=update | ({"lr": lr} if lr else {}))
+        )
         model = new_model("symmetric", device, [b.dim for b in prepared.items.blocks])
         started = clock(device)
         state = fit(model, data, settings, [], StopFlag())
@@ -238,7 +242,7 @@ def project_epoch(
 
     `side` is called after each batch to run other measurements in the same minutes; the time it
     reports (`side.seconds`) is taken off the epoch's."""
-    optimizer = make_optimizer(model, TrainSettings())
+    optimizer = make_optimizer(model, TrainSettings().for_device("cpu"))
     generator = torch.Generator().manual_seed(seed)
     started = clock(items.device)
     train_one_epoch(
@@ -283,7 +287,7 @@ def _rate(step, batch: int, device: torch.device, seconds: float) -> float:
 def limit_step(model: torch.nn.Module, batch: int, device: torch.device):  # type: ignore[no-untyped-def]
     """One training step of the loop's body on random batches already on the device: no gather, no data path."""
     batches = _random_batches(batch, model.config.item_dim, device)
-    optimizer = make_optimizer(model, TrainSettings())
+    optimizer = make_optimizer(model, TrainSettings().for_device("cpu"))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     total = torch.zeros((), device=device)
 

@@ -8,8 +8,9 @@ Precedence, lowest first: the defaults below (mirrored in the repository's `sett
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +23,7 @@ from pydantic_settings import (
 from matching_cli.errors import ConfigError
 
 DEFAULT_SETTINGS_FILE = Path("settings.toml")
+_UNION_MEMBER = re.compile(r"(constrained-)?(int|float|str)|literal\[.*\]")
 
 
 class _Section(BaseModel):
@@ -53,15 +55,31 @@ class ModelSettings(_Section):
     pair_features: Literal["symmetric", "concat"] = "symmetric"
 
 
+# `auto` batch size and learning rate per kind of device: a GPU needs larger batches to be busy
+# (see README, Performance, for the validation PR-AUC of both).
+AUTO_BATCH = {"cpu": 4096, "accelerator": 16384}
+AUTO_LR = {"cpu": 3e-3, "accelerator": 6e-3}
+
+
 class TrainSettings(_Section):
     epochs: int = Field(default=20, gt=0)
-    batch_size: int = Field(default=4096, gt=0)
-    lr: float = Field(default=3e-3, gt=0)
+    batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     weight_decay: float = Field(default=1e-4, ge=0)
     patience: int = Field(default=5, gt=0)
     device: str = "auto"
     seed: int = 42
     models_dir: Path = Path("models")
+
+    def for_device(self, device_type: str) -> TrainSettings:
+        """A copy with `auto` batch size and learning rate made concrete for this kind of device."""
+        kind = "cpu" if device_type == "cpu" else "accelerator"
+        return self.model_copy(
+            update={
+                "batch_size": AUTO_BATCH[kind] if self.batch_size == "auto" else self.batch_size,
+                "lr": AUTO_LR[kind] if self.lr == "auto" else self.lr,
+            }
+        )
 
 
 class MlflowSettings(_Section):
@@ -202,11 +220,16 @@ def _check_keys(path: Path, values: dict[str, Any]) -> None:
 
 
 def _describe(error: ValidationError, files: list[str]) -> str:
-    problems = []
+    # A value that fits no member of a union (`4096 | "auto"`) fails once per member: one line.
+    messages: dict[str, list[str]] = {}
+    values: dict[str, Any] = {}
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        value = item.get("input")
-        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
-        problems.append(f"{key}: {item['msg']}{shown}")
+        key = ".".join(str(p) for p in item["loc"] if not _UNION_MEMBER.fullmatch(str(p)))
+        messages.setdefault(key, []).append(item["msg"])
+        values[key] = item.get("input")
+    problems = []
+    for key, found in messages.items():
+        shown = f" (got {values[key]!r})" if not isinstance(values[key], dict) else ""
+        problems.append(f"{key}: {' or '.join(found)}{shown}")
     where = f" (from {', '.join(files)}, MATCHING_* variables or options)" if files else ""
     return "invalid settings" + where + ": " + "; ".join(problems)

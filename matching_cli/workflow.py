@@ -57,6 +57,7 @@ def train_job(
     if resume is not None:
         settings = _resumed_settings(settings, resume)
     device = resolve_device(settings.train.device)
+    settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
     prepared = ensure_prepared(settings.data, reporter)
     torch.manual_seed(settings.train.seed)
     config = ModelConfig(

@@ -41,6 +41,15 @@ def test_precedence_file_config_env_options(tmp_path, monkeypatch):
     assert s.data.dir == Path("data")
 
 
+def test_auto_batch_size_and_learning_rate_depend_on_the_device():
+    train = Settings().train
+    assert (train.batch_size, train.lr) == ("auto", "auto")
+    assert (train.for_device("cpu").batch_size, train.for_device("cpu").lr) == (4096, 3e-3)
+    assert (train.for_device("cuda").batch_size, train.for_device("cuda").lr) == (16384, 6e-3)
+    given = train.model_copy(update={"batch_size": 512, "lr": 0.5})
+    assert (given.for_device("cuda").batch_size, given.for_device("cuda").lr) == (512, 0.5)
+
+
 def test_mlflow_tracking_uri_from_mlflow_variable(monkeypatch):
     assert load_settings().mlflow.tracking_uri == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
@@ -55,7 +64,7 @@ def test_mlflow_tracking_uri_from_mlflow_variable(monkeypatch):
         ("[train]\nepochz = 3\n", "unknown key train.epochz"),
         ("[trian]\nepochs = 3\n", "unknown section [trian]"),
         ("[train]\nepochs = 'many'\n", "train.epochs"),
-        ("[train]\nbatch_size = -1\n", "train.batch_size"),
+        ("[train]\nbatch_size = -1\n", "train.batch_size: Input should be greater than 0 or"),
         ("[train\n", "not valid TOML"),
         ("[model]\npair_features = 'sum'\n", "model.pair_features"),
     ],
