@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from matching_cli.blocking import Candidates
 from matching_cli.clustering import group_sizes
-from matching_cli.data import Items, check_columns, open_parquet
+from matching_cli.data import Items, check_columns, open_parquet, unique_sorted
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file
 
@@ -32,7 +32,7 @@ def listing_rows(items: Items, path: Path | None) -> np.ndarray:
             f"--listings {path}: {len(unknown):,} of {len(ids):,} variantids are in no item table "
             f"(e.g. {shown}); are they from this data set?"
         )
-    return np.unique(rows)
+    return unique_sorted(rows)
 
 
 def _read_listing_ids(path: Path) -> np.ndarray:
