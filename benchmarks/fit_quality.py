@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stages
+from run import _ints
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--lrs", required=True, help="one learning rate per batch size")
     p.add_argument("--epochs", type=int, default=20)
     args = p.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = _ints(args.batches)
     lrs = [float(x) for x in args.lrs.split(",")]
     if len(batches) != len(lrs):
         p.error("give one learning rate per batch size")
