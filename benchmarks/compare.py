@@ -29,9 +29,9 @@ from stages import (
 )
 from torch.utils.data import DataLoader
 
-from matching_cli.prepare import load_prepared
+from matching_cli.data.prepare import load_prepared
+from matching_cli.model.train import Callback, make_optimizer, resolve_device, to_device
 from matching_cli.settings import TrainSettings
-from matching_cli.train import Callback, make_optimizer, resolve_device, to_device
 
 WARMUP = 3  # steps of each side measurement left out of its timing
 

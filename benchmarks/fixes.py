@@ -40,8 +40,8 @@ def _with_batch(module, batch: int):  # type: ignore[no-untyped-def]
 
 
 def eval_batches(prepared_dir: str, threads: list[int | None], repeats: int) -> dict:
-    from matching_cli.prepare import load_prepared
-    from matching_cli.train import to_device
+    from matching_cli.data.prepare import load_prepared
+    from matching_cli.model.train import to_device
 
     prepared = load_prepared(Path(prepared_dir))
     data = to_device(prepared, torch.device("cpu"))
@@ -68,7 +68,7 @@ def predict_batches(
     prepared_dir: str, pairs_path: str, out_path: str, threads: list[int | None], repeats: int
 ) -> dict:
     import matching_cli.predict as predict
-    from matching_cli.prepare import load_prepared
+    from matching_cli.data.prepare import load_prepared
 
     items = load_prepared(Path(prepared_dir)).items
     model = stages.new_model("symmetric", torch.device("cpu"), [b.dim for b in items.blocks])
@@ -92,7 +92,7 @@ def predict_batches(
 
 
 def dropout_share(threads: list[int | None], repeats: int, seconds: float) -> dict:
-    from matching_cli.model import ModelConfig, PairClassifier
+    from matching_cli.model.network import ModelConfig, PairClassifier
 
     out: dict = {}
     for _ in range(repeats):

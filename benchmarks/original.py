@@ -27,7 +27,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from matching_cli.model import ModelConfig, PairClassifier
+from matching_cli.model.network import ModelConfig, PairClassifier
 
 TEXT_COLUMN, IMAGE_COLUMN = "name_bert_64", "main_pic_embeddings_resnet_v1"
 TEXT_DIM, IMAGE_DIM = 64, 128

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import torch
 
-from matching_cli.model import ModelConfig, PairClassifier
-from matching_cli.prepare import load_prepared
-from matching_cli.settings import TrainSettings
-from matching_cli.train import (
+from matching_cli.data.prepare import load_prepared
+from matching_cli.model.network import ModelConfig, PairClassifier
+from matching_cli.model.train import (
     EVAL_BATCH,
     Callback,
     DevicePairs,
@@ -25,9 +24,10 @@ from matching_cli.train import (
     to_device,
     train_one_epoch,
 )
+from matching_cli.settings import TrainSettings
 
 try:  # the batch evaluation uses on a CPU (older versions used EVAL_BATCH everywhere)
-    from matching_cli.train import CPU_EVAL_BATCH
+    from matching_cli.model.train import CPU_EVAL_BATCH
 except ImportError:  # pragma: no cover
     CPU_EVAL_BATCH = EVAL_BATCH
 
@@ -38,7 +38,7 @@ def eval_batch(device: torch.device) -> int:
 
 
 try:  # the loop's own mixed-precision policy, so that the compute limit runs what an epoch runs
-    from matching_cli.train import _autocast
+    from matching_cli.model.train import _autocast
 except ImportError:  # pragma: no cover
 
     def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ def new_model(features: str, device: torch.device, block_dims=(64, 128)) -> Pair
 
 
 def generate_data(out_dir: str, n_pairs: int, seed: int) -> dict:
-    from matching_cli.synthetic import generate
+    from matching_cli.data.synthetic import generate
 
     started = time.perf_counter()
     summary = generate(Path(out_dir), n_pairs, seed)
@@ -114,7 +114,7 @@ def load_original(data_dir: str) -> dict:
 
 
 def prepare_project(data_dir: str, prepared_dir: str) -> dict:
-    from matching_cli.prepare import prepare
+    from matching_cli.data.prepare import prepare
     from matching_cli.settings import DataSettings
 
     started = time.perf_counter()
@@ -199,7 +199,7 @@ def fit_project(
     threads: int | None,
 ) -> dict:
     """`fit` as `matching train` runs it, per batch size: seconds in the training loop, best val PR-AUC."""
-    from matching_cli.train import fit
+    from matching_cli.model.train import fit
 
     device = resolve_device(device_name)
     set_threads(threads)

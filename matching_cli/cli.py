@@ -133,7 +133,7 @@ def download(
     data_dir: DataDir = None,
 ) -> None:
     """Get the raw data: the competition files, a DVC remote's copy, or the demo data set."""
-    from matching_cli import download as dl
+    from matching_cli.data import download as dl
 
     state: State = ctx.obj
     settings = state.settings(
@@ -151,7 +151,7 @@ def download(
         return
     with state.reporter() as reporter:
         if synthetic:
-            from matching_cli.synthetic import generate
+            from matching_cli.data.synthetic import generate
 
             with dl.atomic_data_dir(target) as staging:
                 summary = generate(
@@ -178,7 +178,7 @@ def download(
 @handled
 def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
     """Validate the raw files and write training-ready arrays and splits (reused until they change)."""
-    from matching_cli.prepare import prepare as run_prepare
+    from matching_cli.data.prepare import prepare as run_prepare
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir})
@@ -267,7 +267,7 @@ def train(
     as_json: Json = False,
 ) -> None:
     """Train the pair model (preparing the data first when needed); log the run to MLflow."""
-    from matching_cli.workflow import train_job
+    from matching_cli.jobs import train_job
 
     state: State = ctx.obj
     settings = state.settings(
@@ -306,7 +306,7 @@ def evaluate(
     as_json: Json = False,
 ) -> None:
     """Score a training run's model on its test split (or on --pairs) and log the metrics to that run."""
-    from matching_cli.workflow import evaluate_job
+    from matching_cli.jobs import evaluate_job
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
@@ -334,7 +334,7 @@ def predict(
     data_dir: DataDir = None,
 ) -> None:
     """Score pairs with a trained model and write a CSV of match probabilities."""
-    from matching_cli.workflow import predict_job
+    from matching_cli.jobs import predict_job
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
@@ -404,7 +404,7 @@ def match(
     as_json: Json = False,
 ) -> None:
     """Find the duplicates in a catalogue: nearest neighbours, the pair model, product groups."""
-    from matching_cli.matching import MatchOptions, match_job
+    from matching_cli.match.job import MatchOptions, match_job
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})

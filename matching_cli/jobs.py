@@ -11,18 +11,15 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
-from matching_cli.artifacts import SavedModel, load_model, save_model
-from matching_cli.checkpoint import CheckpointCallback, load_checkpoint, read_settings
-from matching_cli.data import read_pairs
+from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
+from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError
-from matching_cli.metrics import all_metrics, best_f1_threshold, pr_auc
-from matching_cli.model import ModelConfig, PairClassifier
-from matching_cli.plots import run_figures
-from matching_cli.predict import PredictSummary, predict_file
-from matching_cli.prepare import PairSet, Prepared, ensure_prepared
-from matching_cli.progress import NullReporter, Reporter
-from matching_cli.settings import DataSettings, Settings
-from matching_cli.train import (
+from matching_cli.model.checkpoint import CheckpointCallback, load_checkpoint, read_settings
+from matching_cli.model.metrics import all_metrics, best_f1_threshold, pr_auc
+from matching_cli.model.network import ModelConfig, PairClassifier
+from matching_cli.model.plots import run_figures
+from matching_cli.model.saved import SavedModel, load_model, save_model
+from matching_cli.model.train import (
     DevicePairs,
     ProgressCallback,
     StopFlag,
@@ -34,6 +31,9 @@ from matching_cli.train import (
     score_pairs,
     to_device,
 )
+from matching_cli.predict import PredictSummary, predict_file
+from matching_cli.progress import NullReporter, Reporter
+from matching_cli.settings import DataSettings, Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import torch
 
-from matching_cli.data import Items, check_columns, open_parquet
+from matching_cli.data.tables import Items, check_columns, open_parquet
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file, check_writable_parent
+from matching_cli.model.train import items_to_device, score_pairs
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.train import items_to_device, score_pairs
 
 log = logging.getLogger(__name__)
 ON_MISSING = ("error", "zero", "drop")

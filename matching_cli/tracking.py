@@ -18,11 +18,11 @@ from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from matching_cli.artifacts import META, WEIGHTS, SavedModel
 from matching_cli.errors import ModelError
-from matching_cli.model import PairScorer
+from matching_cli.model.network import PairScorer
+from matching_cli.model.saved import META, WEIGHTS, SavedModel
+from matching_cli.model.train import Callback, EpochStats, FitState
 from matching_cli.settings import MlflowSettings, Settings
-from matching_cli.train import Callback, EpochStats, FitState
 
 log = logging.getLogger(__name__)
 MODEL_ARTIFACTS = "matching_model"

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from matching_cli.cli import app
-from matching_cli.synthetic import generate
+from matching_cli.data.synthetic import generate
 
 DEMO_PAIRS = 1200
 FAST = ["--epochs", "3", "--hidden-size", "32", "--batch-size", "256", "--seed", "7"]

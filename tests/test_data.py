@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from matching_cli.data import lookup, unique_sorted
+from matching_cli.data.tables import lookup, unique_sorted
 
 
 def test_lookup_finds_each_key_and_marks_absent_ones():

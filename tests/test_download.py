@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from matching_cli.download import (
+from matching_cli.data.download import (
     EXPECTED_FILES,
     atomic_data_dir,
     data_present,

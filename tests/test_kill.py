@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from matching_cli.prepare import load_prepared
-from matching_cli.synthetic import generate
+from matching_cli.data.prepare import load_prepared
+from matching_cli.data.synthetic import generate
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:

@@ -11,15 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from matching_cli.blocking import (
+from matching_cli.match.blocking import (
     HnswParams,
     build_hnsw,
     find_candidates,
     stored_vectors,
     unit_rows,
 )
-from matching_cli.clustering import Guard, cluster, size_histogram
-from matching_cli.match_quality import blocking_recall, cluster_quality, reduction_ratio
+from matching_cli.match.clustering import Guard, cluster, size_histogram
+from matching_cli.match.quality import blocking_recall, cluster_quality, reduction_ratio
 from tests.conftest import invoke
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from matching_cli import metrics
-from matching_cli.model import ModelConfig, PairClassifier, PairScorer
+from matching_cli.model import metrics
+from matching_cli.model.network import ModelConfig, PairClassifier, PairScorer
 
 
 def _pair(batch=64, dims=(8, 16), seed=0):

@@ -109,9 +109,9 @@ def test_loading_a_model_leaves_no_temporary_folder(in_trained, tmp_path, monkey
 
 
 def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
-    from matching_cli.artifacts import load_model
+    from matching_cli.data.prepare import load_prepared
+    from matching_cli.model.saved import load_model
     from matching_cli.predict import predict_file
-    from matching_cli.prepare import load_prepared
 
     folder, run_id, _ = in_trained
     assert invoke("predict", "data/test.parquet", "-o", "sub.csv", "--submission").exit_code == 0
@@ -132,7 +132,7 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
 
 def test_logged_mlflow_model_scores_like_the_cli(in_trained):
     folder, run_id, _ = in_trained
-    from matching_cli.prepare import load_prepared
+    from matching_cli.data.prepare import load_prepared
 
     prepared = load_prepared(folder / "prepared")
     test = prepared.splits["test"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from matching_cli.prepare import split_pairs
+from matching_cli.data.prepare import split_pairs
 from matching_cli.settings import DataSettings
 
 

@@ -13,7 +13,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from matching_cli import _vocab, synthetic
+from matching_cli.data import synthetic
+from matching_cli.data import vocab as _vocab
 from matching_cli.errors import DataError
 
 NESTED = pa.large_list(pa.large_list(pa.float64()))

@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from matching_cli.artifacts import META, WEIGHTS, load_model
 from matching_cli.errors import ModelError
+from matching_cli.model.saved import META, WEIGHTS, load_model
 from tests.conftest import invoke, scratch_experiment, use_store
 
 PACKAGE = Path(__file__).resolve().parents[1] / "matching_cli"

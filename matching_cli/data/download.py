@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from matching_cli import archive
+from matching_cli.data import archive
 from matching_cli.errors import DownloadError
 from matching_cli.files import atomic_dir
 from matching_cli.progress import NullReporter, Reporter, Task

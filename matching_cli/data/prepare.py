@@ -17,7 +17,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from matching_cli.data import (
+from matching_cli.data.tables import (
     ATTRIBUTES_FILE,
     PAIRS_FILE,
     TEXT_FILE,

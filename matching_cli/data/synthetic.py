@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching_cli import _vocab as vocab
+from matching_cli.data import vocab
 from matching_cli.errors import DataError
 from matching_cli.progress import NullReporter, Reporter, Task
 

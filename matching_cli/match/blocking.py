@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from matching_cli.data import normalise, read_rows
+from matching_cli.data.tables import normalise, read_rows
 from matching_cli.errors import MatchingError
 from matching_cli.progress import NullReporter, Reporter
 

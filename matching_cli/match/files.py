@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching_cli.blocking import Candidates
-from matching_cli.clustering import group_sizes
-from matching_cli.data import Items, check_columns, open_parquet, unique_sorted
+from matching_cli.data.tables import Items, check_columns, open_parquet, unique_sorted
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file
+from matching_cli.match.blocking import Candidates
+from matching_cli.match.clustering import group_sizes
 
 TRUTH_FILE = "truth.parquet"  # each listing's product: only the demo data set has one
 

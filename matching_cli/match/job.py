@@ -15,28 +15,28 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
-from matching_cli.blocking import (
+from matching_cli.errors import MatchingError
+from matching_cli.jobs import load_run, model_data
+from matching_cli.match.blocking import (
     EXACT_MAX,
     METHODS,
     Candidates,
     HnswParams,
     find_candidates,
 )
-from matching_cli.clustering import Guard, cluster, size_histogram
-from matching_cli.errors import MatchingError
-from matching_cli.match_files import (
+from matching_cli.match.clustering import Guard, cluster, size_histogram
+from matching_cli.match.files import (
     TRUTH_FILE,
     listing_rows,
     read_truth,
     write_clusters,
     write_pairs,
 )
-from matching_cli.match_quality import measure_quality
-from matching_cli.model import PairClassifier
+from matching_cli.match.quality import measure_quality
+from matching_cli.model.network import PairClassifier
+from matching_cli.model.train import items_to_device, resolve_device, score_pairs
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import Settings
-from matching_cli.train import items_to_device, resolve_device, score_pairs
-from matching_cli.workflow import load_run, model_data
 
 log = logging.getLogger(__name__)
 # The clustering guard's defaults, chosen on the demo data (see the README): merging two groups needs

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from matching_cli.blocking import Candidates, pair_keys
-from matching_cli.prepare import Prepared
+from matching_cli.data.prepare import Prepared
+from matching_cli.match.blocking import Candidates, pair_keys
 
 
 def _pairs(n: np.ndarray | float) -> np.ndarray | float:

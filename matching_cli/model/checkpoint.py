@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from matching_cli.errors import ModelError
 from matching_cli.files import atomic_dir
-from matching_cli.train import Callback, EpochStats, FitState
+from matching_cli.model.train import Callback, EpochStats, FitState
 
 TENSORS = "state.safetensors"
 META = "checkpoint.json"

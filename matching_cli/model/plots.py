@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
-from matching_cli.metrics import confusion
+from matching_cli.model.metrics import confusion
 
 
 def loss_curves(history: list[dict[str, float]]) -> Figure:

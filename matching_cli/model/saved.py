@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from matching_cli.errors import ModelError
-from matching_cli.model import ModelConfig, PairClassifier
+from matching_cli.model.network import ModelConfig, PairClassifier
 
 FORMAT = 1
 WEIGHTS = "weights.safetensors"

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from matching_cli.data import read_rows
+from matching_cli.data.prepare import PairSet, Prepared
+from matching_cli.data.tables import read_rows
 from matching_cli.errors import DeviceError
-from matching_cli.metrics import pr_auc
-from matching_cli.prepare import PairSet, Prepared
+from matching_cli.model.metrics import pr_auc
 from matching_cli.settings import TrainSettings
 
 if TYPE_CHECKING:  # the loop itself stays free of rich

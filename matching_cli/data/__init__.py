@@ -1,0 +1,1 @@
+"""Getting the raw files, validating them and preparing them: parquet -> arrays."""

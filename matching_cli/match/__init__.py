@@ -1,0 +1,1 @@
+"""`matching match`: blocking, clustering, the job, its files and quality."""
