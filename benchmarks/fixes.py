@@ -77,7 +77,8 @@ def predict_batches(
         for t in threads:
             label = str(stages.set_threads(t))
             for batch in (4096, 16384, 65536):
-                original = _with_batch(predict, batch)
+                original = predict.predict_proba
+                predict.predict_proba = functools.partial(original, batch_size=batch)
                 try:
                     started = time.perf_counter()
                     summary = predict.predict_file(
@@ -85,7 +86,7 @@ def predict_batches(
                     )
                     rate = summary.written / (time.perf_counter() - started)
                 finally:
-                    predict.score_pairs = original
+                    predict.predict_proba = original
                 out.setdefault(label, {}).setdefault(str(batch), []).append(rate)
     Path(out_path).unlink(missing_ok=True)
     return out

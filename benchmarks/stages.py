@@ -13,21 +13,20 @@ import torch
 
 from matching_cli.data.prepare import load_prepared
 from matching_cli.model.network import ModelConfig, PairClassifier
+from matching_cli.model.scoring import EVAL_BATCH, score_pairs
 from matching_cli.model.train import (
-    EVAL_BATCH,
     Callback,
     DevicePairs,
     StopFlag,
     make_optimizer,
     resolve_device,
-    score_pairs,
     to_device,
     train_one_epoch,
 )
 from matching_cli.settings import TrainSettings
 
 try:  # the batch evaluation uses on a CPU (older versions used EVAL_BATCH everywhere)
-    from matching_cli.model.train import CPU_EVAL_BATCH
+    from matching_cli.model.scoring import CPU_EVAL_BATCH
 except ImportError:  # pragma: no cover
     CPU_EVAL_BATCH = EVAL_BATCH
 
@@ -38,7 +37,7 @@ def eval_batch(device: torch.device) -> int:
 
 
 try:  # the loop's own mixed-precision policy, so that the compute limit runs what an epoch runs
-    from matching_cli.model.train import _autocast
+    from matching_cli.model.scoring import autocast as _autocast
 except ImportError:  # pragma: no cover
 
     def _autocast(device: torch.device):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from matching_cli.model.metrics import all_metrics, best_f1_threshold, pr_auc
 from matching_cli.model.network import ModelConfig, PairClassifier
 from matching_cli.model.plots import run_figures
 from matching_cli.model.saved import SavedModel, load_model, save_model
+from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import (
     DevicePairs,
     ProgressCallback,
@@ -28,7 +29,6 @@ from matching_cli.model.train import (
     make_optimizer,
     pairs_to_device,
     resolve_device,
-    score_pairs,
     to_device,
 )
 from matching_cli.predict import PredictSummary, predict_file
@@ -150,7 +150,7 @@ def _resumed_settings(settings: Settings, run_id: str) -> Settings:
 
 
 def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs: DevicePairs) -> np.ndarray:
-    return torch.sigmoid(score_pairs(model, items, pairs.left, pairs.right)).cpu().numpy()
+    return predict_proba(model, items, pairs.left, pairs.right).cpu().numpy()
 
 
 def _test_and_log(

@@ -14,7 +14,8 @@ import torch
 from matching_cli.data.tables import Items, check_columns, open_parquet
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file, check_writable_parent
-from matching_cli.model.train import items_to_device, score_pairs
+from matching_cli.model.scoring import predict_proba
+from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,10 @@ def predict_file(
             if on_missing == "error" and summary.missing:
                 task.advance(len(absent))
                 continue  # count them all for the message; nothing is kept
-            logits = score_pairs(
+            scores = predict_proba(
                 model, matrix, torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
             )
-            scores = torch.sigmoid(logits).cpu().numpy()
+            scores = scores.cpu().numpy()
             writer.write_table(pa.table([v1, v2, scores], schema=schema))
             summary.written += len(v1)
             task.advance(len(absent))

@@ -34,7 +34,8 @@ from matching_cli.match.files import (
 )
 from matching_cli.match.quality import measure_quality
 from matching_cli.model.network import PairClassifier
-from matching_cli.model.train import items_to_device, resolve_device, score_pairs
+from matching_cli.model.scoring import predict_proba
+from matching_cli.model.train import items_to_device, resolve_device
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import Settings
 
@@ -214,7 +215,7 @@ def score_candidates(
     device: torch.device,
     reporter: Reporter,
 ) -> np.ndarray:
-    """Match probabilities of the candidate pairs, through the same `score_pairs` as `predict`."""
+    """Match probabilities of the candidate pairs, through the same `predict_proba` as `predict`."""
     items = items_to_device(matrix, device)
     out = np.empty(len(candidates), np.float32)
     task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
@@ -223,10 +224,7 @@ def score_candidates(
             torch.from_numpy(side[start : start + SCORE_CHUNK]).to(device)
             for side in (candidates.left, candidates.right)
         )
-        probability = torch.sigmoid(score_pairs(model, items, left, right))
-        if model.config.pair_features == "concat":  # not symmetric: average both orders
-            probability = (probability + torch.sigmoid(score_pairs(model, items, right, left))) / 2
-        out[start : start + SCORE_CHUNK] = probability.cpu().numpy()
+        out[start : start + SCORE_CHUNK] = predict_proba(model, items, left, right).cpu().numpy()
         task.advance(len(left))
     task.close()
     return out

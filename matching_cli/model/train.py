@@ -22,15 +22,13 @@ from matching_cli.data.prepare import PairSet, Prepared
 from matching_cli.data.tables import read_rows
 from matching_cli.errors import DeviceError
 from matching_cli.model.metrics import pr_auc
+from matching_cli.model.scoring import autocast, score_pairs
 from matching_cli.settings import TrainSettings
 
 if TYPE_CHECKING:  # the loop itself stays free of rich
     from matching_cli.progress import Reporter
 
 log = logging.getLogger(__name__)
-EVAL_BATCH = 65_536  # on a GPU: large batches keep the card busy
-# On a CPU a batch this size keeps its activations in cache: measured about twice as fast as 65,536.
-CPU_EVAL_BATCH = 4_096
 
 
 def resolve_device(name: str) -> torch.device:
@@ -159,10 +157,6 @@ class StopFlag:
                 signal.signal(s, handler)
 
 
-def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -179,7 +173,7 @@ def train_one_epoch(
     total, seen = torch.zeros((), device=items.device), 0
     for start in range(0, len(pairs), batch_size):
         index = order[start : start + batch_size]
-        with _autocast(items.device):
+        with autocast(items.device):
             logits = model(items[pairs.left[index]], items[pairs.right[index]])
         loss = loss_fn(logits.float(), pairs.target[index])
         optimizer.zero_grad(set_to_none=True)
@@ -192,29 +186,6 @@ def train_one_epoch(
         if stop:
             break
     return float(total) / max(seen, 1)
-
-
-@torch.inference_mode()
-def score_pairs(
-    model: nn.Module,
-    items: torch.Tensor,
-    left: torch.Tensor,
-    right: torch.Tensor,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """Logits for the pairs (rows of `items`), in order."""
-    model.eval()
-    batch_size = batch_size or (CPU_EVAL_BATCH if items.device.type == "cpu" else EVAL_BATCH)
-    out = []
-    for start in range(0, len(left), batch_size):
-        with _autocast(items.device):
-            out.append(
-                model(
-                    items[left[start : start + batch_size]],
-                    items[right[start : start + batch_size]],
-                ).float()
-            )
-    return torch.cat(out) if out else torch.zeros(0, device=items.device)
 
 
 def validate(model: nn.Module, items: torch.Tensor, pairs: DevicePairs) -> tuple[float, float]:
