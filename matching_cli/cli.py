@@ -81,6 +81,9 @@ def main(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("matching_cli").setLevel(level)
+    # MLflow's INFO lines are about its store's migrations, not our work; --verbose shows them.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = State(config=config, verbose=verbose, quiet=quiet)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,14 +15,18 @@ from matching_cli import tracking
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError
-from matching_cli.model.checkpoint import CheckpointCallback, load_checkpoint, read_settings
+from matching_cli.loading import load_model_run, trained_settings
+from matching_cli.model.checkpoint import Checkpoint, CheckpointCallback, checkpoint_dir
 from matching_cli.model.metrics import all_metrics, best_f1_threshold, pr_auc
 from matching_cli.model.network import ModelConfig, PairClassifier
 from matching_cli.model.plots import run_figures
-from matching_cli.model.saved import SavedModel, load_model, save_model
+from matching_cli.model.saved import SavedModel, save_model
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import (
+    Callback,
+    DeviceData,
     DevicePairs,
+    FitState,
     ProgressCallback,
     StopFlag,
     fit,
@@ -33,7 +38,7 @@ from matching_cli.model.train import (
 )
 from matching_cli.predict import PredictSummary, predict_file
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.settings import DataSettings, Settings
+from matching_cli.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +50,71 @@ class RunResult:
     status: str = "FINISHED"
 
 
+@dataclass
+class TrainSetup:
+    """Everything `fit` needs, built once from the settings."""
+
+    settings: Settings  # concrete for the device: no `auto` left
+    device: torch.device
+    prepared: Prepared
+    data: DeviceData
+    model: PairClassifier
+    optimizer: torch.optim.Optimizer
+    resumed: FitState | None
+    tags: dict[str, str]
+
+
 def train_job(
     settings: Settings,
     reporter: Reporter | None = None,
     run_name: str | None = None,
     resume: str | None = None,
     report_dir: Path | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run."""
+    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run.
+
+    `callbacks` join the loop's own (MLflow, progress, checkpoints)."""
     reporter = reporter or NullReporter()
+    tracking.configure(settings.mlflow)
+    setup = _setup(settings, reporter, resume)
+    with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
+        if resume is None:
+            tracking.log_settings(setup.settings)
+        sinks = [
+            tracking.MlflowCallback(),
+            ProgressCallback(reporter),
+            CheckpointCallback(
+                checkpoint_dir(setup.settings.train.models_dir, run.id),
+                setup.model,
+                setup.optimizer,
+                setup.settings.model_dump(mode="json"),
+            ),
+            *callbacks,
+        ]
+        state = _fit(setup, sinks)
+        saved, folder = _finalize(setup, state, run.id)
+        metrics = _evaluate(setup, saved, state, report_dir, run.id)
+        run.status = "KILLED" if state.stopped == "interrupted" else "FINISHED"
+    if run.status == "KILLED":
+        log.warning(
+            "Interrupted: the best model so far (epoch %d) is saved in %s; "
+            "`matching train --resume %s` continues",
+            state.best_epoch,
+            folder,
+            run.id,
+        )
+    else:
+        log.info("Model saved in %s", folder)
+    return RunResult(run.id, metrics, run.status)
+
+
+def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainSetup:
+    checkpoint = None
     if resume is not None:
-        settings = _resumed_settings(settings, resume)
+        checkpoint = Checkpoint.read(checkpoint_dir(settings.train.models_dir, resume))
+        # Resuming with other settings would not reach the same result.
+        settings = trained_settings(checkpoint.settings, settings)
     device = resolve_device(settings.train.device)
     settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
     prepared = ensure_prepared(settings.data, reporter)
@@ -65,10 +124,10 @@ def train_job(
     )
     model = PairClassifier(config).to(device)
     optimizer = make_optimizer(model, settings.train)
-    state = None
-    if resume is not None:
-        state = load_checkpoint(_checkpoint_dir(settings, resume), model, optimizer)
-        log.info("Resuming run %s after epoch %d", resume, state.epoch)
+    resumed = None
+    if checkpoint is not None:
+        resumed = checkpoint.restore(model, optimizer)
+        log.info("Resuming run %s after epoch %d", resume, resumed.epoch)
     data = to_device(prepared, device)
     log.info(
         "Training on %s: %s train / %s validation pairs",
@@ -76,77 +135,82 @@ def train_job(
         f"{len(data.splits['train']):,}",
         f"{len(data.splits['val']):,}",
     )
-    tracking.configure(settings.mlflow)
     tags = tracking.git_tags() | {
         "data_fingerprint": prepared.fingerprint,
         "device": str(device),
         "torch_version": torch.__version__,
     }
+    return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags)
+
+
+def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
+    """The loop, the only stretch where a signal means "stop after this batch"; after it, Ctrl-C
+    aborts (the run ends KILLED) like anywhere else."""
     stop = StopFlag()
-    snapshot = settings.model_dump(mode="json")
-    with tracking.run("train", run_name, tags, run_id=resume) as run_id, stop.catching():
-        if resume is None:
-            tracking.log_settings(settings)
-        callbacks = [
-            tracking.MlflowCallback(),
-            ProgressCallback(reporter),
-            CheckpointCallback(_checkpoint_dir(settings, run_id), model, optimizer, snapshot),
-        ]
-        state = fit(model, data, settings.train, callbacks, stop, state, optimizer)
-        if state.best_weights is None:
-            raise ModelError("training stopped before the first epoch ended: no model to save")
-        val = data.splits["val"]
-        threshold = best_f1_threshold(
-            val.target.cpu().numpy(), _probabilities(model, data.items, val)
+    with stop.catching():
+        state = fit(
+            setup.model,
+            setup.data,
+            setup.settings.train,
+            callbacks,
+            stop,
+            setup.resumed,
+            setup.optimizer,
         )
-        saved = SavedModel(
-            model, threshold, prepared.manifest["blocks"], snapshot, prepared.fingerprint
-        )
-        folder = settings.train.models_dir / run_id
-        save_model(folder, saved)
-        history = [s.as_dict() for s in state.history]
-        metrics = _test_and_log(
-            saved,
-            data.items,
-            data.splits["test"],
-            prepared.splits["test"],
-            history,
-            prefix="",
-            report_dir=report_dir,
-        )
-        example = torch.cat([data.items[val.left[:4]], data.items[val.right[:4]]], dim=1)
-        tracking.log_saved_model(folder, saved, example.cpu().numpy())
-        train = data.splits["train"]
-        # Beside the test score, the training score shows how much a model memorises listings.
-        train_pr_auc = pr_auc(train.target.cpu().numpy(), _probabilities(model, data.items, train))
-        tracking.log_metrics(
-            {"best_epoch": state.best_epoch, "threshold": threshold, "train_pr_auc": train_pr_auc}
-        )
-        if report_dir is not None:
-            _write_report(report_dir, run_id, metrics, history)
+    if state.best_weights is None:
         if state.stopped == "interrupted":
-            log.warning(
-                "Interrupted: the best model so far (epoch %d) is saved in %s; "
-                "`matching train --resume %s` continues",
-                state.best_epoch,
-                folder,
-                run_id,
-            )
-            tracking.end_killed()
-            return RunResult(run_id, metrics, "KILLED")
-    log.info("Model saved in %s", folder)
-    return RunResult(run_id, metrics)
+            log.warning("Stopped before the first epoch ended: no model to save")
+            raise KeyboardInterrupt
+        raise ModelError("training ended without a best epoch: no model to save")
+    return state
 
 
-def _checkpoint_dir(settings: Settings, run_id: str) -> Path:
-    return settings.train.models_dir / run_id / "checkpoint"
+def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedModel, Path]:
+    """The threshold chosen on validation, the model saved locally and logged to the run."""
+    val = setup.data.splits["val"]
+    threshold = best_f1_threshold(
+        val.target.cpu().numpy(), _probabilities(setup.model, setup.data.items, val)
+    )
+    saved = SavedModel(
+        setup.model,
+        threshold,
+        setup.prepared.manifest["blocks"],
+        setup.settings.model_dump(mode="json"),
+        setup.prepared.fingerprint,
+    )
+    folder = setup.settings.train.models_dir / run_id
+    save_model(folder, saved)
+    items = setup.data.items
+    example = torch.cat([items[val.left[:4]], items[val.right[:4]]], dim=1)
+    tracking.log_saved_model(folder, saved, example.cpu().numpy())
+    return saved, folder
 
 
-def _resumed_settings(settings: Settings, run_id: str) -> Settings:
-    """The stopped run's own settings: resuming with others would not reach the same result."""
-    snapshot = Settings.model_validate(read_settings(_checkpoint_dir(settings, run_id)))
-    # Where things live may differ today; what was trained may not.
-    return snapshot.model_copy(update={"mlflow": settings.mlflow})
+def _evaluate(
+    setup: TrainSetup, saved: SavedModel, state: FitState, report_dir: Path | None, run_id: str
+) -> dict[str, float]:
+    data = setup.data
+    history = [s.as_dict() for s in state.history]
+    metrics = _test_and_log(
+        saved,
+        data.items,
+        data.splits["test"],
+        setup.prepared.splits["test"],
+        history,
+        prefix="",
+        report_dir=report_dir,
+    )
+    train = data.splits["train"]
+    # Beside the test score, the training score shows how much a model memorises listings.
+    train_pr_auc = pr_auc(
+        train.target.cpu().numpy(), _probabilities(saved.classifier, data.items, train)
+    )
+    tracking.log_metrics(
+        {"best_epoch": state.best_epoch, "threshold": saved.threshold, "train_pr_auc": train_pr_auc}
+    )
+    if report_dir is not None:
+        _write_report(report_dir, run_id, metrics, history)
+    return metrics
 
 
 def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs: DevicePairs) -> np.ndarray:
@@ -187,36 +251,6 @@ def _write_report(
         (report_dir / "history.csv").write_text("\n".join(lines) + "\n")
 
 
-def load_run(
-    settings: Settings, run_id: str | None, device: torch.device
-) -> tuple[str, SavedModel]:
-    tracking.configure(settings.mlflow)
-    found = tracking.find_training_run(run_id, settings.mlflow.experiment)
-    with tracking.downloaded_model(found.info.run_id) as folder:
-        return found.info.run_id, load_model(folder, device)
-
-
-def model_data(settings: Settings, saved: SavedModel, reporter: Reporter) -> Prepared:
-    """The prepared data as the model was trained on it (its data settings, today's folders)."""
-    trained = DataSettings(**saved.settings["data"])
-    data = trained.model_copy(
-        update={"dir": settings.data.dir, "prepared_dir": settings.data.prepared_dir}
-    )
-    prepared = ensure_prepared(data, reporter)
-    if [b["name"] for b in prepared.manifest["blocks"]] != [b["name"] for b in saved.blocks]:
-        raise ModelError(
-            "the model expects embedding blocks "
-            f"{[b['name'] for b in saved.blocks]}, the data has others"
-        )
-    if prepared.fingerprint != saved.data_fingerprint:
-        log.warning(
-            "The data differs from what this model was trained on (fingerprint %s, now %s)",
-            saved.data_fingerprint,
-            prepared.fingerprint,
-        )
-    return prepared
-
-
 def evaluate_job(
     settings: Settings,
     run_id: str | None,
@@ -224,11 +258,10 @@ def evaluate_job(
     reporter: Reporter | None = None,
     report_dir: Path | None = None,
 ) -> RunResult:
-    reporter = reporter or NullReporter()
-    device = resolve_device(settings.train.device)
-    run_id, saved = load_run(settings, run_id, device)
-    prepared = model_data(settings, saved, reporter)
-    items = items_to_device(prepared.items.matrix, device)
+    tracking.configure(settings.mlflow)
+    loaded = load_model_run(settings, run_id, reporter or NullReporter())
+    run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
+    items = items_to_device(prepared.items.matrix, loaded.device)
     if pairs_path is None:
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
     else:
@@ -243,7 +276,7 @@ def evaluate_job(
         metrics = _test_and_log(
             saved,
             items,
-            pairs_to_device(host_pairs, device),
+            pairs_to_device(host_pairs, loaded.device),
             host_pairs,
             None,
             prefix=prefix,
@@ -265,13 +298,12 @@ def predict_job(
     reporter: Reporter | None = None,
 ) -> PredictSummary:
     reporter = reporter or NullReporter()
-    device = resolve_device(settings.train.device)
-    _, saved = load_run(settings, run_id, device)
-    prepared = model_data(settings, saved, reporter)
+    tracking.configure(settings.mlflow)
+    loaded = load_model_run(settings, run_id, reporter)
     return predict_file(
-        saved.classifier,
-        prepared.items,
-        device,
+        loaded.saved.classifier,
+        loaded.prepared.items,
+        loaded.device,
         pairs_path,
         out_path,
         submission=submission,

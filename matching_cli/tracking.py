@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +31,19 @@ KIND_TAG = "matching.kind"
 
 
 def configure(settings: MlflowSettings) -> None:
+    """Point MLflow at the store and experiment: each job calls this first, from its settings alone."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow's INFO lines are about its store's migrations, not our work; --verbose shows them.
-    quiet = logging.getLogger("matching_cli").getEffectiveLevel() > logging.DEBUG
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.DEBUG)
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         mlflow.set_experiment(settings.experiment)
     except MlflowException as e:
         raise ModelError(f"MLflow store {settings.tracking_uri}: {e.message}") from e
+
+
+@dataclass
+class TrackedRun:
+    id: str
+    status: str = "FINISHED"  # how the run ends when its block exits normally
 
 
 @contextmanager
@@ -49,8 +53,9 @@ def run(
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
     keep_status: bool = False,
-) -> Iterator[str]:
-    """A run (new, or `run_id` reopened) that ends KILLED on Ctrl-C and FAILED on an error.
+) -> Iterator[TrackedRun]:
+    """A run (new, or `run_id` reopened), and the one place its outcome is set: the `status` the
+    block leaves (FINISHED unless it says otherwise), KILLED on Ctrl-C, FAILED on an error.
 
     With `keep_status` the reopened run keeps the status it had: adding an evaluation to a
     training run does not change how that training ended."""
@@ -62,19 +67,17 @@ def run(
         active = mlflow.start_run(run_id=run_id, tags=None if keep_status else tags)
     else:
         active = mlflow.start_run(run_name=run_name, tags={KIND_TAG: kind} | (tags or {}))
+    tracked = TrackedRun(active.info.run_id)
     try:
-        yield active.info.run_id
+        yield tracked
     except KeyboardInterrupt:
-        mlflow.end_run(status if keep_status else "KILLED")
+        tracked.status = "KILLED"
         raise
     except BaseException:
-        mlflow.end_run(status if keep_status else "FAILED")
+        tracked.status = "FAILED"
         raise
-    mlflow.end_run(status if keep_status else "FINISHED")
-
-
-def end_killed() -> None:
-    mlflow.end_run("KILLED")
+    finally:
+        mlflow.end_run(status if keep_status else tracked.status)
 
 
 def git_tags() -> dict[str, str]:

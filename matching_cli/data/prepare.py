@@ -1,8 +1,10 @@
 """The prepared data set: item matrix, pair splits and a manifest, written once and reused.
 
-`prepared/` holds `items.npy` (memory-mapped on load), `item_ids.npy`, `missing.npy`,
-`item_category.npy`, `pairs.npz` and `manifest.json`. The manifest records fingerprints of the raw
-files and the data settings used, so a later command knows when to rebuild.
+`prepared/` holds one store per fingerprint of the raw files and the data settings
+(`prepared/<fingerprint>/`), so that models trained under other split settings each find theirs
+without rebuilding another's, and a model's own store serves it when the raw files are gone. A
+store holds `items.npy` (memory-mapped on load), `item_ids.npy`, `missing.npy`,
+`item_category.npy`, `pairs.npz` and `manifest.json`. The few most recently used stores are kept.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from matching_cli.settings import DataSettings
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
 # Settings that change the prepared arrays; the folders themselves do not.
 _SETTINGS_KEYS = ("blocks", "split", "val_size", "test_size", "split_seed")
@@ -111,19 +116,49 @@ def _expected_manifest(data: DataSettings) -> dict:
     }
 
 
-def is_fresh(data: DataSettings) -> bool:
-    manifest_path = data.prepared_dir / "manifest.json"
+def store_dir(prepared_dir: Path, fingerprint: str) -> Path:
+    return prepared_dir / fingerprint
+
+
+def stores(prepared_dir: Path) -> list[Path]:
+    """The complete stores under `prepared_dir`, the most recently used first."""
+    found = [
+        p.parent for p in prepared_dir.glob("*/manifest.json") if not p.parent.name.startswith(".")
+    ]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _is_fresh(store: Path, expected: dict) -> bool:
+    manifest_path = store / "manifest.json"
     if not manifest_path.is_file():
         return False
     manifest = json.loads(manifest_path.read_text())
-    expected = _expected_manifest(data)
     return all(manifest.get(k) == v for k, v in expected.items())
 
 
+def is_fresh(data: DataSettings) -> bool:
+    expected = _expected_manifest(data)
+    return _is_fresh(store_dir(data.prepared_dir, expected["fingerprint"]), expected)
+
+
 def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepared, SplitReport]:
-    reporter = reporter or NullReporter()
     manifest = _expected_manifest(data)
-    with atomic_dir(data.prepared_dir) as out:
+    store = store_dir(data.prepared_dir, manifest["fingerprint"])
+    try:
+        report = _write_store(data, manifest, store, reporter or NullReporter())
+    except BaseException:
+        if data.prepared_dir.is_dir() and not any(data.prepared_dir.iterdir()):
+            data.prepared_dir.rmdir()  # bad data leaves no trace, not even an empty folder
+        raise
+    prepared = load_prepared(store)
+    _prune(data.prepared_dir)
+    return prepared, report
+
+
+def _write_store(
+    data: DataSettings, manifest: dict, store: Path, reporter: Reporter
+) -> SplitReport:
+    with atomic_dir(store) as out:
         # The item matrix is filled straight in its file: no second copy in memory, no write after.
         def allocate(shape: tuple[int, int]) -> np.ndarray:
             return np.lib.format.open_memmap(out / "items.npy", "w+", np.float32, shape)
@@ -153,16 +188,24 @@ def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepa
             variantid2=pairs.variantid2,
         )
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    return load_prepared(data.prepared_dir), report
+    return report
+
+
+def _prune(prepared_dir: Path, keep: int = KEEP_STORES) -> None:
+    for old in stores(prepared_dir)[keep:]:
+        log.info("Removing the prepared data in %s (used least recently)", old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_prepared(prepared_dir: Path) -> Prepared:
+    """One store (`prepared/<fingerprint>/`), marked as used now."""
     manifest_path = prepared_dir / "manifest.json"
     if not manifest_path.is_file():
         raise DataError(f"{prepared_dir}: no prepared data; run `matching prepare`")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT:
         raise DataError(f"{prepared_dir}: prepared by another version; run `matching prepare`")
+    os.utime(prepared_dir)  # what pruning goes by
     items = Items(
         ids=np.load(prepared_dir / "item_ids.npy"),
         matrix=np.load(prepared_dir / "items.npy", mmap_mode="r"),
@@ -183,12 +226,34 @@ def load_prepared(prepared_dir: Path) -> Prepared:
 
 
 def ensure_prepared(data: DataSettings, reporter: Reporter | None = None) -> Prepared:
-    """The prepared data, rebuilt first when it is missing or older than its sources or settings."""
-    if is_fresh(data):
-        return load_prepared(data.prepared_dir)
-    reason = "missing" if not (data.prepared_dir / "manifest.json").is_file() else "stale"
-    log.info("Prepared data in %s is %s: preparing it now", data.prepared_dir, reason)
+    """The store for today's raw files and these data settings, prepared first when missing."""
+    expected = _expected_manifest(data)
+    store = store_dir(data.prepared_dir, expected["fingerprint"])
+    if _is_fresh(store, expected):
+        return load_prepared(store)
+    reason = "missing" if not (store / "manifest.json").is_file() else "stale"
+    log.info("Prepared data in %s is %s: preparing it now", store, reason)
     return prepare(data, reporter)[0]
+
+
+def prepared_for(
+    data: DataSettings, fingerprint: str, reporter: Reporter | None = None
+) -> Prepared:
+    """The data a model scores: today's raw files when they are there (new listings count), else
+    the store it was trained on, which needs none."""
+    store = store_dir(data.prepared_dir, fingerprint)
+    if not _sources_present(data.dir) and (store / "manifest.json").is_file():
+        log.info("The raw files are gone: using the model's own prepared data in %s", store)
+        return load_prepared(store)
+    return ensure_prepared(data, reporter)
+
+
+def _sources_present(data_dir: Path) -> bool:
+    try:
+        source_files(data_dir)
+    except DataError:
+        return False
+    return True
 
 
 def split_pairs(

@@ -16,7 +16,7 @@ import torch
 
 from matching_cli import tracking
 from matching_cli.errors import MatchingError
-from matching_cli.jobs import load_run, model_data
+from matching_cli.loading import load_model_run
 from matching_cli.match.blocking import (
     EXACT_MAX,
     METHODS,
@@ -35,7 +35,7 @@ from matching_cli.match.files import (
 from matching_cli.match.quality import measure_quality
 from matching_cli.model.network import PairClassifier
 from matching_cli.model.scoring import predict_proba
-from matching_cli.model.train import items_to_device, resolve_device
+from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import Settings
 
@@ -122,7 +122,7 @@ def match_job(
     run_name: str | None = None,
 ) -> MatchResult:
     reporter = reporter or NullReporter()
-    device = resolve_device(settings.train.device)
+    tracking.configure(settings.mlflow)
     clock = Stopwatch()
     if options.method not in METHODS:  # before minutes of loading, not after
         raise MatchingError(f"--method {options.method}: expected one of {', '.join(METHODS)}")
@@ -133,8 +133,13 @@ def match_job(
             f"--output {options.out_dir}: cannot create it ({e.strerror})"
         ) from None
     with clock("loading"):
-        model_run_id, saved = load_run(settings, options.run_id, device)
-        prepared = model_data(settings, saved, reporter)
+        loaded = load_model_run(settings, options.run_id, reporter)
+        model_run_id, saved, prepared, device = (
+            loaded.run_id,
+            loaded.saved,
+            loaded.prepared,
+            loaded.device,
+        )
         queries = listing_rows(prepared.items, options.listings)
     threshold = saved.threshold if options.threshold is None else options.threshold
     tags = tracking.git_tags() | {
@@ -142,7 +147,8 @@ def match_job(
         "device": str(device),
         "data_fingerprint": prepared.fingerprint,
     }
-    with tracking.run("match", run_name, tags) as run_id:
+    with tracking.run("match", run_name, tags) as run:
+        run_id = run.id
         with clock("blocking"):
             groups = prepared.item_category if options.same_category else None
             candidates = find_candidates(

@@ -2,11 +2,13 @@
 
 A checkpoint is a safetensors file (model, best-so-far and optimizer tensors) and a JSON file (loop
 state, optimizer hyper-parameters, the settings snapshot); written atomically, never pickled.
+`save_checkpoint` writes one, `Checkpoint.read` reads one: nothing else opens these files.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,40 +48,53 @@ def save_checkpoint(
         (staging / META).write_text(json.dumps(meta, indent=2))
 
 
-def read_settings(folder: Path) -> dict[str, Any]:
-    if not (folder / META).is_file() or not (folder / TENSORS).is_file():
-        raise ModelError(
-            f"{folder}: no checkpoint to resume from (it is written after each finished epoch)"
+@dataclass
+class Checkpoint:
+    """A stopped run as written: its settings snapshot, read before anything is built, and the
+    tensors and loop state, restored into the model and optimizer built from those settings."""
+
+    folder: Path
+    meta: dict[str, Any]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.meta["settings"]
+
+    @classmethod
+    def read(cls, folder: Path) -> Checkpoint:
+        if not (folder / META).is_file() or not (folder / TENSORS).is_file():
+            raise ModelError(
+                f"{folder}: no checkpoint to resume from (it is written after each finished epoch)"
+            )
+        return cls(folder, json.loads((folder / META).read_text()))
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> FitState:
+        """Load model and optimizer in place; return the loop state to continue from."""
+        device = next(model.parameters()).device
+        tensors = load_file(self.folder / TENSORS, device=str(device))
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        model.load_state_dict(part("model."))
+        optim_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in part("optim.").items():
+            index, name = key.split(".", 1)
+            # AdamW keeps its step count on the CPU unless it runs capturable/fused.
+            optim_state.setdefault(int(index), {})[name] = value.cpu() if name == "step" else value
+        optimizer.load_state_dict({"state": optim_state, "param_groups": self.meta["param_groups"]})
+        best = part("best.")
+        return FitState(
+            epoch=self.meta["epoch"],
+            history=[EpochStats(**s) for s in self.meta["history"]],
+            best_epoch=self.meta["best_epoch"],
+            best_pr_auc=self.meta["best_pr_auc"],
+            best_weights=best or None,
         )
-    return json.loads((folder / META).read_text())["settings"]
 
 
-def load_checkpoint(
-    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> FitState:
-    """Load model and optimizer in place; return the loop state to continue from."""
-    meta = json.loads((folder / META).read_text())
-    device = next(model.parameters()).device
-    tensors = load_file(folder / TENSORS, device=str(device))
-
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    model.load_state_dict(part("model."))
-    optim_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in part("optim.").items():
-        index, name = key.split(".", 1)
-        # AdamW keeps its step count on the CPU unless it runs capturable/fused.
-        optim_state.setdefault(int(index), {})[name] = value.cpu() if name == "step" else value
-    optimizer.load_state_dict({"state": optim_state, "param_groups": meta["param_groups"]})
-    best = part("best.")
-    return FitState(
-        epoch=meta["epoch"],
-        history=[EpochStats(**s) for s in meta["history"]],
-        best_epoch=meta["best_epoch"],
-        best_pr_auc=meta["best_pr_auc"],
-        best_weights=best or None,
-    )
+def checkpoint_dir(models_dir: Path, run_id: str) -> Path:
+    return models_dir / run_id / "checkpoint"
 
 
 class CheckpointCallback(Callback):
