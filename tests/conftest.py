@@ -68,6 +68,15 @@ def in_trained(trained, monkeypatch, mlflow_uri):
     return trained
 
 
+def store(folder: Path = Path(".")) -> Path:
+    """The prepared store in `folder` used last (`prepared/<fingerprint>/`)."""
+    from matching_cli.data.prepare import stores
+
+    found = stores(folder / "prepared")
+    assert found, f"no prepared store in {folder}"
+    return found[0]
+
+
 def invoke(*args: str):
     result = CliRunner().invoke(app, list(args))
     if result.exception and not isinstance(result.exception, SystemExit):

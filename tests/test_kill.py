@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from matching_cli.data.prepare import load_prepared
+from matching_cli.data.prepare import load_prepared, stores
 from matching_cli.data.synthetic import generate
+from tests.conftest import store
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -85,14 +86,14 @@ def test_killed_download_keeps_the_old_data(project):
 def test_killed_prepare_leaves_no_half_written_prepared_data(tmp_path, medium_data):
     shutil.copytree(medium_data, tmp_path / "data")
     process = _start(["prepare"], tmp_path)
-    _kill_when(process, tmp_path, ".prepared.partial-*/items.npy")
-    assert not (tmp_path / "prepared").exists()
+    _kill_when(process, tmp_path, "prepared/.*.partial-*/items.npy")
+    assert not stores(tmp_path / "prepared")
     done = subprocess.run(
         [sys.executable, "-m", "matching_cli", "-q", "prepare"], cwd=tmp_path, capture_output=True
     )
     assert done.returncode == 0, done.stderr
-    assert len(load_prepared(tmp_path / "prepared").splits["train"]) > 0
-    assert not list(tmp_path.glob(".prepared.*"))
+    assert len(load_prepared(store(tmp_path)).splits["train"]) > 0
+    assert not list(tmp_path.glob("prepared/.*"))
 
 
 def test_killed_predict_writes_no_partial_csv(trained, tmp_path, monkeypatch, mlflow_uri):

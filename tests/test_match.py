@@ -20,7 +20,7 @@ from matching_cli.match.blocking import (
 )
 from matching_cli.match.clustering import Guard, cluster, size_histogram
 from matching_cli.match.quality import blocking_recall, cluster_quality, reduction_ratio
-from tests.conftest import invoke
+from tests.conftest import invoke, store
 
 
 def groups_of(labels: np.ndarray) -> set[frozenset[int]]:
@@ -194,7 +194,7 @@ def test_match_writes_pairs_clusters_summary_and_a_run(in_trained):
         ("cluster_size", "int64"),
     ]
     pairs, clusters = pairs.to_pandas(), clusters.to_pandas()
-    listings = np.load("prepared/item_ids.npy")
+    listings = np.load(store() / "item_ids.npy")
     assert sorted(clusters["variantid"]) == sorted(listings)
     sizes = clusters.groupby("cluster_id")["variantid"].transform("size")
     assert (sizes == clusters["cluster_size"]).all()

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import FAST, invoke
+from tests.conftest import FAST, invoke, store
 
 
 def test_prepare_writes_disjoint_splits_and_reuses_them(project):
     result = invoke("prepare")
     assert result.exit_code == 0, result.stderr
     assert "train" in result.stdout and "disjoint" in result.stdout
-    with np.load("prepared/pairs.npz") as z:
+    with np.load(store() / "pairs.npz") as z:
         split, left, right = z["split"], z["left"], z["right"]
     listings = [set(left[split == s]) | set(right[split == s]) for s in range(3)]
     assert (
@@ -27,12 +27,12 @@ def test_prepare_writes_disjoint_splits_and_reuses_them(project):
         and not listings[1] & listings[2]
     )
     assert {s: int((split == s).sum()) for s in range(3)}[0] > 0.6 * len(split)
-    manifest = json.loads((project / "prepared/manifest.json").read_text())
+    manifest = json.loads((store(project) / "manifest.json").read_text())
     assert [b["name"] for b in manifest["blocks"]] == [
         "name_bert_64",
         "main_pic_embeddings_resnet_v1",
     ]
-    items = np.load("prepared/items.npy")
+    items = np.load(store() / "items.npy")
     norms = np.linalg.norm(items[:, :64], axis=1)
     assert np.allclose(norms[norms > 0], 1, atol=1e-5)
 
@@ -118,7 +118,7 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
     submission = pd.read_csv("sub.csv")
     assert list(submission.columns) == ["variantid1", "variantid2", "target"]
     saved = load_model(folder / "models" / run_id)
-    items = load_prepared(folder / "prepared").items
+    items = load_prepared(store(folder)).items
     predict_file(
         saved.classifier,
         items,
@@ -134,7 +134,7 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained):
     folder, run_id, _ = in_trained
     from matching_cli.data.prepare import load_prepared
 
-    prepared = load_prepared(folder / "prepared")
+    prepared = load_prepared(store(folder))
     test = prepared.splits["test"]
     x = np.concatenate(
         [prepared.items.matrix[test.left], prepared.items.matrix[test.right]], axis=1
