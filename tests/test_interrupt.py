@@ -1,4 +1,5 @@
-"""Stopping `train` with a signal keeps the best model, marks the run KILLED, and resumes exactly."""
+"""Stopping `train` with a signal keeps the best model, marks the run KILLED, and resumes exactly;
+after the loop a signal aborts, and the run still ends KILLED."""
 
 from __future__ import annotations
 
@@ -10,42 +11,88 @@ import mlflow
 import pytest
 
 from matching_cli import tracking
+from matching_cli.jobs import train_job
+from matching_cli.model.train import Callback
+from matching_cli.settings import load_settings
 from tests.conftest import FAST, invoke
 
 
+class SignalAfterEpoch(Callback):
+    def __init__(self, epoch: int, signum: int):
+        self.epoch, self.signum = epoch, signum
+
+    def on_epoch_end(self, stats, state) -> None:
+        if stats.epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)  # a real signal, caught by the training loop
+
+
+def fast_settings():
+    """FAST, as settings."""
+    return load_settings(
+        overrides={
+            "train": {"epochs": 3, "batch_size": 256, "seed": 7},
+            "model": {"hidden_size": 32},
+        }
+    )
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_then_resume_reaches_the_uninterrupted_result(
-    project, trained, monkeypatch, mlflow_uri, signum
-):
-    epoch_end = tracking.MlflowCallback.on_epoch_end
-
-    def signal_after_epoch_two(self, stats, state):
-        epoch_end(self, stats, state)
-        if stats.epoch == 2:
-            os.kill(os.getpid(), signum)  # a real signal, caught by the training loop
-
-    monkeypatch.setattr(tracking.MlflowCallback, "on_epoch_end", signal_after_epoch_two)
-    stopped = invoke("train", *FAST, "--json")
-    assert stopped.exit_code == 0, stopped.stderr
-    out = json.loads(stopped.stdout)
-    assert out["status"] == "KILLED"
+def test_signal_then_resume_reaches_the_uninterrupted_result(project, trained, mlflow_uri, signum):
+    stopped = train_job(fast_settings(), callbacks=[SignalAfterEpoch(2, signum)])
+    assert stopped.status == "KILLED"
     client = mlflow.MlflowClient(mlflow_uri)
-    run = client.get_run(out["run_id"])
+    run = client.get_run(stopped.run_id)
     assert run.info.status == "KILLED"
     assert {
-        a.path for a in client.list_artifacts(out["run_id"], "matching_model")
+        a.path for a in client.list_artifacts(stopped.run_id, "matching_model")
     }  # best model logged
-    assert (project / "models" / out["run_id"] / "weights.safetensors").is_file()
+    assert (project / "models" / stopped.run_id / "weights.safetensors").is_file()
 
-    monkeypatch.setattr(tracking.MlflowCallback, "on_epoch_end", epoch_end)
-    resumed = invoke("train", "--resume", out["run_id"], "--json")
+    resumed = invoke("train", "--resume", stopped.run_id, "--json")
     assert resumed.exit_code == 0, resumed.stderr
     result = json.loads(resumed.stdout)
-    assert result["run_id"] == out["run_id"] and result["status"] == "FINISHED"
+    assert result["run_id"] == stopped.run_id and result["status"] == "FINISHED"
     assert result["metrics"] == trained[2]
-    history = client.get_metric_history(out["run_id"], "val_pr_auc")
+    history = client.get_metric_history(stopped.run_id, "val_pr_auc")
     assert sorted(m.step for m in history) == [1, 2, 3]
-    assert client.get_run(out["run_id"]).info.status == "FINISHED"
+    assert client.get_run(stopped.run_id).info.status == "FINISHED"
+
+
+def test_ctrl_c_after_the_loop_aborts_and_the_run_ends_killed(project, monkeypatch, mlflow_uri):
+    # Ctrl-C while the model is logged: the loop is over, so nothing "stops after this batch".
+    log_saved_model = tracking.log_saved_model
+
+    def interrupted(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        log_saved_model(*args)
+
+    monkeypatch.setattr(tracking, "log_saved_model", interrupted)
+    result = invoke("train", *FAST, "--json")
+    assert result.exit_code == 130, result.stdout
+    assert "stopping after this batch" not in result.stderr
+    client = mlflow.MlflowClient(mlflow_uri)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert run.info.status == "KILLED"
+
+
+def test_ctrl_c_in_the_first_epoch_ends_killed_not_failed(project, mlflow_uri):
+    class SignalInFirstBatch(Callback):
+        def on_batch_end(self, pairs, loss) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_job(fast_settings(), callbacks=[SignalInFirstBatch()])
+    client = mlflow.MlflowClient(mlflow_uri)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert run.info.status == "KILLED"
 
 
 def test_resume_without_checkpoint_is_a_clear_error(project):
