@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -205,7 +206,8 @@ def load_prepared(prepared_dir: Path) -> Prepared:
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT:
         raise DataError(f"{prepared_dir}: prepared by another version; run `matching prepare`")
-    os.utime(prepared_dir)  # what pruning goes by
+    now = time.time_ns()  # a fine clock: the file system's own ticks are coarser than a command
+    os.utime(prepared_dir, ns=(now, now))  # what pruning goes by
     items = Items(
         ids=np.load(prepared_dir / "item_ids.npy"),
         matrix=np.load(prepared_dir / "items.npy", mmap_mode="r"),
