@@ -25,6 +25,7 @@ from stages import (
     project_epoch,
     project_eval,
     set_threads,
+    store,
     train_limit,
 )
 from torch.utils.data import DataLoader
@@ -220,7 +221,7 @@ def compare(
     data = original.load(Path(data_dir))
     out: dict = {"original_load": {"seconds": time.perf_counter() - started, **peak()}}
     started = clock(device)
-    prepared = load_prepared(Path(prepared_dir))
+    prepared = load_prepared(store(prepared_dir))
     device_data = to_device(prepared, device)
     out["project_load_seconds"] = clock(device) - started
     dims = [b.dim for b in prepared.items.blocks]

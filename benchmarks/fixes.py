@@ -43,7 +43,7 @@ def eval_batches(prepared_dir: str, threads: list[int | None], repeats: int) -> 
     from matching_cli.data.prepare import load_prepared
     from matching_cli.model.train import to_device
 
-    prepared = load_prepared(Path(prepared_dir))
+    prepared = load_prepared(stages.store(prepared_dir))
     data = to_device(prepared, torch.device("cpu"))
     val = data.splits["val"]
     dims = [b.dim for b in prepared.items.blocks]
@@ -70,7 +70,7 @@ def predict_batches(
     import matching_cli.predict as predict
     from matching_cli.data.prepare import load_prepared
 
-    items = load_prepared(Path(prepared_dir)).items
+    items = load_prepared(stages.store(prepared_dir)).items
     model = stages.new_model("symmetric", torch.device("cpu"), [b.dim for b in items.blocks])
     out: dict = {}
     for _ in range(repeats):

@@ -44,6 +44,15 @@ except ImportError:  # pragma: no cover
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def store(prepared_dir: str) -> Path:
+    """The store `prepare` wrote last under `prepared_dir` (`prepared/<fingerprint>/`); older
+    versions wrote it in `prepared_dir` itself."""
+    folder = Path(prepared_dir)
+    if (folder / "manifest.json").is_file():
+        return folder
+    return max(folder.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime).parent
+
+
 def peak() -> dict[str, float]:
     """Peak resident memory of this process so far (and of the GPU, when one is used), in MB."""
     out = {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -146,10 +155,10 @@ def predict_project(
 
     device = resolve_device(device_name)
     set_threads(threads)
-    items = load_prepared(Path(prepared_dir)).items
+    items = load_prepared(store(prepared_dir)).items
     # predict_file reads the item table itself; with the file in the page cache, as after
     # `matching prepare`, every model's timing starts alike (the original's load is timed apart).
-    _read_through(Path(prepared_dir) / "items.npy")
+    _read_through(store(prepared_dir) / "items.npy")
     out = {}
     for name in features:
         model = new_model(name, device, [b.dim for b in items.blocks])
@@ -202,7 +211,7 @@ def fit_project(
 
     device = resolve_device(device_name)
     set_threads(threads)
-    prepared = load_prepared(Path(prepared_dir))
+    prepared = load_prepared(store(prepared_dir))
     data = to_device(prepared, device)
     out = {}
     for batch, lr in zip(batches, lrs, strict=True):
