@@ -190,9 +190,11 @@ def _other_libraries(unit, params, k, args):  # type: ignore[no-untyped-def]
 
 
 def end_to_end(settings, args) -> None:  # type: ignore[no-untyped-def]
-    options = MatchOptions(k=args.k, method=args.method, out_dir=Path(args.out))
+    match = settings.match.model_copy(
+        update={"k": args.k, "method": args.method, "output": Path(args.out)}
+    )
     with Timer() as t:
-        result = match_job(settings, options)
+        result = match_job(settings.model_copy(update={"match": match}), MatchOptions())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
         f"\n## matching match, K={args.k}, method {args.method} "

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
+from matching_cli.choices import OnMissing, RunStatus, StopReason
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError
@@ -18,7 +19,7 @@ from matching_cli.model.checkpoint import CheckpointCallback, load_checkpoint, r
 from matching_cli.model.metrics import all_metrics, best_f1_threshold, pr_auc
 from matching_cli.model.network import ModelConfig, PairClassifier
 from matching_cli.model.plots import run_figures
-from matching_cli.model.saved import SavedModel, load_model, save_model
+from matching_cli.model.saved import SavedModel, check_blocks, load_model, save_model
 from matching_cli.model.train import (
     DevicePairs,
     ProgressCallback,
@@ -33,7 +34,7 @@ from matching_cli.model.train import (
 )
 from matching_cli.predict import PredictSummary, predict_file
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.settings import DataSettings, Settings
+from matching_cli.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 class RunResult:
     run_id: str
     metrics: dict[str, float]
-    status: str = "FINISHED"
+    status: RunStatus = RunStatus.finished
 
 
 def train_job(
@@ -60,9 +61,7 @@ def train_job(
     settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
     prepared = ensure_prepared(settings.data, reporter)
     torch.manual_seed(settings.train.seed)
-    config = ModelConfig(
-        block_dims=tuple(b.dim for b in prepared.items.blocks), **settings.model.model_dump()
-    )
+    config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks])
     model = PairClassifier(config).to(device)
     optimizer = make_optimizer(model, settings.train)
     state = None
@@ -99,9 +98,7 @@ def train_job(
         threshold = best_f1_threshold(
             val.target.cpu().numpy(), _probabilities(model, data.items, val)
         )
-        saved = SavedModel(
-            model, threshold, prepared.manifest["blocks"], snapshot, prepared.fingerprint
-        )
+        saved = SavedModel(model, threshold, prepared.items.blocks, settings, prepared.fingerprint)
         folder = settings.train.models_dir / run_id
         save_model(folder, saved)
         history = [s.as_dict() for s in state.history]
@@ -124,7 +121,7 @@ def train_job(
         )
         if report_dir is not None:
             _write_report(report_dir, run_id, metrics, history)
-        if state.stopped == "interrupted":
+        if state.stopped == StopReason.interrupted:
             log.warning(
                 "Interrupted: the best model so far (epoch %d) is saved in %s; "
                 "`matching train --resume %s` continues",
@@ -133,7 +130,7 @@ def train_job(
                 run_id,
             )
             tracking.end_killed()
-            return RunResult(run_id, metrics, "KILLED")
+            return RunResult(run_id, metrics, RunStatus.killed)
     log.info("Model saved in %s", folder)
     return RunResult(run_id, metrics)
 
@@ -144,7 +141,7 @@ def _checkpoint_dir(settings: Settings, run_id: str) -> Path:
 
 def _resumed_settings(settings: Settings, run_id: str) -> Settings:
     """The stopped run's own settings: resuming with others would not reach the same result."""
-    snapshot = Settings.model_validate(read_settings(_checkpoint_dir(settings, run_id)))
+    snapshot = Settings.from_snapshot(read_settings(_checkpoint_dir(settings, run_id)))
     # Where things live may differ today; what was trained may not.
     return snapshot.model_copy(update={"mlflow": settings.mlflow})
 
@@ -198,16 +195,11 @@ def load_run(
 
 def model_data(settings: Settings, saved: SavedModel, reporter: Reporter) -> Prepared:
     """The prepared data as the model was trained on it (its data settings, today's folders)."""
-    trained = DataSettings(**saved.settings["data"])
-    data = trained.model_copy(
+    data = saved.settings.data.model_copy(
         update={"dir": settings.data.dir, "prepared_dir": settings.data.prepared_dir}
     )
     prepared = ensure_prepared(data, reporter)
-    if [b["name"] for b in prepared.manifest["blocks"]] != [b["name"] for b in saved.blocks]:
-        raise ModelError(
-            "the model expects embedding blocks "
-            f"{[b['name'] for b in saved.blocks]}, the data has others"
-        )
+    check_blocks(saved.blocks, prepared.items.blocks)
     if prepared.fingerprint != saved.data_fingerprint:
         log.warning(
             "The data differs from what this model was trained on (fingerprint %s, now %s)",
@@ -261,7 +253,7 @@ def predict_job(
     pairs_path: Path,
     out_path: Path,
     submission: bool,
-    on_missing: str,
+    on_missing: OnMissing,
     reporter: Reporter | None = None,
 ) -> PredictSummary:
     reporter = reporter or NullReporter()

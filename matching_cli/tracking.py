@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from matching_cli.choices import RunStatus
 from matching_cli.errors import ModelError
 from matching_cli.model.network import PairScorer
 from matching_cli.model.saved import META, WEIGHTS, SavedModel
@@ -65,16 +66,16 @@ def run(
     try:
         yield active.info.run_id
     except KeyboardInterrupt:
-        mlflow.end_run(status if keep_status else "KILLED")
+        mlflow.end_run(status if keep_status else RunStatus.killed)
         raise
     except BaseException:
-        mlflow.end_run(status if keep_status else "FAILED")
+        mlflow.end_run(status if keep_status else RunStatus.failed)
         raise
-    mlflow.end_run(status if keep_status else "FINISHED")
+    mlflow.end_run(status if keep_status else RunStatus.finished)
 
 
 def end_killed() -> None:
-    mlflow.end_run("KILLED")
+    mlflow.end_run(RunStatus.killed)
 
 
 def git_tags() -> dict[str, str]:
@@ -154,7 +155,7 @@ def find_training_run(run_id: str | None, experiment: str) -> Run:
             experiment_names=[experiment],
             output_format="list",
             max_results=1,
-            filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = '{RunStatus.finished}'",
             order_by=["attributes.start_time DESC"],
         )
         if not found:

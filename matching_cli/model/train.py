@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from matching_cli.choices import StopReason
 from matching_cli.data.prepare import PairSet, Prepared
 from matching_cli.data.tables import read_rows
 from matching_cli.errors import DeviceError
@@ -129,7 +130,7 @@ class FitState:
     best_epoch: int = 0
     best_pr_auc: float = -1.0
     best_weights: dict[str, torch.Tensor] | None = None
-    stopped: str = ""  # "", "early_stopping" or "interrupted"
+    stopped: StopReason | None = None
 
 
 class StopFlag:
@@ -258,7 +259,7 @@ def fit(
             state.best_epoch, state.best_pr_auc = epoch, val_auc
             state.best_weights = copy.deepcopy(model.state_dict())
         elif epoch - state.best_epoch >= settings.patience:
-            state.stopped = "early_stopping"
+            state.stopped = StopReason.early_stopping
         log.info(
             "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_pr_auc %.4f  %.1fs  %s pairs/s",
             epoch,
@@ -272,7 +273,7 @@ def fit(
         for callback in callbacks:
             callback.on_epoch_end(stats, state)
     if stop:
-        state.stopped = "interrupted"
+        state.stopped = StopReason.interrupted
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     return state
