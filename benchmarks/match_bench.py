@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.data.prepare import ensure_prepared
 from matching_cli.match.blocking import HnswParams, build_hnsw, search, unit_rows
-from matching_cli.match.job import TRUTH_FILE, MatchOptions, match_job, read_truth
+from matching_cli.match.files import read_truth
+from matching_cli.match.job import MatchOptions, match_job
 from matching_cli.settings import load_settings
 
 

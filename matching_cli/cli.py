@@ -149,12 +149,14 @@ def download(
         dl.pull_dvc(target, Path.cwd())
         stdout.print(f"Pulled {target} from the DVC remote.")
         return
-    if dl.data_present(target) and not force:
-        stdout.print(f"{target} already holds the data; --force replaces it.")
-        return
+    already = f"{target} already holds the data; --force replaces it."
     with state.reporter() as reporter:
         if synthetic:
             from matching_cli.data.synthetic import generate
+
+            if dl.data_present(target) and not force:
+                stdout.print(already)
+                return
 
             with dl.atomic_data_dir(target) as staging:
                 summary = generate(
@@ -170,6 +172,9 @@ def download(
             )
         else:
             result = dl.download_yandex(settings.download, target, force=force, reporter=reporter)
+            if result.skipped:
+                stdout.print(already)
+                return
             stdout.print(
                 f"Downloaded {result.bytes / 2**20:,.1f} MiB into {target}: {', '.join(result.files)}"
             )

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
+from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.errors import MatchingError
 from matching_cli.jobs import load_run, model_data
 from matching_cli.match.blocking import Candidates, HnswParams, find_candidates
 from matching_cli.match.clustering import Guard, cluster, size_histogram
 from matching_cli.match.files import (
-    TRUTH_FILE,
     listing_rows,
     read_truth,
     write_clusters,
