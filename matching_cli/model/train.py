@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from matching_cli.choices import StopReason
+from matching_cli.choices import DeviceKind, StopReason, check_device
 from matching_cli.data.prepare import PairSet, Prepared
 from matching_cli.data.tables import read_rows
 from matching_cli.errors import DeviceError
@@ -38,14 +38,13 @@ def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
     mps = getattr(torch.backends, "mps", None)
     mps_ok = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(
-            f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
+        check_device(name)
+    except ValueError as e:
+        raise DeviceError(f"--device {e}") from None
+    if name == DeviceKind.auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
@@ -58,8 +57,6 @@ def resolve_device(name: str) -> torch.device:
             )
     elif device.type == "mps" and not mps_ok:
         raise DeviceError(f"--device {name}: MPS is not available here; use --device cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"--device {name}: unsupported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
