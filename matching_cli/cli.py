@@ -334,7 +334,10 @@ def predict(
     ] = False,
     on_missing: Annotated[
         OnMissing,
-        typer.Option("--on-missing", help="Pairs with a listing in no table: fail, score or drop."),
+        typer.Option(
+            "--on-missing",
+            help="A pair with a listing in no table: fail, score it as zeros, or leave it out.",
+        ),
     ] = OnMissing.error,
     device: Device = None,
     data_dir: DataDir = None,

@@ -46,13 +46,6 @@ class MatchOptions:
     threshold: float | None = None  # None: the training run's threshold
 
 
-def guard_of(settings: MatchSettings) -> Guard:
-    """The clustering guard the settings ask for: 0 turns a limit off."""
-    return Guard(
-        join_threshold=settings.join_threshold or None, max_size=settings.max_group or None
-    )
-
-
 @dataclass
 class MatchResult:
     run_id: str
@@ -136,7 +129,7 @@ def match_job(
                 candidates.left[accepted],
                 candidates.right[accepted],
                 scores[accepted],
-                guard_of(match),
+                Guard.of(match),
             )
             scope = np.union1d(
                 queries, np.concatenate([candidates.left[accepted], candidates.right[accepted]])
@@ -217,8 +210,8 @@ def _params(
         "methods_used": json.dumps(candidates.methods),
         "exact_max": match.exact_max,
         "same_category": match.same_category,
-        "join_threshold": guard_of(match).join_threshold,
-        "max_group": guard_of(match).max_size,
+        "join_threshold": Guard.of(match).join_threshold,
+        "max_group": Guard.of(match).max_size,
         "hnsw_m": match.hnsw_m,
         "hnsw_ef_construction": match.hnsw_ef_construction,
         "hnsw_ef_search": match.hnsw_ef_search,
