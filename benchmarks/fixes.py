@@ -101,7 +101,9 @@ def dropout_share(threads: list[int | None], repeats: int, seconds: float) -> di
             label = str(stages.set_threads(t))
             for f in ("concat", "symmetric"):
                 for dropout in (0.1, 0.0):
-                    model = PairClassifier(ModelConfig((64, 128), pair_features=f, dropout=dropout))
+                    model = PairClassifier(
+                        ModelConfig(block_dims=(64, 128), pair_features=f, dropout=dropout)
+                    )
                     rate = stages.train_limit(model, 4096, torch.device("cpu"), seconds)
                     out.setdefault(label, {}).setdefault(f"{f}, dropout {dropout}", []).append(rate)
     return out

@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.data.prepare import ensure_prepared
 from matching_cli.match.blocking import HnswParams, build_hnsw, search, unit_rows
-from matching_cli.match.job import TRUTH_FILE, MatchOptions, match_job, read_truth
+from matching_cli.match.files import read_truth
+from matching_cli.match.job import MatchOptions, match_job
 from matching_cli.settings import load_settings
 
 
@@ -190,9 +192,11 @@ def _other_libraries(unit, params, k, args):  # type: ignore[no-untyped-def]
 
 
 def end_to_end(settings, args) -> None:  # type: ignore[no-untyped-def]
-    options = MatchOptions(k=args.k, method=args.method, out_dir=Path(args.out))
+    match = settings.match.model_copy(
+        update={"k": args.k, "method": args.method, "output": Path(args.out)}
+    )
     with Timer() as t:
-        result = match_job(settings, options)
+        result = match_job(settings.model_copy(update={"match": match}), MatchOptions())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
         f"\n## matching match, K={args.k}, method {args.method} "

@@ -98,7 +98,7 @@ class PairDataset(Dataset):
 
 def make_model(device: torch.device) -> PairClassifier:
     config = ModelConfig(
-        (TEXT_DIM, IMAGE_DIM), hidden_size=256, num_layers=3, pair_features="concat"
+        block_dims=(TEXT_DIM, IMAGE_DIM), hidden_size=256, num_layers=3, pair_features="concat"
     )
     return PairClassifier(config).to(device)
 

@@ -80,7 +80,9 @@ def set_threads(threads: int | None) -> int:
 def new_model(features: str, device: torch.device, block_dims=(64, 128)) -> PairClassifier:
     settings = TrainSettings()
     torch.manual_seed(settings.seed)
-    config = ModelConfig(tuple(block_dims), hidden_size=256, num_layers=3, pair_features=features)
+    config = ModelConfig(
+        block_dims=tuple(block_dims), hidden_size=256, num_layers=3, pair_features=features
+    )
     return PairClassifier(config).to(device)
 
 

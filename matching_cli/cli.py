@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from matching_cli import __version__
+from matching_cli.choices import DEVICE_HELP, BlockingMethod, OnMissing, PairFeatures, Source
 from matching_cli.errors import MatchingError
 from matching_cli.progress import rich_reporter
 from matching_cli.settings import Settings, load_settings
@@ -128,8 +129,8 @@ def download(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Demo data: random seed.")] = None,
     source: Annotated[
-        str, typer.Option("--source", help="yandex (the public link) or dvc (dvc pull data.dvc).")
-    ] = "yandex",
+        Source, typer.Option("--source", help="The public link, or `dvc pull data.dvc`.")
+    ] = Source.yandex,
     force: Annotated[
         bool, typer.Option("--force", help="Replace data that is already there.")
     ] = False,
@@ -138,23 +139,27 @@ def download(
     """Get the raw data: the competition files, a DVC remote's copy, or the demo data set."""
     from matching_cli.data import download as dl
 
+    if synthetic and source != Source.yandex:
+        raise typer.BadParameter(
+            "--synthetic writes the demo data set; it comes from no source", param_hint="--source"
+        )
     state: State = ctx.obj
     settings = state.settings(
         data={"dir": data_dir}, download={"synthetic_pairs": pairs, "synthetic_seed": seed}
     )
     target = settings.data.dir
-    if source not in ("yandex", "dvc"):
-        raise MatchingError(f"--source {source}: expected 'yandex' or 'dvc'")
-    if source == "dvc":
+    if source == Source.dvc:
         dl.pull_dvc(target, Path.cwd())
         stdout.print(f"Pulled {target} from the DVC remote.")
         return
-    if dl.data_present(target) and not force:
-        stdout.print(f"{target} already holds the data; --force replaces it.")
-        return
+    already = f"{target} already holds the data; --force replaces it."
     with state.reporter() as reporter:
         if synthetic:
             from matching_cli.data.synthetic import generate
+
+            if dl.data_present(target) and not force:
+                stdout.print(already)
+                return
 
             with dl.atomic_data_dir(target) as staging:
                 summary = generate(
@@ -170,6 +175,9 @@ def download(
             )
         else:
             result = dl.download_yandex(settings.download, target, force=force, reporter=reporter)
+            if result.skipped:
+                stdout.print(already)
+                return
             stdout.print(
                 f"Downloaded {result.bytes / 2**20:,.1f} MiB into {target}: {', '.join(result.files)}"
             )
@@ -222,9 +230,7 @@ def _show_run(result: Any, title: str, as_json: bool) -> None:
         stdout.print(f"MLflow run {result.run_id} ({result.status.lower()})")
 
 
-Device = Annotated[
-    str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [train.device].")
-]
+Device = Annotated[str | None, typer.Option("--device", help=f"{DEVICE_HELP} [train.device].")]
 RunId = Annotated[
     str | None,
     typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
@@ -253,8 +259,8 @@ def train(
         int | None, typer.Option("--num-layers", help="[model.num_layers]")
     ] = None,
     pair_features: Annotated[
-        str | None,
-        typer.Option("--pair-features", help="symmetric or concat [model.pair_features]."),
+        PairFeatures | None,
+        typer.Option("--pair-features", help="[model.pair_features]"),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="[train.seed]")] = None,
     experiment: Annotated[
@@ -330,9 +336,12 @@ def predict(
         typer.Option("--submission", help="Write the competition's variantid1,variantid2,target."),
     ] = False,
     on_missing: Annotated[
-        str,
-        typer.Option("--on-missing", help="Pairs with a listing in no table: error, zero or drop."),
-    ] = "error",
+        OnMissing,
+        typer.Option(
+            "--on-missing",
+            help="A pair with a listing in no table: fail, score it as zeros, or leave it out.",
+        ),
+    ] = OnMissing.error,
     device: Device = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -360,48 +369,68 @@ def match(
         Path | None,
         typer.Option("--listings", help="Parquet with a variantid column [every listing]."),
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Neighbours per listing.")] = 10,
+    k: Annotated[
+        int | None, typer.Option("-k", "--k", min=1, help="Neighbours per listing [match.k].")
+    ] = None,
     threshold: Annotated[
         float | None,
         typer.Option("--threshold", min=0, max=1, help="Match probability [the run's]."),
     ] = None,
     out_dir: Annotated[
-        Path, typer.Option("--output", "-o", file_okay=False, help="Folder for the results.")
-    ] = Path("matches"),
+        Path | None,
+        typer.Option(
+            "--output", "-o", file_okay=False, help="Folder for the results [match.output]."
+        ),
+    ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="Blocking: auto, exact or hnsw (approximate).")
-    ] = "auto",
+        BlockingMethod | None,
+        typer.Option("--method", help="Blocking; hnsw is approximate [match.method]."),
+    ] = None,
     exact_max: Annotated[
         int | None,
         typer.Option(
             "--exact-max",
             min=2,
-            help="auto on a CPU: exact search up to this many listings [50000].",
+            help="auto on a CPU: exact search up to this many listings [match.exact_max].",
         ),
     ] = None,
     same_category: Annotated[
-        bool, typer.Option("--same-category", help="Pair only listings of one level-2 category.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--same-category",
+            help="Pair only listings of one level-2 category [match.same_category].",
+        ),
+    ] = None,
     join_threshold: Annotated[
         float | None,
         typer.Option(
             "--join-threshold",
             min=0,
             max=1,
-            help="Probability needed to merge two groups [0.99]; 0: any accepted pair.",
+            help="Probability needed to merge two groups; 0: any accepted pair "
+            "[match.join_threshold].",
         ),
     ] = None,
     max_group: Annotated[
         int | None,
-        typer.Option("--max-group", min=0, help="No group grows past this [50]; 0: no cap."),
+        typer.Option(
+            "--max-group", min=0, help="No group grows past this; 0: no cap [match.max_group]."
+        ),
     ] = None,
     ef_search: Annotated[
         int | None,
-        typer.Option("--ef-search", min=1, help="hnsw: search breadth, recall against time [64]."),
+        typer.Option(
+            "--ef-search",
+            min=1,
+            help="hnsw: search breadth, recall against time [match.hnsw_ef_search].",
+        ),
     ] = None,
     all_pairs: Annotated[
-        bool, typer.Option("--all-pairs", help="pairs.parquet: every scored candidate.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--all-pairs", help="pairs.parquet: every scored candidate [match.all_pairs]."
+        ),
+    ] = None,
     device: Device = None,
     data_dir: DataDir = None,
     as_json: Json = False,
@@ -410,21 +439,23 @@ def match(
     from matching_cli.match.job import MatchOptions, match_job
 
     state: State = ctx.obj
-    settings = state.settings(data={"dir": data_dir}, train={"device": device})
-    options = MatchOptions.build(
-        run_id=run_id,
-        listings=listings,
-        k=k,
-        threshold=threshold,
-        out_dir=out_dir,
-        method=method,
-        exact_max=exact_max,
-        same_category=same_category,
-        join_threshold=join_threshold,
-        max_group=max_group,
-        ef_search=ef_search,
-        all_pairs=all_pairs,
+    settings = state.settings(
+        data={"dir": data_dir},
+        train={"device": device},
+        match={
+            "k": k,
+            "output": out_dir,
+            "method": method,
+            "exact_max": exact_max,
+            # A flag given turns a setting on; not given, the setting stands.
+            "same_category": same_category or None,
+            "join_threshold": join_threshold,
+            "max_group": max_group,
+            "hnsw_ef_search": ef_search,
+            "all_pairs": all_pairs or None,
+        },
     )
+    options = MatchOptions(run_id=run_id, listings=listings, threshold=threshold)
     with state.reporter() as reporter:
         result = match_job(settings, options, reporter)
     if as_json:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
+from matching_cli.choices import OnMissing, RunStatus, StopReason
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 class RunResult:
     run_id: str
     metrics: dict[str, float]
-    status: str = "FINISHED"
+    status: RunStatus = RunStatus.finished
 
 
 @dataclass
@@ -88,15 +89,16 @@ def train_job(
                 checkpoint_dir(setup.settings.train.models_dir, run.id),
                 setup.model,
                 setup.optimizer,
-                setup.settings.model_dump(mode="json"),
+                setup.settings,
             ),
             *callbacks,
         ]
         state = _fit(setup, sinks)
         saved, folder = _finalize(setup, state, run.id)
         metrics = _evaluate(setup, saved, state, report_dir, run.id)
-        run.status = "KILLED" if state.stopped == "interrupted" else "FINISHED"
-    if run.status == "KILLED":
+        interrupted = state.stopped == StopReason.interrupted
+        run.status = RunStatus.killed if interrupted else RunStatus.finished
+    if run.status == RunStatus.killed:
         log.warning(
             "Interrupted: the best model so far (epoch %d) is saved in %s; "
             "`matching train --resume %s` continues",
@@ -119,9 +121,7 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
     settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
     prepared = ensure_prepared(settings.data, reporter)
     torch.manual_seed(settings.train.seed)
-    config = ModelConfig(
-        block_dims=tuple(b.dim for b in prepared.items.blocks), **settings.model.model_dump()
-    )
+    config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks])
     model = PairClassifier(config).to(device)
     optimizer = make_optimizer(model, settings.train)
     resumed = None
@@ -158,7 +158,7 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
             setup.optimizer,
         )
     if state.best_weights is None:
-        if state.stopped == "interrupted":
+        if state.stopped == StopReason.interrupted:
             log.warning("Stopped before the first epoch ended: no model to save")
             raise KeyboardInterrupt
         raise ModelError("training ended without a best epoch: no model to save")
@@ -174,8 +174,8 @@ def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedMod
     saved = SavedModel(
         setup.model,
         threshold,
-        setup.prepared.manifest["blocks"],
-        setup.settings.model_dump(mode="json"),
+        setup.prepared.items.blocks,
+        setup.settings,
         setup.prepared.fingerprint,
     )
     folder = setup.settings.train.models_dir / run_id
@@ -294,7 +294,7 @@ def predict_job(
     pairs_path: Path,
     out_path: Path,
     submission: bool,
-    on_missing: str,
+    on_missing: OnMissing,
     reporter: Reporter | None = None,
 ) -> PredictSummary:
     reporter = reporter or NullReporter()

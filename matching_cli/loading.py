@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from matching_cli import tracking
 from matching_cli.data.prepare import Prepared, prepared_for
-from matching_cli.errors import ModelError
-from matching_cli.model.saved import SavedModel, load_model
+from matching_cli.model.saved import SavedModel, check_blocks, load_model
 from matching_cli.model.train import resolve_device
 from matching_cli.progress import Reporter
 from matching_cli.settings import Settings
@@ -26,13 +24,12 @@ log = logging.getLogger(__name__)
 TRAINED_SECTIONS = {"data": ("dir", "prepared_dir"), "model": (), "train": ("device", "models_dir")}
 
 
-def trained_settings(snapshot: dict[str, Any], today: Settings) -> Settings:
+def trained_settings(trained: Settings, today: Settings) -> Settings:
     """The trained settings where they shape the result, today's where things live and run."""
     update = {}
     for section, locations in TRAINED_SECTIONS.items():
         current = getattr(today, section)
-        trained = type(current).model_validate(snapshot[section])
-        update[section] = trained.model_copy(
+        update[section] = getattr(trained, section).model_copy(
             update={key: getattr(current, key) for key in locations}
         )
     return today.model_copy(update=update)
@@ -57,9 +54,7 @@ def load_model_run(settings: Settings, run_id: str | None, reporter: Reporter) -
         saved = load_model(folder, device)
     merged = trained_settings(saved.settings, settings)
     prepared = prepared_for(merged.data, saved.data_fingerprint, reporter)
-    expected = [b["name"] for b in saved.blocks]
-    if [b["name"] for b in prepared.manifest["blocks"]] != expected:
-        raise ModelError(f"the model expects embedding blocks {expected}, the data has others")
+    check_blocks(saved.blocks, prepared.items.blocks)
     if prepared.fingerprint != saved.data_fingerprint:
         log.warning(
             "The data differs from what this model was trained on (fingerprint %s, now %s)",

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import torch
 
+from matching_cli.choices import OnMissing
 from matching_cli.data.tables import Items, check_columns, open_parquet
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file, check_writable_parent
@@ -19,7 +20,6 @@ from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
-ON_MISSING = ("error", "zero", "drop")
 
 
 @dataclass
@@ -37,14 +37,12 @@ def predict_file(
     out_path: Path,
     *,
     submission: bool = False,
-    on_missing: str = "error",
+    on_missing: OnMissing = OnMissing.error,
     chunk_rows: int = 1_000_000,
     reporter: Reporter | None = None,
 ) -> PredictSummary:
     """Write `variantid1,variantid2,score` (or `target` with `submission`) for every pair, atomically."""
     reporter = reporter or NullReporter()
-    if on_missing not in ON_MISSING:
-        raise DataError(f"--on-missing {on_missing}: expected one of {', '.join(ON_MISSING)}")
     pf = open_parquet(pairs_path)
     check_columns(pf, pairs_path, {"variantid1": "int", "variantid2": "int"})
     check_writable_parent(out_path, "output")
@@ -73,14 +71,14 @@ def predict_file(
                 examples += [
                     (int(a), int(b)) for a, b in zip(v1[absent][:3], v2[absent][:3], strict=True)
                 ]
-                if on_missing == "drop":
+                if on_missing == OnMissing.drop:
                     keep = ~absent
                     v1, v2, left, right = v1[keep], v2[keep], left[keep], right[keep]
                 left, right = (
                     np.where(left < 0, zero_row, left),
                     np.where(right < 0, zero_row, right),
                 )
-            if on_missing == "error" and summary.missing:
+            if on_missing == OnMissing.error and summary.missing:
                 task.advance(len(absent))
                 continue  # count them all for the message; nothing is kept
             scores = predict_proba(
@@ -90,7 +88,7 @@ def predict_file(
             writer.write_table(pa.table([v1, v2, scores], schema=schema))
             summary.written += len(v1)
             task.advance(len(absent))
-        if on_missing == "error" and summary.missing:
+        if on_missing == OnMissing.error and summary.missing:
             shown = ", ".join(f"({a}, {b})" for a, b in examples[:3])
             raise DataError(
                 f"{pairs_path}: {summary.missing:,} of {summary.pairs:,} pairs name a listing found in no "

@@ -13,13 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from matching_cli.choices import BlockingMethod, PairFeatures, check_device
 from matching_cli.errors import ConfigError
 
 DEFAULT_SETTINGS_FILE = Path("settings.toml")
@@ -52,7 +60,7 @@ class ModelSettings(_Section):
     hidden_size: int = Field(default=256, gt=0)
     num_layers: int = Field(default=3, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    pair_features: Literal["symmetric", "concat"] = "symmetric"
+    pair_features: PairFeatures = PairFeatures.symmetric
 
 
 # `auto` batch size and learning rate per kind of device: a GPU needs larger batches to be busy
@@ -67,9 +75,14 @@ class TrainSettings(_Section):
     lr: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     weight_decay: float = Field(default=1e-4, ge=0)
     patience: int = Field(default=5, gt=0)
-    device: str = "auto"
+    device: str = "auto"  # a free string (cuda:N), checked once here
     seed: int = 42
     models_dir: Path = Path("models")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        return check_device(name)
 
     def for_device(self, device_type: str) -> TrainSettings:
         """A copy with `auto` batch size and learning rate made concrete for this kind of device."""
@@ -96,6 +109,24 @@ class DownloadSettings(_Section):
     synthetic_seed: int = 0
 
 
+class MatchSettings(_Section):
+    k: int = Field(default=10, ge=1)
+    method: BlockingMethod = BlockingMethod.auto
+    # `auto` on a CPU: exact search up to the cost of a catalogue this big. Exact search computes
+    # about 60M similarities per CPU-second (40 s at 50k listings); beyond, the index is cheaper.
+    exact_max: int = Field(default=50_000, ge=2)
+    same_category: bool = False
+    # The clustering guard, chosen on the demo data (see the README): merging two groups needs a
+    # near-certain edge, and no group grows past a size that one product rarely reaches. 0: off.
+    join_threshold: float = Field(default=0.99, ge=0, le=1)
+    max_group: int = Field(default=50, ge=0)
+    hnsw_m: int = Field(default=16, ge=2)  # links per node; twice that at the bottom layer
+    hnsw_ef_construction: int = Field(default=128, ge=1)
+    hnsw_ef_search: int = Field(default=64, ge=1)
+    all_pairs: bool = False
+    output: Path = Path("matches")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MATCHING_", env_nested_delimiter="__", extra="forbid"
@@ -106,6 +137,13 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     mlflow: MlflowSettings = MlflowSettings()
     download: DownloadSettings = DownloadSettings()
+    match: MatchSettings = MatchSettings()
+
+    @classmethod
+    def from_snapshot(cls, values: dict[str, Any]) -> Settings:
+        """The snapshot a run or model saved (`model_dump(mode="json")`), typed again; sections
+        added since it was written take their defaults. Raises pydantic's ValidationError."""
+        return cls.model_validate(values)
 
     @classmethod
     def settings_customise_sources(

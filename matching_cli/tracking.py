@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from matching_cli.choices import RunStatus
 from matching_cli.errors import ModelError
 from matching_cli.model.network import PairScorer
 from matching_cli.model.saved import META, WEIGHTS, SavedModel
@@ -43,7 +44,7 @@ def configure(settings: MlflowSettings) -> None:
 @dataclass
 class TrackedRun:
     id: str
-    status: str = "FINISHED"  # how the run ends when its block exits normally
+    status: RunStatus = RunStatus.finished  # how the run ends when its block exits normally
 
 
 @contextmanager
@@ -71,10 +72,10 @@ def run(
     try:
         yield tracked
     except KeyboardInterrupt:
-        tracked.status = "KILLED"
+        tracked.status = RunStatus.killed
         raise
     except BaseException:
-        tracked.status = "FAILED"
+        tracked.status = RunStatus.failed
         raise
     finally:
         mlflow.end_run(status if keep_status else tracked.status)
@@ -96,9 +97,11 @@ def git_tags() -> dict[str, str]:
 
 
 def flatten(settings: Settings) -> dict[str, Any]:
+    """The settings as run parameters; `[match]` plays no part in training, so a training run
+    does not list it (a match run logs its own)."""
     return {
         f"{section}.{key}": value
-        for section, values in settings.model_dump(mode="json").items()
+        for section, values in settings.model_dump(mode="json", exclude={"match"}).items()
         for key, value in values.items()
     }
 
@@ -157,7 +160,7 @@ def find_training_run(run_id: str | None, experiment: str) -> Run:
             experiment_names=[experiment],
             output_format="list",
             max_results=1,
-            filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = '{RunStatus.finished}'",
             order_by=["attributes.start_time DESC"],
         )
         if not found:

@@ -24,13 +24,13 @@ import pytest
 import yaml
 
 from matching_cli.data.download import (
-    EXPECTED_FILES,
     atomic_data_dir,
-    data_present,
     download_yandex,
     pull_dvc,
     track_with_dvc,
 )
+from matching_cli.data.layout import ARCHIVE_FILES as EXPECTED_FILES
+from matching_cli.data.layout import data_present
 from matching_cli.errors import DownloadError
 from matching_cli.settings import DownloadSettings
 

@@ -10,7 +10,7 @@ import mlflow
 from matching_cli import tracking
 from matching_cli.loading import trained_settings
 from matching_cli.match.job import MatchOptions, match_job
-from matching_cli.settings import MlflowSettings, Settings
+from matching_cli.settings import MatchSettings, MlflowSettings, Settings
 
 
 def test_trained_settings_shape_the_result_todays_say_where():
@@ -21,7 +21,7 @@ def test_trained_settings_shape_the_result_todays_say_where():
             "train": {"epochs": 3, "device": "cuda", "models_dir": "old-models", "lr": 0.01},
             "mlflow": {"experiment": "old"},
         }
-    ).model_dump(mode="json")
+    )
     today = Settings.model_validate(
         {
             "data": {"dir": "new-data", "split_seed": 1},
@@ -56,6 +56,9 @@ def test_configure_reads_no_logger_level_of_the_cli(tmp_path):
 def test_match_job_configures_its_own_tracking(in_trained, tmp_path, mlflow_uri):
     run_id = in_trained[1]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # state left by someone else
-    settings = Settings(mlflow=MlflowSettings(tracking_uri=mlflow_uri, experiment="trained"))
-    result = match_job(settings, MatchOptions(run_id=run_id, out_dir=tmp_path / "out", k=3))
+    settings = Settings(
+        mlflow=MlflowSettings(tracking_uri=mlflow_uri, experiment="trained"),
+        match=MatchSettings(output=tmp_path / "out", k=3),
+    )
+    result = match_job(settings, MatchOptions(run_id=run_id))
     assert mlflow.MlflowClient(mlflow_uri).get_run(result.run_id).info.status == "FINISHED"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -301,3 +302,18 @@ def test_bad_listings_are_a_clear_error(in_trained, content, message):
     assert result.exit_code == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: --listings bad.parquet")
+
+
+def test_match_takes_its_choices_from_the_match_settings(in_trained, tmp_path):
+    _, run_id, _ = in_trained
+    config = tmp_path / "match.toml"
+    config.write_text("[match]\nk = 3\nmax_group = 4\noutput = 'from_settings'\nall_pairs = true\n")
+    result = invoke("--config", str(config), "match", "--run-id", run_id, "-k", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert Path(summary["out_dir"]) == Path("from_settings")
+    params = mlflow.MlflowClient().get_run(summary["run_id"]).data.params
+    assert (params["k"], params["max_group"], params["all_pairs"]) == ("2", "4", "True")
+    assert pd.read_parquet("from_settings/clusters.parquet")["cluster_size"].max() <= 4
+    # all_pairs: every candidate is written, below the threshold too.
+    assert len(pd.read_parquet("from_settings/pairs.parquet")) == summary["counts"]["candidates"]

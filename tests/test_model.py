@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from matching_cli.choices import StopReason
 from matching_cli.model import metrics
 from matching_cli.model.network import ModelConfig, PairClassifier, PairScorer
+from matching_cli.model.train import Callback, DeviceData, DevicePairs, StopFlag, fit
+from matching_cli.settings import TrainSettings
 
 
 def _pair(batch=64, dims=(8, 16), seed=0):
@@ -54,7 +57,8 @@ def test_scorer_takes_one_tensor_and_returns_probabilities():
 def test_metrics_on_known_values():
     target = np.array([1, 1, 0, 0, 1, 0], dtype=np.float32)
     score = np.array([0.9, 0.8, 0.7, 0.1, 0.6, 0.2])
-    assert metrics.pr_auc(target, score) == pytest.approx(metrics.pr_auc(target, score[::-1][::-1]))
+    # Ranked: 1 1 0 1 0 0. Trapezoids over recall from (0, 1): 1/3 + 1/3 + (2/3 + 3/4) / 2 / 3.
+    assert metrics.pr_auc(target, score) == pytest.approx(65 / 72)
     perfect = np.array([0.9, 0.8, 0.1, 0.1, 0.7, 0.2])
     assert metrics.pr_auc(target, perfect) == pytest.approx(1.0)
     threshold = metrics.best_f1_threshold(target, perfect)
@@ -75,3 +79,37 @@ def test_category_metric_is_the_mean_over_categories_and_zero_without_positives(
     # Category 0 is perfectly ranked (1.0); category 1 has no positive (0.0).
     assert metrics.category_pr_auc(target, score, category) == pytest.approx(0.5)
     assert metrics.category_pr_auc(target, score, np.full(4, -1)) is None
+
+
+class _WeightsPerEpoch(Callback):
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.weights = model, []
+
+    def on_epoch_end(self, stats, state) -> None:
+        self.weights.append({k: v.clone() for k, v in self.model.state_dict().items()})
+
+
+def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_weights():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    items = torch.randn(40, 24, generator=g)
+
+    def pairs(n: int) -> DevicePairs:
+        left, right = torch.randint(0, 40, (2, n), generator=g)
+        # Random labels: validation cannot keep improving, so early stopping must end the run.
+        return DevicePairs(left, right, torch.randint(0, 2, (n,), generator=g).float())
+
+    data = DeviceData(items, {"train": pairs(256), "val": pairs(64)})
+    model = PairClassifier(ModelConfig(block_dims=(8, 16), hidden_size=16))
+    settings = TrainSettings(epochs=40, batch_size=64, lr=0.05, patience=3)
+    recorder = _WeightsPerEpoch(model)
+    state = fit(model, data, settings, [recorder], StopFlag())
+    scores = [s.val_pr_auc for s in state.history]
+    assert state.stopped == StopReason.early_stopping and state.epoch < settings.epochs
+    assert state.best_epoch == 1 + scores.index(max(scores))
+    assert state.epoch == state.best_epoch + settings.patience  # no sooner, no later
+    assert all(s < state.best_pr_auc for s in scores[state.best_epoch :])
+    best, last = recorder.weights[state.best_epoch - 1], recorder.weights[-1]
+    now = model.state_dict()
+    assert all(torch.equal(now[k], best[k]) for k in best)
+    assert not all(torch.equal(now[k], last[k]) for k in last)

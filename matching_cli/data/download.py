@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matching_cli.data import archive
+from matching_cli.data.layout import ARCHIVE_FILES, IMAGE_FILES, data_present
 from matching_cli.errors import DownloadError
 from matching_cli.files import atomic_dir
 from matching_cli.progress import NullReporter, Reporter, Task
@@ -29,8 +30,6 @@ from matching_cli.settings import DownloadSettings
 
 log = logging.getLogger(__name__)
 
-EXPECTED_FILES = ("train.parquet", "test.parquet", "text_and_bert.parquet", "attributes.parquet")
-IMAGE_FILES = ("resnet.parquet", "images_embed.parquet")  # either one is the image table
 ARCHIVE_NAME = "competition.zip"
 CHUNK_BYTES = 1 << 20
 
@@ -40,13 +39,6 @@ class DownloadResult:
     skipped: bool
     files: tuple[str, ...]
     bytes: int  # downloaded from the network; 0 when skipped
-
-
-def data_present(data_dir: Path) -> bool:
-    """True when every expected file and one of the image tables are in `data_dir`."""
-    return all((data_dir / f).is_file() for f in EXPECTED_FILES) and any(
-        (data_dir / f).is_file() for f in IMAGE_FILES
-    )
 
 
 def download_yandex(
@@ -70,7 +62,7 @@ def download_yandex(
         archive.unpack_zip(
             zip_path,
             staging,
-            required=EXPECTED_FILES,
+            required=ARCHIVE_FILES,
             one_of=IMAGE_FILES,
             max_bytes=settings.max_unpacked_gb * 1e9,
             reporter=reporter,

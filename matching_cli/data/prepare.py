@@ -22,10 +22,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, TEXT_FILE, missing_files
 from matching_cli.data.tables import (
-    ATTRIBUTES_FILE,
-    PAIRS_FILE,
-    TEXT_FILE,
     Block,
     Items,
     image_file,
@@ -34,7 +32,7 @@ from matching_cli.data.tables import (
     read_pairs,
 )
 from matching_cli.errors import DataError
-from matching_cli.files import atomic_dir
+from matching_cli.files import atomic_dir, fingerprint_file
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import DataSettings
 
@@ -80,25 +78,15 @@ class SplitReport:
 
 
 def source_files(data_dir: Path) -> list[Path]:
-    for name in (PAIRS_FILE, TEXT_FILE):
-        if not (data_dir / name).is_file():
-            raise DataError(
-                f"{data_dir / name}: file not found; run `matching download` (or --synthetic)"
-            )
+    missing = missing_files(data_dir)
+    if missing:
+        raise DataError(
+            f"{data_dir / missing[0]}: file not found; run `matching download` (or --synthetic)"
+        )
     files = [data_dir / PAIRS_FILE, data_dir / TEXT_FILE, image_file(data_dir)]
     if (data_dir / ATTRIBUTES_FILE).is_file():
         files.append(data_dir / ATTRIBUTES_FILE)
     return files
-
-
-def fingerprint_file(path: Path) -> str:
-    """Size plus the parquet footer (schema and row-group statistics): cheap, and content-sensitive."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        f.seek(max(0, size - 65536))
-        digest.update(f.read())
-    return digest.hexdigest()[:16]
 
 
 def _expected_manifest(data: DataSettings) -> dict:

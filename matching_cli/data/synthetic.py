@@ -14,10 +14,8 @@ file) gives each listing's product. The output depends only on `seed` and `n_pai
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from matching_cli.data import vocab
+from matching_cli.data.layout import (
+    ATTRIBUTES_FILE,
+    IMAGE_FILES,
+    PAIRS_FILE,
+    TEST_FILE,
+    TEXT_FILE,
+    TRUTH_FILE,
+)
 from matching_cli.errors import DataError
+from matching_cli.files import atomic_file
 from matching_cli.progress import NullReporter, Reporter, Task
 
 REAL_PAIRS, REAL_TEST_PAIRS, REAL_LISTINGS = 1_168_516, 49_620, 2_252_569
@@ -133,7 +140,7 @@ def generate(
     n_pairs: int,
     seed: int = 0,
     reporter: Reporter | None = None,
-    image_file: str = "images_embed.parquet",
+    image_file: str = IMAGE_FILES[1],  # the original project's name
 ) -> SyntheticSummary:
     """Write the five competition files and `truth.parquet` into `out_dir` (each whole or absent)."""
     if n_pairs < MIN_PAIRS:
@@ -151,8 +158,8 @@ def generate(
     orders = [rng.permutation(n_listings) for _ in range(4)]
     names = {
         "images": image_file,
-        "text": "text_and_bert.parquet",
-        "attributes": "attributes.parquet",
+        "text": TEXT_FILE,
+        "attributes": ATTRIBUTES_FILE,
     }
     task = (reporter or NullReporter()).task(
         "writing demo data", total=math.ceil(n_listings / CHUNK_ROWS), unit="chunks"
@@ -169,12 +176,11 @@ def generate(
         "test": _pair_columns(rng, ids, test.left, test.right),
         "truth": [ids[orders[3]], product_ids[cat.listing_product[orders[3]]]],
     }
+    small_files = {"train": PAIRS_FILE, "test": TEST_FILE, "truth": TRUTH_FILE}
     for table, columns in small.items():
-        with _replacing(out_dir / f"{table}.parquet") as path:
+        with atomic_file(out_dir / small_files[table]) as path:
             pq.write_table(pa.Table.from_batches([_batch(table, *columns)]), path)
-    files = [
-        out_dir / n for n in ("train.parquet", "test.parquet", *names.values(), "truth.parquet")
-    ]
+    files = [out_dir / n for n in (PAIRS_FILE, TEST_FILE, *names.values(), TRUTH_FILE)]
     return SyntheticSummary(n_pairs, n_test, n_listings, float(target.mean()), files)
 
 
@@ -282,7 +288,7 @@ def _write_listing_tables(
         writers = {
             table: stack.enter_context(
                 pq.ParquetWriter(
-                    stack.enter_context(_replacing(out_dir / name)),
+                    stack.enter_context(atomic_file(out_dir / name)),
                     SCHEMAS[table],
                     **_WRITER_OPTIONS[table],
                 )
@@ -413,15 +419,3 @@ def _pair_columns(rng, ids, left, right, target=None) -> list[np.ndarray]:
 def _batch(table: str, *columns: np.ndarray | pa.Array) -> pa.RecordBatch:
     arrays = [c if isinstance(c, pa.Array) else pa.array(c) for c in columns]
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMAS[table])
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` that becomes `path` only if the block finishes."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

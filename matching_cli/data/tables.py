@@ -21,16 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
 from matching_cli.errors import DataError
+from matching_cli.files import fingerprint_file
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
 
-PAIRS_FILE = "train.parquet"
-TEST_PAIRS_FILE = "test.parquet"
-TEXT_FILE = "text_and_bert.parquet"
-ATTRIBUTES_FILE = "attributes.parquet"
-IMAGE_FILES = ("images_embed.parquet", "resnet.parquet")
 BATCH_ROWS = 131_072
 # Widths of the competition's embedding columns; other columns take the width most rows have.
 KNOWN_DIMS = {
@@ -102,21 +99,15 @@ def open_parquet(path: Path) -> pq.ParquetFile:
 def image_file(data_dir: Path) -> Path:
     """`images_embed.parquet` (the original project's name) or `resnet.parquet` (the competition's)."""
     found = [data_dir / name for name in IMAGE_FILES if (data_dir / name).is_file()]
-    if len(found) == 2 and _fingerprint_bytes(found[0]) != _fingerprint_bytes(found[1]):
+    if len(found) == 2 and fingerprint_file(found[0]) != fingerprint_file(found[1]):
         raise DataError(
-            f"{data_dir}: both {IMAGE_FILES[0]} and {IMAGE_FILES[1]} exist and differ; keep one"
+            f"{data_dir}: both {' and '.join(sorted(IMAGE_FILES))} exist and differ; keep one"
         )
     if not found:
         raise DataError(
             f"{data_dir}: no image table ({' or '.join(IMAGE_FILES)}); run `matching download`"
         )
     return found[0]
-
-
-def _fingerprint_bytes(path: Path) -> tuple[int, bytes]:
-    with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - 65536))
-        return path.stat().st_size, f.read()
 
 
 def check_columns(pf: pq.ParquetFile, path: Path, expected: dict[str, str]) -> None:

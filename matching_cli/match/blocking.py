@@ -20,15 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from matching_cli.choices import BlockingMethod
 from matching_cli.data.tables import normalise, read_rows
 from matching_cli.errors import MatchingError
 from matching_cli.progress import NullReporter, Reporter
+from matching_cli.settings import MatchSettings
 
 log = logging.getLogger(__name__)
-METHODS = ("auto", "exact", "hnsw")
-# `auto` on a CPU: exact search up to the cost of a catalogue this big. Exact search computes about
-# 60M similarities per CPU-second (40 s at 50k listings); beyond, the index is cheaper by far.
-EXACT_MAX = 50_000
+_DEFAULTS = MatchSettings()  # the [match] settings own the defaults
 _CPU_CHUNK_ELEMENTS = 1 << 25  # similarities held at once: 128 MiB of float32
 _GPU_CHUNK_ELEMENTS = 1 << 30
 _INDEX_CHUNK = 50_000
@@ -36,9 +35,13 @@ _INDEX_CHUNK = 50_000
 
 @dataclass(frozen=True)
 class HnswParams:
-    m: int = 16  # links per node; 32 at the bottom layer
-    ef_construction: int = 128
-    ef_search: int = 64
+    m: int = _DEFAULTS.hnsw_m
+    ef_construction: int = _DEFAULTS.hnsw_ef_construction
+    ef_search: int = _DEFAULTS.hnsw_ef_search
+
+    @classmethod
+    def of(cls, settings: MatchSettings) -> HnswParams:
+        return cls(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
 
 
 @dataclass
@@ -107,10 +110,10 @@ def find_candidates(
     query_rows: np.ndarray,
     k: int,
     *,
-    method: str = "auto",
+    method: BlockingMethod = BlockingMethod.auto,
     device: torch.device | None = None,
     groups: np.ndarray | None = None,
-    exact_max: int = EXACT_MAX,
+    exact_max: int = _DEFAULTS.exact_max,
     hnsw: HnswParams = HnswParams(),
     reporter: Reporter | None = None,
 ) -> Candidates:
@@ -119,8 +122,7 @@ def find_candidates(
 
     `matrix` is the item matrix (a memory map is fine): the searches normalise its rows themselves,
     and the HNSW index holds the only full copy of them."""
-    if method not in METHODS:
-        raise MatchingError(f"--method {method}: expected one of {', '.join(METHODS)}")
+    method = BlockingMethod(method)
     if k < 1:
         raise MatchingError(f"-k {k}: needs at least one neighbour")
     reporter = reporter or NullReporter()
@@ -162,7 +164,7 @@ def search(
     matrix: np.ndarray,
     query_pos: np.ndarray,
     k: int,
-    method: str = "exact",
+    method: BlockingMethod = BlockingMethod.exact,
     device: torch.device | None = None,
     hnsw: HnswParams = HnswParams(),
     reporter: Reporter | None = None,
@@ -171,19 +173,22 @@ def search(
     """The k nearest other rows of the base (`matrix`, or its sorted `rows`) for the base positions
     `query_pos`, most similar first: (positions in the base, similarities), each of shape
     (queries, k); position -1 where none."""
-    run = _exact_search if method == "exact" else _hnsw_search
+    run = _exact_search if method == BlockingMethod.exact else _hnsw_search
     return run(
         matrix, rows, query_pos, k, device or torch.device("cpu"), hnsw, reporter or NullReporter()
     )
 
 
-def _choose(method: str, device: torch.device, n_queries: int, n_base: int, exact_max: int) -> str:
-    if method != "auto":
+def _choose(
+    method: BlockingMethod, device: torch.device, n_queries: int, n_base: int, exact_max: int
+) -> BlockingMethod:
+    if method != BlockingMethod.auto:
         return method
     if device.type != "cpu":
-        return "exact"
+        return BlockingMethod.exact
     # The cost of exact search is queries x catalogue: compare it with a whole catalogue of exact_max.
-    return "exact" if n_queries * n_base <= exact_max**2 else "hnsw"
+    exact = n_queries * n_base <= exact_max**2
+    return BlockingMethod.exact if exact else BlockingMethod.hnsw
 
 
 def _drop_self(neighbours: np.ndarray, similarity: np.ndarray, query_pos: np.ndarray, k: int):

@@ -18,11 +18,18 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from matching_cli.settings import MatchSettings
+
 
 @dataclass(frozen=True)
 class Guard:
     join_threshold: float | None = None  # None: any accepted edge joins two groups
     max_size: int | None = None  # None: no cap
+
+    @classmethod
+    def of(cls, settings: MatchSettings) -> Guard:
+        """The guard the [match] settings ask for: 0 turns a limit off."""
+        return cls(settings.join_threshold or None, settings.max_group or None)
 
     @property
     def active(self) -> bool:

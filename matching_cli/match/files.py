@@ -14,8 +14,6 @@ from matching_cli.files import atomic_file
 from matching_cli.match.blocking import Candidates
 from matching_cli.match.clustering import group_sizes
 
-TRUTH_FILE = "truth.parquet"  # each listing's product: only the demo data set has one
-
 
 def listing_rows(items: Items, path: Path | None) -> np.ndarray:
     """Item-matrix rows of the listings in `path` (a parquet file with `variantid`), or all rows."""

@@ -15,18 +15,16 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
+from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.errors import MatchingError
 from matching_cli.loading import load_model_run
 from matching_cli.match.blocking import (
-    EXACT_MAX,
-    METHODS,
     Candidates,
     HnswParams,
     find_candidates,
 )
 from matching_cli.match.clustering import Guard, cluster, size_histogram
 from matching_cli.match.files import (
-    TRUTH_FILE,
     listing_rows,
     read_truth,
     write_clusters,
@@ -37,50 +35,20 @@ from matching_cli.model.network import PairClassifier
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.settings import Settings
+from matching_cli.settings import MatchSettings, Settings
 
 log = logging.getLogger(__name__)
-# The clustering guard's defaults, chosen on the demo data (see the README): merging two groups needs
-# a near-certain edge, and no group grows past a size that one product rarely reaches.
-JOIN_THRESHOLD = 0.99
-MAX_GROUP = 50
 SCORE_CHUNK = 1 << 20
 ARTIFACT_LIMIT = 200 * 2**20  # output files larger than this stay out of MLflow
 
 
 @dataclass(frozen=True)
 class MatchOptions:
+    """What one `match` asks for beyond the [match] settings."""
+
     run_id: str | None = None
     listings: Path | None = None  # parquet with `variantid`; None: the whole catalogue
-    k: int = 10
     threshold: float | None = None  # None: the training run's threshold
-    out_dir: Path = Path("matches")
-    method: str = "auto"
-    exact_max: int = EXACT_MAX
-    same_category: bool = False
-    guard: Guard = field(default_factory=lambda: Guard(JOIN_THRESHOLD, MAX_GROUP))
-    hnsw: HnswParams = field(default_factory=HnswParams)
-    all_pairs: bool = False  # write every scored candidate, not only the accepted pairs
-
-    @classmethod
-    def build(
-        cls,
-        join_threshold: float | None = None,
-        max_group: int | None = None,
-        ef_search: int | None = None,
-        exact_max: int | None = None,
-        **given: Any,
-    ) -> MatchOptions:
-        """Options as the command line gives them: None keeps a default, 0 turns a guard off."""
-        join = JOIN_THRESHOLD if join_threshold is None else join_threshold
-        cap = MAX_GROUP if max_group is None else max_group
-        hnsw = HnswParams() if ef_search is None else HnswParams(ef_search=ef_search)
-        return cls(
-            guard=Guard(join_threshold=join or None, max_size=cap or None),
-            hnsw=hnsw,
-            exact_max=EXACT_MAX if exact_max is None else exact_max,
-            **given,
-        )
 
 
 @dataclass
@@ -117,21 +85,19 @@ class Stopwatch:
 
 def match_job(
     settings: Settings,
-    options: MatchOptions,
+    options: MatchOptions = MatchOptions(),
     reporter: Reporter | None = None,
     run_name: str | None = None,
 ) -> MatchResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
     clock = Stopwatch()
-    if options.method not in METHODS:  # before minutes of loading, not after
-        raise MatchingError(f"--method {options.method}: expected one of {', '.join(METHODS)}")
+    match = settings.match
+    out_dir = match.output
     try:
-        options.out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MatchingError(
-            f"--output {options.out_dir}: cannot create it ({e.strerror})"
-        ) from None
+        raise MatchingError(f"--output {out_dir}: cannot create it ({e.strerror})") from None
     with clock("loading"):
         loaded = load_model_run(settings, options.run_id, reporter)
         model_run_id, saved, prepared, device = (
@@ -150,19 +116,19 @@ def match_job(
     with tracking.run("match", run_name, tags) as run:
         run_id = run.id
         with clock("blocking"):
-            groups = prepared.item_category if options.same_category else None
+            groups = prepared.item_category if match.same_category else None
             candidates = find_candidates(
                 prepared.items.matrix,
                 queries,
-                options.k,
-                method=options.method,
+                match.k,
+                method=match.method,
                 device=device,
                 groups=groups,
-                exact_max=options.exact_max,
-                hnsw=options.hnsw,
+                exact_max=match.exact_max,
+                hnsw=HnswParams.of(match),
                 reporter=reporter,
             )
-        tracking.log_params(_params(options, threshold, model_run_id, device, candidates))
+        tracking.log_params(_params(match, options, threshold, model_run_id, device, candidates))
         with clock("scoring"):
             scores = score_candidates(
                 saved.classifier, prepared.items.matrix, candidates, device, reporter
@@ -174,20 +140,18 @@ def match_job(
                 candidates.left[accepted],
                 candidates.right[accepted],
                 scores[accepted],
-                options.guard,
+                Guard.of(match),
             )
             scope = np.union1d(
                 queries, np.concatenate([candidates.left[accepted], candidates.right[accepted]])
             )
         with clock("writing"):
-            keep = slice(None) if options.all_pairs else accepted
+            keep = slice(None) if match.all_pairs else accepted
             files = [
                 write_pairs(
-                    options.out_dir / "pairs.parquet", prepared.items.ids, candidates, scores, keep
+                    out_dir / "pairs.parquet", prepared.items.ids, candidates, scores, keep
                 ),
-                write_clusters(
-                    options.out_dir / "clusters.parquet", prepared.items.ids, labels, scope
-                ),
+                write_clusters(out_dir / "clusters.parquet", prepared.items.ids, labels, scope),
             ]
         cut = accepted & (labels[candidates.left] != labels[candidates.right])
         counts = {
@@ -201,7 +165,7 @@ def match_job(
         result = MatchResult(
             run_id,
             model_run_id,
-            options.out_dir,
+            out_dir,
             counts,
             size_histogram(np.unique(labels[scope], return_inverse=True)[1]),
             clock.seconds,
@@ -237,6 +201,7 @@ def score_candidates(
 
 
 def _params(
+    match: MatchSettings,
     options: MatchOptions,
     threshold: float,
     model_run_id: str,
@@ -246,21 +211,21 @@ def _params(
     return {
         "model_run_id": model_run_id,
         "listings": str(options.listings or "all"),
-        "k": options.k,
+        "k": match.k,
         "threshold": threshold,
         "threshold_from": "run" if options.threshold is None else "option",
-        "method": options.method,
+        "method": str(match.method),
         "methods_used": json.dumps(candidates.methods),
-        "exact_max": options.exact_max,
-        "same_category": options.same_category,
-        "join_threshold": options.guard.join_threshold,
-        "max_group": options.guard.max_size,
-        "hnsw_m": options.hnsw.m,
-        "hnsw_ef_construction": options.hnsw.ef_construction,
-        "hnsw_ef_search": options.hnsw.ef_search,
+        "exact_max": match.exact_max,
+        "same_category": match.same_category,
+        "join_threshold": Guard.of(match).join_threshold,
+        "max_group": Guard.of(match).max_size,
+        "hnsw_m": match.hnsw_m,
+        "hnsw_ef_construction": match.hnsw_ef_construction,
+        "hnsw_ef_search": match.hnsw_ef_search,
         "device": str(device),
-        "out_dir": str(options.out_dir.resolve()),
-        "all_pairs": options.all_pairs,
+        "out_dir": str(match.output.resolve()),
+        "all_pairs": match.all_pairs,
     }
 
 

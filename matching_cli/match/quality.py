@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from matching_cli.data.prepare import Prepared
 from matching_cli.match.blocking import Candidates, pair_keys
+from matching_cli.model.metrics import f1, precision_recall_f1
 
 
 def _pairs(n: np.ndarray | float) -> np.ndarray | float:
@@ -37,31 +38,14 @@ def blocking_recall(
     return float(found.mean())
 
 
-def precision_recall_f1(
-    tp: float, predicted: float, actual: float, prefix: str
-) -> dict[str, float]:
-    precision = tp / predicted if predicted else 0.0
-    recall = tp / actual if actual else 0.0
-    return {
-        f"{prefix}precision": precision,
-        f"{prefix}recall": recall,
-        f"{prefix}f1": _f1(precision, recall),
-    }
-
-
-def _f1(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-
-
 def labelled_pair_quality(
     labels: np.ndarray, left: np.ndarray, right: np.ndarray, target: np.ndarray
 ) -> dict[str, float]:
     """A labelled pair is matched when both listings end in one group."""
     predicted = labels[left] == labels[right]
     actual = target == 1
-    return precision_recall_f1(
-        float((predicted & actual).sum()), float(predicted.sum()), float(actual.sum()), "pairs_"
-    )
+    counts = float((predicted & actual).sum()), float(predicted.sum()), float(actual.sum())
+    return _prefixed("pairs_", precision_recall_f1(*counts))
 
 
 def true_pair_recall(
@@ -85,21 +69,25 @@ def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]
     (cell_group, cell_truth), n_cell = cells
     group_size = np.bincount(group)[cell_group]
     truth_size = np.bincount(truth)[cell_truth]
-    metrics = precision_recall_f1(
+    counts = (
         float(_pairs(n_cell).sum()),
         float(_pairs(np.bincount(group)).sum()),
         float(_pairs(np.bincount(truth)).sum()),
-        "cluster_pair_",
     )
+    metrics = _prefixed("cluster_pair_", precision_recall_f1(*counts))
     precision = float((n_cell**2 / group_size).sum() / len(group))
     recall = float((n_cell**2 / truth_size).sum() / len(group))
     metrics |= {
         "bcubed_precision": precision,
         "bcubed_recall": recall,
-        "bcubed_f1": _f1(precision, recall),
+        "bcubed_f1": f1(precision, recall),
     }
     metrics["adjusted_rand"] = float(adjusted_rand_score(truth, group))
     return metrics
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {prefix + name: value for name, value in metrics.items()}
 
 
 def measure_quality(

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from matching_cli.errors import ModelError
 from matching_cli.files import atomic_dir
 from matching_cli.model.train import Callback, EpochStats, FitState
+from matching_cli.settings import Settings
 
 TENSORS = "state.safetensors"
 META = "checkpoint.json"
@@ -28,7 +29,7 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     state: FitState,
-    settings: dict[str, Any],
+    settings: Settings,
 ) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"best.{k}": v for k, v in (state.best_weights or {}).items()}
@@ -41,7 +42,7 @@ def save_checkpoint(
         "best_epoch": state.best_epoch,
         "best_pr_auc": state.best_pr_auc,
         "param_groups": optim["param_groups"],
-        "settings": settings,
+        "settings": settings.model_dump(mode="json"),
     }
     with atomic_dir(folder) as staging:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / TENSORS)
@@ -57,8 +58,8 @@ class Checkpoint:
     meta: dict[str, Any]
 
     @property
-    def settings(self) -> dict[str, Any]:
-        return self.meta["settings"]
+    def settings(self) -> Settings:
+        return Settings.from_snapshot(self.meta["settings"])
 
     @classmethod
     def read(cls, folder: Path) -> Checkpoint:
@@ -103,7 +104,7 @@ class CheckpointCallback(Callback):
         folder: Path,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        settings: dict[str, Any],
+        settings: Settings,
     ):
         self.folder, self.model, self.optimizer, self.settings = folder, model, optimizer, settings
 

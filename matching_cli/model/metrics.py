@@ -40,19 +40,22 @@ def best_f1_threshold(target: np.ndarray, score: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1[:-1]))])
 
 
+def f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def precision_recall_f1(tp: float, predicted: float, actual: float) -> dict[str, float]:
+    """From counts: true positives, predicted positives, actual positives (0 where undefined)."""
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / actual if actual else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1(precision, recall)}
+
+
 def classification(target: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
     predicted = score >= threshold
-    tp = float(np.sum(predicted & (target == 1)))
-    fp = float(np.sum(predicted & (target == 0)))
-    fn = float(np.sum(~predicted & (target == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "accuracy": float(np.mean(predicted == (target == 1))),
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-    }
+    actual = target == 1
+    counts = float(np.sum(predicted & actual)), float(predicted.sum()), float(actual.sum())
+    return {"accuracy": float(np.mean(predicted == actual))} | precision_recall_f1(*counts)
 
 
 def all_metrics(

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 
 import torch
+from pydantic import ConfigDict
 from torch import nn
 
+from matching_cli.choices import PairFeatures
+from matching_cli.settings import ModelSettings
 
-@dataclass(frozen=True)
-class ModelConfig:
+
+class ModelConfig(ModelSettings):
+    """The `[model]` settings plus what the data decides: the width of each embedding block."""
+
+    model_config = ConfigDict(frozen=True)
+
     block_dims: tuple[int, ...]  # width of each embedding block, in item-matrix order
-    hidden_size: int = 256
-    num_layers: int = 3
-    dropout: float = 0.1
-    pair_features: str = "symmetric"  # "symmetric" or "concat"
+
+    @classmethod
+    def build(cls, settings: ModelSettings, block_dims: Sequence[int]) -> ModelConfig:
+        return cls(block_dims=tuple(block_dims), **dict(settings))
 
     @property
     def item_dim(self) -> int:
@@ -22,22 +29,23 @@ class ModelConfig:
 
     @property
     def input_size(self) -> int:
-        if self.pair_features == "concat":
+        if self.pair_features == PairFeatures.concat:
             return 2 * self.item_dim
         return sum(3 * d + 1 for d in self.block_dims)
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"block_dims": list(self.block_dims)}
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        return cls(**(values | {"block_dims": tuple(values["block_dims"])}))
+        """Raises pydantic's ValidationError (a ValueError) when `values` do not describe a model."""
+        return cls.model_validate(values)
 
 
 def pair_features(a: torch.Tensor, b: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """`symmetric`: per block |a-b|, a*b, a+b and the cosine, so score(a, b) == score(b, a).
     `concat`: the original project's [a, b]."""
-    if config.pair_features == "concat":
+    if config.pair_features == PairFeatures.concat:
         return torch.cat([a, b], dim=1)
     parts = []
     for a_block, b_block in zip(

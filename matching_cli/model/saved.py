@@ -6,16 +6,18 @@ Nothing here unpickles: loading reads JSON and safetensors only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from matching_cli.data.tables import Block
 from matching_cli.errors import ModelError
 from matching_cli.model.network import ModelConfig, PairClassifier
+from matching_cli.settings import Settings
 
 FORMAT = 1
 WEIGHTS = "weights.safetensors"
@@ -26,9 +28,22 @@ META = "model.json"
 class SavedModel:
     classifier: PairClassifier
     threshold: float
-    blocks: list[dict[str, Any]]  # name, dim, offset of each embedding block it expects
-    settings: dict[str, Any]  # the snapshot of every setting the model was trained with
+    blocks: list[Block]  # the embedding blocks it expects, in item-matrix order
+    settings: Settings  # every setting the model was trained with
     data_fingerprint: str
+
+
+def check_blocks(expected: list[Block], found: list[Block]) -> None:
+    """A model reads the item matrix by position: the data's blocks must be its own, name and width."""
+    if [(b.name, b.dim) for b in expected] != [(b.name, b.dim) for b in found]:
+        raise ModelError(
+            f"the model expects embedding blocks {_shown(expected)}, the data has {_shown(found)}; "
+            "use the data it was trained on or train again"
+        )
+
+
+def _shown(blocks: list[Block]) -> str:
+    return ", ".join(f"{b.name} ({b.dim})" for b in blocks)
 
 
 def save_model(folder: Path, saved: SavedModel) -> None:
@@ -39,8 +54,8 @@ def save_model(folder: Path, saved: SavedModel) -> None:
         "format": FORMAT,
         "model": saved.classifier.config.to_dict(),
         "threshold": saved.threshold,
-        "blocks": saved.blocks,
-        "settings": saved.settings,
+        "blocks": [asdict(b) for b in saved.blocks],
+        "settings": saved.settings.model_dump(mode="json"),
         "data_fingerprint": saved.data_fingerprint,
     }
     (folder / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
@@ -54,7 +69,9 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
     try:
         meta = json.loads(meta_path.read_text())
         config = ModelConfig.from_dict(meta["model"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        blocks = [Block(**b) for b in meta["blocks"]]
+        settings = Settings.from_snapshot(meta["settings"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
         raise ModelError(f"{meta_path}: not a model description of this tool ({e})") from e
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path}: model format {meta.get('format')}, expected {FORMAT}")
@@ -70,10 +87,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
     except RuntimeError as e:
         raise ModelError(f"{weights_path}: weights do not fit the model in {META}") from e
     classifier.eval()
+    if [b.dim for b in blocks] != list(config.block_dims):
+        raise ModelError(f"{meta_path}: its blocks and its model disagree on the widths")
     return SavedModel(
-        classifier,
-        float(meta["threshold"]),
-        meta["blocks"],
-        meta["settings"],
-        meta.get("data_fingerprint", ""),
+        classifier, float(meta["threshold"]), blocks, settings, meta.get("data_fingerprint", "")
     )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from matching_cli.choices import DeviceKind, StopReason, check_device
 from matching_cli.data.prepare import PairSet, Prepared
 from matching_cli.data.tables import read_rows
 from matching_cli.errors import DeviceError
@@ -35,14 +36,13 @@ def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
     mps = getattr(torch.backends, "mps", None)
     mps_ok = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(
-            f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
+        check_device(name)
+    except ValueError as e:
+        raise DeviceError(f"--device {e}") from None
+    if name == DeviceKind.auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
@@ -55,8 +55,6 @@ def resolve_device(name: str) -> torch.device:
             )
     elif device.type == "mps" and not mps_ok:
         raise DeviceError(f"--device {name}: MPS is not available here; use --device cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"--device {name}: unsupported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -127,7 +125,7 @@ class FitState:
     best_epoch: int = 0
     best_pr_auc: float = -1.0
     best_weights: dict[str, torch.Tensor] | None = None
-    stopped: str = ""  # "", "early_stopping" or "interrupted"
+    stopped: StopReason | None = None
 
 
 class StopFlag:
@@ -229,7 +227,7 @@ def fit(
             state.best_epoch, state.best_pr_auc = epoch, val_auc
             state.best_weights = copy.deepcopy(model.state_dict())
         elif epoch - state.best_epoch >= settings.patience:
-            state.stopped = "early_stopping"
+            state.stopped = StopReason.early_stopping
         log.info(
             "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_pr_auc %.4f  %.1fs  %s pairs/s",
             epoch,
@@ -243,7 +241,7 @@ def fit(
         for callback in callbacks:
             callback.on_epoch_end(stats, state)
     if stop:
-        state.stopped = "interrupted"
+        state.stopped = StopReason.interrupted
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     return state

@@ -1,0 +1,79 @@
+"""The closed sets of values that options, settings and runs use, each declared once.
+
+They are `StrEnum`s: Typer lists their values in `--help` and refuses others at parse time (exit 2),
+pydantic refuses others when settings load, and a member compares equal to its value, so JSON,
+MLflow params and old saved models keep plain strings.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+
+class Source(StrEnum):
+    """Where `matching download` gets the competition files."""
+
+    yandex = "yandex"  # the public Yandex Disk link
+    dvc = "dvc"  # `dvc pull data.dvc`
+
+
+class BlockingMethod(StrEnum):
+    """How `matching match` finds each listing's nearest neighbours."""
+
+    auto = "auto"  # exact on a GPU or a small catalogue, hnsw otherwise
+    exact = "exact"
+    hnsw = "hnsw"
+
+
+class OnMissing(StrEnum):
+    """What `matching predict` does with a pair whose listing is in no table."""
+
+    error = "error"
+    zero = "zero"  # score it with a zero embedding
+    drop = "drop"  # leave it out of the output
+
+
+class PairFeatures(StrEnum):
+    """How the pair model combines two listings' embeddings."""
+
+    symmetric = "symmetric"  # |a-b|, a*b, a+b and the cosine per block: score(a, b) == score(b, a)
+    concat = "concat"  # the original project's [a, b]
+
+
+class DeviceKind(StrEnum):
+    """The kinds of device `--device` names; `cuda:N` picks one card."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class StopReason(StrEnum):
+    """Why the training loop stopped before its last epoch."""
+
+    early_stopping = "early_stopping"
+    interrupted = "interrupted"
+
+
+class RunStatus(StrEnum):
+    """MLflow's names for how a run ended."""
+
+    finished = "FINISHED"
+    failed = "FAILED"
+    killed = "KILLED"
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda)(:\d+)?")
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(name: str) -> str:
+    """`name` if it names a device kind (with an index for cuda only); ValueError otherwise.
+
+    Whether that device exists here is known only when a command runs (`resolve_device`)."""
+    found = _DEVICE.fullmatch(name)
+    if found is None or (found.group(2) and found.group(1) != DeviceKind.cuda):
+        raise ValueError(f"{name!r} is not a device; use {DEVICE_HELP}")
+    return name

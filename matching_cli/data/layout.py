@@ -1,0 +1,31 @@
+"""The raw data folder: the competition's file names, in one order, and when the data is there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PAIRS_FILE = "train.parquet"  # labelled pairs
+TEST_FILE = "test.parquet"  # the competition's unlabelled pairs; no command needs it
+TEXT_FILE = "text_and_bert.parquet"
+ATTRIBUTES_FILE = "attributes.parquet"  # categories; without it the per-category metric is skipped
+# The image table goes by either name: the competition's first, then the original project's.
+IMAGE_FILES = ("resnet.parquet", "images_embed.parquet")
+TRUTH_FILE = "truth.parquet"  # each listing's product: only the demo data set has one
+
+# What competition.zip holds, besides one image table.
+ARCHIVE_FILES = (PAIRS_FILE, TEST_FILE, TEXT_FILE, ATTRIBUTES_FILE)
+# What the commands cannot do without, besides one image table.
+REQUIRED_FILES = (PAIRS_FILE, TEXT_FILE)
+
+
+def missing_files(data_dir: Path) -> list[str]:
+    """The files the commands need that `data_dir` lacks, in the order above; [] when the data is
+    present. This is the one rule for "the data is there"."""
+    missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+    if not any((data_dir / name).is_file() for name in IMAGE_FILES):
+        missing.append(" or ".join(IMAGE_FILES))
+    return missing
+
+
+def data_present(data_dir: Path) -> bool:
+    return not missing_files(data_dir)
