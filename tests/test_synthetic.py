@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from matching_cli.data import synthetic
+from matching_cli.data import listing_text, synthetic
 from matching_cli.data import vocab as _vocab
 from matching_cli.errors import DataError
 
@@ -240,7 +240,7 @@ def test_a_failure_midway_leaves_no_partial_files(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(_vocab, "attribute_columns", broken)
+    monkeypatch.setattr(listing_text, "attribute_columns", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         synthetic.generate(tmp_path, 100)
     assert list(tmp_path.iterdir()) == []
