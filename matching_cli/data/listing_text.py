@@ -61,9 +61,9 @@ def draw_words(rng: np.random.Generator, level2: np.ndarray, products: np.ndarra
     axis = rng.choice(3, n, p=AXIS_SHARE)
     rank = np.arange(len(product_family)) - np.repeat(np.cumsum(products) - products, products)
     moves = [(axis[product_family] == k) * rank for k in range(3)]
-    # Siblings step through numbers, sizes and colours, so no two of a family share the axis's spec;
-    # steps coprime with the 18 colours keep five colours distinct.
-    number, number_step = rng.integers(100, 9900, n), rng.choice([1, 10, 100], n)
+    # Siblings step through numbers (staying at 3-4 digits), sizes and colours, so no two of a
+    # family share the axis's spec; steps coprime with the 18 colours keep five colours distinct.
+    number, number_step = rng.integers(100, 9500, n), rng.choice([1, 10, 100], n)
     size, size_count = rng.integers(0, 99, n), vocab.SIZE_COUNT[level2]
     colour, colour_step = rng.integers(0, 18, n), rng.choice([1, 5, 7, 11], n)
     f = product_family
