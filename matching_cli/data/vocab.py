@@ -189,11 +189,12 @@ SENTENCES = pa.array(
         "Доставка по всей России.",
     ]
 )
-# The attribute that names a size, by its unit (the first that fits; "Размер" otherwise).
+# The attribute that names a size, by its last word, its unit ("Размер" for none of these).
 _SIZE_KEYS = [
     ("ГБ ТБ", "Объем памяти"), ("Вт", "Мощность"), ("мАч", "Емкость аккумулятора"),
-    ("дюйм", "Диагональ"), ("В", "Напряжение"), ("шт деталей листов предмет цвет пар", "Количество в упаковке"),
-    ("мл л", "Объем"), ("кг г", "Вес"), ("см мм м", "Размеры"),
+    ("дюйма дюймов", "Диагональ"), ("В", "Напряжение"), ("мл л", "Объем"), ("кг г", "Вес"),
+    ("см мм м", "Размеры"),
+    ("шт деталей листов предмета предметов цветов цвета пар", "Количество в упаковке"),
 ]  # fmt: skip
 
 
@@ -208,11 +209,8 @@ def _parse(text: str) -> list[tuple[int, str, list[list[str]]]]:
 
 
 def _size_key(size: str) -> str:
-    units = size.split()[-1] if " " in size else ""
-    for names, key in _SIZE_KEYS:
-        if units.rstrip(".") in names.split() or any(u in size for u in names.split()[:1]):
-            return key
-    return "Размер"
+    unit = size.split()[-1].rstrip(".")
+    return next((key for units, key in _SIZE_KEYS if unit in units.split()), "Размер")
 
 
 def _json(words: list[str]) -> pa.Array:
