@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from matching_cli.data import synthetic
+from matching_cli.data import listing_text, synthetic
 from matching_cli.data import vocab as _vocab
 from matching_cli.errors import DataError
 
@@ -240,7 +241,79 @@ def test_a_failure_midway_leaves_no_partial_files(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(_vocab, "attribute_columns", broken)
+    monkeypatch.setattr(listing_text, "attribute_columns", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         synthetic.generate(tmp_path, 100)
     assert list(tmp_path.iterdir()) == []
+
+
+_LOOKALIKE = str.maketrans("АВСЕНКМОРТХавсенкмортх", "ABCEHKMOPTXabcehkmoptx")
+_CODE = re.compile(r"(?<!\w)([ABCEHKMOPTX]{1,2})[- ]?(\d{3,4})(?!\w)", re.IGNORECASE)
+
+
+def _listing_texts(tables) -> dict[int, str]:
+    """Each listing's name, description and attribute values as one string."""
+    text = tables["text_and_bert.parquet"].to_pandas().set_index("variantid")
+    attributes = tables["attributes.parquet"].to_pandas().set_index("variantid")
+    values = attributes.characteristic_attributes_mapping.map(
+        lambda m: " ".join(v for vs in json.loads(m).values() for v in vs)
+    )
+    joined = text.name + " | " + text.description.fillna("") + " | " + values[text.index]
+    return joined.to_dict()
+
+
+def _codes(text: str) -> set[str]:
+    """Model codes in a text, spelt one way: "КМ-1234", "km 1234", "KM1234" -> "KM1234"."""
+    return {(p + d).upper() for p, d in _CODE.findall(text.translate(_LOOKALIKE))}
+
+
+def test_listings_of_one_product_share_its_model_code_in_varied_spellings(demo):
+    _, _, tables, _ = demo
+    texts = _listing_texts(tables)
+    truth = tables["truth.parquet"].to_pandas()
+    shared = truth.groupby("product_id").variantid.agg(
+        lambda ids: set.intersection(*(_codes(texts[i]) for i in ids))
+    )
+    assert (shared.map(len) > 0).all()  # every listing shows the code, in one spelling or another
+    names = tables["text_and_bert.parquet"]["name"].to_pylist()
+    cyrillic_code = [re.search(r"(?<!\w)[АВСЕНКМОРТХ]{1,2}-?\d{3,4}", n) for n in names]
+    assert 0.03 < np.mean([m is not None for m in cyrillic_code]) < 0.3
+    spelt = [re.findall(r"\d+ ?(ГБ|GB|Gb|гигабайт)", n) for n in names]
+    assert len({s for found in spelt for s in found}) == 4
+
+
+def _spec_finder() -> tuple[re.Pattern, dict[str, tuple[str, str]]]:
+    """A pattern for every spelling of every size and colour, and what each spelling stands for."""
+    meaning = {}
+    for kind, forms in (("size", _vocab.SIZE_FORMS), ("colour", _vocab.COLOUR_FORMS)):
+        spellings = forms.to_pylist()
+        for k, form in enumerate(spellings):
+            meaning.setdefault(form, (kind, spellings[k - k % _vocab.FORMS]))
+    alternatives = "|".join(re.escape(f) for f in sorted(meaning, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)"), meaning
+
+
+def test_hard_non_matches_show_their_one_differing_spec_in_the_text(demo):
+    _, _, tables, _ = demo
+    texts = _listing_texts(tables)
+    pattern, meaning = _spec_finder()
+
+    def specs(v: int) -> set[tuple[str, str]]:
+        found = {meaning[m] for m in pattern.findall(texts[v])}
+        return found | {("code", c) for c in _codes(texts[v])}
+
+    attributes = tables["attributes.parquet"].to_pandas().set_index("variantid")
+    level2 = attributes.categories.map(lambda c: json.loads(c)["2"])
+    train = tables["train.parquet"].to_pandas()
+    first, second = train.variantid1, train.variantid2
+    other_product = _product_of(tables, first.to_numpy()) != _product_of(tables, second.to_numpy())
+    hard = train[other_product & (level2[first].to_numpy() == level2[second].to_numpy())]
+    assert len(hard) > 200
+    kinds = [
+        {kind for kind, _ in specs(a) ^ specs(b)}
+        for a, b in zip(hard.variantid1, hard.variantid2, strict=True)
+    ]
+    assert all(kinds)  # the two listings' texts differ in a spec
+    assert (
+        np.mean([len(k) == 1 for k in kinds]) > 0.9
+    )  # in one (the rest: a spec shown by one only)

@@ -6,6 +6,9 @@ look-alikes within one category. A match is two listings of one product; a hard 
 products of one family; an easy one, a listing and a one-off listing of another category. Each
 embedding block is family centre + product offset + listing noise, some pictures and names belong to
 another product and 1.5% of labels are flipped, so a good model's PR-AUC stays well below 1.
+The text tells more than the vectors where they blur: a family's products differ in exactly one
+spec (model number, size or colour) that their listings' text shows, in spellings that vary
+between listings of one product (see `listing_text.py`).
 Pairs never leave a family and its one-off partners, which keeps the pair graph in small components
 for a split by component; test pairs have families of their own. `truth.parquet` (no competition
 file) gives each listing's product. The output depends only on `seed` and `n_pairs`.
@@ -23,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching_cli.data import vocab
+from matching_cli.data import listing_text, vocab
 from matching_cli.data.layout import (
     ATTRIBUTES_FILE,
     IMAGE_FILES,
@@ -116,11 +119,13 @@ class SyntheticSummary:
 
 @dataclass
 class _Catalogue:
-    """Listings as indices: each listing's product, each product's family, and their words."""
+    """Listings as indices: each listing's product, each product's family, their words, and where
+    each listing shows its specs (one layout for all three tables, so they agree)."""
 
     listing_product: np.ndarray
     product_family: np.ndarray
-    words: vocab.Words
+    words: listing_text.Words
+    listing_layout: np.ndarray
 
 
 @dataclass
@@ -218,7 +223,8 @@ def _catalogue(
     cat = _Catalogue(
         listing_product=np.repeat(np.arange(len(listings)), listings).astype(np.int32),
         product_family=np.repeat(np.arange(len(products)), products).astype(np.int32),
-        words=vocab.draw_words(rng, level2, products),
+        words=listing_text.draw_words(rng, level2, products),
+        listing_layout=listing_text.draw_layout(rng, listings.sum()),
     )
     return cat, train, test
 
@@ -241,7 +247,7 @@ def _families_and_pairs(rng: np.random.Generator, n_pairs: int) -> _Split:
         hard = np.empty((0, 2), np.int64)
         for gap in (1, 2):
             p = np.flatnonzero(rank >= gap)
-            sides = [first[q] + vocab.below(rng, listings[q]) for q in (p - gap, p)]
+            sides = [first[q] + listing_text.below(rng, listings[q]) for q in (p - gap, p)]
             hard = np.concatenate([hard, np.stack(sides, axis=1)])
         if len(positive) >= n_pos and len(hard) >= n_hard:
             break
@@ -399,13 +405,15 @@ def _text_columns(rng, rows, cat, vectors) -> list[pa.Array]:
         null,
         large=False,
     )
-    name, description = vocab.text_columns(rng, cat.words, cat.product_family[products], products)
+    families, layout = cat.product_family[products], cat.listing_layout[rows]
+    name, description = listing_text.text_columns(rng, cat.words, families, products, layout)
     return [name, description, bert_lists]
 
 
 def _attribute_columns(rng, rows, cat, vectors) -> list[pa.Array]:
     products = cat.listing_product[rows]
-    return vocab.attribute_columns(rng, cat.words, cat.product_family[products], products)
+    families, layout = cat.product_family[products], cat.listing_layout[rows]
+    return listing_text.attribute_columns(rng, cat.words, families, products, layout)
 
 
 def _pair_columns(rng, ids, left, right, target=None) -> list[np.ndarray]:

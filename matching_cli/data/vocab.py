@@ -1,17 +1,17 @@
-"""The words of the demo data set, and how `synthetic.py` puts them together, many rows at a time.
+"""The words of the demo data set, each with the spellings sellers use for it, as Arrow arrays.
 
-Every table here is indexed by small integers that the generator draws; the text of a row is then
-built with Arrow string kernels over taken vocabulary arrays, never with a Python loop over rows.
+Every table here is indexed by small integers that the generator draws (`listing_text.py`); a word
+with spellings takes `FORMS` consecutive entries, its canonical spelling first.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from matching_cli.data import variants
 
 # Level-1 > level-2 category, then three fields split by "|": product types as "singular/plural"
 # (the plural is the level-3 category, the singular starts a listing's name), brands, sizes.
@@ -163,18 +163,19 @@ _LEVEL4 = [
 ]
 LEVEL4_PER_TYPE = 4
 # Model lines by level-1 group; the product's number follows ("A54", "Classic 12", "арт. 37").
+# Model lines by level-1 group: a word of the title that siblings share.
 _SERIES = [
-    ["A", "S", "X", "M", "GT-", "Pro ", "Max ", "Lite ", "Neo ", "Air ", "Z", "K"],
-    ["арт. ", "Classic ", "Basic ", "Comfort ", "Style ", "Sport ", "Slim ", "Oversize "],
-    ["Home ", "Classic ", "Eco ", "Premium ", "Comfort ", "серия ", "арт. ", "Nova "],
+    ["Pro", "Max", "Lite", "Neo", "Air", "Plus", "Ultra", "Mini", "Smart", "Prime"],
+    ["арт.", "Classic", "Basic", "Comfort", "Style", "Sport", "Slim", "Oversize"],
+    ["Home", "Classic", "Eco", "Premium", "Comfort", "серия", "арт.", "Nova"],
 ]
 _COLOURS = (
     "черный белый серый синий красный зеленый бежевый розовый желтый голубой коричневый "
     "фиолетовый серебристый золотой бордовый хаки мятный оранжевый"
 )
 COLOURS = pa.array(_COLOURS.split())
-_EXTRA_WORDS = pa.array(["новый", "оригинал", "2024", "хит продаж", "с гарантией", "premium"])
-_SENTENCES = pa.array(
+EXTRA_WORDS = pa.array(["новый", "оригинал", "2024", "хит продаж", "с гарантией", "premium"])
+SENTENCES = pa.array(
     [
         "Отличное качество по доступной цене.",
         "Товар сертифицирован и соответствует заявленным характеристикам.",
@@ -188,6 +189,13 @@ _SENTENCES = pa.array(
         "Доставка по всей России.",
     ]
 )
+# The attribute that names a size, by its last word, its unit ("Размер" for none of these).
+_SIZE_KEYS = [
+    ("ГБ ТБ", "Объем памяти"), ("Вт", "Мощность"), ("мАч", "Емкость аккумулятора"),
+    ("дюйма дюймов", "Диагональ"), ("В", "Напряжение"), ("мл л", "Объем"), ("кг г", "Вес"),
+    ("см мм м", "Размеры"),
+    ("шт деталей листов предмета предметов цветов цвета пар", "Количество в упаковке"),
+]  # fmt: skip
 
 
 def _parse(text: str) -> list[tuple[int, str, list[list[str]]]]:
@@ -200,24 +208,48 @@ def _parse(text: str) -> list[tuple[int, str, list[list[str]]]]:
     return categories
 
 
-def _pools(groups: list[list[str]]) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
-    """Concatenated words (plain and JSON-quoted) with each group's start and size."""
-    flat = [w for g in groups for w in g]
+def _size_key(size: str) -> str:
+    unit = size.split()[-1].rstrip(".")
+    return next((key for units, key in _SIZE_KEYS if unit in units.split()), "Размер")
+
+
+def _json(words: list[str]) -> pa.Array:
+    return pa.array([json.dumps(w, ensure_ascii=False) for w in words])
+
+
+def _pools(groups: list[list[str]]) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Concatenated words with each group's start and size."""
     sizes = np.array([len(g) for g in groups])
-    quoted = pa.array([json.dumps(w, ensure_ascii=False) for w in flat])
-    return pa.array(flat), quoted, np.cumsum(sizes) - sizes, sizes
+    return pa.array([w for g in groups for w in g]), np.cumsum(sizes) - sizes, sizes
 
 
+def _forms(words: list[str], spell) -> pa.Array:
+    """`FORMS` spellings per word, the canonical one first (repeated where a word has fewer)."""
+    rows = [spell(w) for w in words]
+    return pa.array([r[k % len(r)] for r in rows for k in range(FORMS)])
+
+
+FORMS = 5
 _categories = _parse(_CATEGORIES)
 N_LEVEL2 = len(_categories)
 LEVEL2_LEVEL1 = np.array([level1 for level1, _, _ in _categories])
 _types = [(c2, *t.split("/")) for c2, (_, _, f) in enumerate(_categories) for t in f[0]]
 TYPE_LEVEL2 = np.array([c2 for c2, _, _ in _types])
-TYPE_NAMES, _TYPES_JSON, _, _ = _pools([[singular for _, singular, _ in _types]])
-BRANDS, _BRANDS_JSON, BRAND_START, BRAND_COUNT = _pools([f[1] for _, _, f in _categories])
-SIZES, _, SIZE_START, SIZE_COUNT = _pools([f[2] for _, _, f in _categories])
-SERIES, _, SERIES_START, SERIES_COUNT = _pools(_SERIES)
-_COLOURS_JSON = _pools([COLOURS.to_pylist()])[1]
+_type_names = [singular for _, singular, _ in _types]
+TYPE_FORMS = _forms(_type_names, lambda w: [w, variants.typo(w)])
+TYPES_JSON = _json(_type_names)
+_brands, BRAND_START, BRAND_COUNT = _pools([f[1] for _, _, f in _categories])
+BRAND_FORMS = _forms(_brands.to_pylist(), lambda w: [w, variants.cyrillic(w), variants.typo(w)])
+BRANDS_JSON = _json(_brands.to_pylist())
+_sizes, SIZE_START, SIZE_COUNT = _pools([f[2] for _, _, f in _categories])
+SIZE_FORMS = _forms(_sizes.to_pylist(), variants.size_forms)
+SIZES_JSON = _json(_sizes.to_pylist())
+SIZE_KEYS_JSON = _json([_size_key(s) for s in _sizes.to_pylist()])
+SERIES, SERIES_START, SERIES_COUNT = _pools(_SERIES)
+COLOUR_FORMS = _forms(COLOURS.to_pylist(), variants.colour_forms)
+COLOURS_JSON = _json(COLOURS.to_pylist())
+CODE_PREFIXES = variants.code_prefixes(60)
+CODE_PREFIX_FORMS = _forms(CODE_PREFIXES, variants.code_prefix_forms)
 # One JSON per (product type, level-4 index): few enough to encode with `json` itself.
 CATEGORY_JSON = pa.array(
     [
@@ -230,126 +262,3 @@ CATEGORY_JSON = pa.array(
         for q in range(LEVEL4_PER_TYPE)
     ]
 )
-
-
-@dataclass
-class Words:
-    """Vocabulary indices: a family's type, level-4 category, brand and model line; a product's
-    model number, size and colour. Siblings share the family's words, so they look alike."""
-
-    family_type: np.ndarray
-    family_level4: np.ndarray
-    family_brand: np.ndarray
-    family_series: np.ndarray
-    product_number: np.ndarray
-    product_size: np.ndarray
-    product_colour: np.ndarray
-
-
-def draw_words(rng: np.random.Generator, level2: np.ndarray, products: np.ndarray) -> Words:
-    """Words for families of `level2` categories with `products` products each."""
-    product_family = np.repeat(np.arange(len(products)), products)
-    level1, product_level2 = LEVEL2_LEVEL1[level2], level2[product_family]
-    type_start = np.searchsorted(TYPE_LEVEL2, np.arange(N_LEVEL2))
-    # The number steps by 10 between siblings (A14, A24...), by 1, or not at all when they differ
-    # only in colour or size.
-    base, step = rng.integers(1, 60, len(products)), rng.choice([0, 1, 10], len(products))
-    rank = np.arange(len(product_family)) - np.repeat(np.cumsum(products) - products, products)
-    return Words(
-        family_type=type_start[level2] + below(rng, np.bincount(TYPE_LEVEL2)[level2]),
-        family_level4=rng.integers(0, LEVEL4_PER_TYPE, len(products)),
-        family_brand=BRAND_START[level2] + below(rng, BRAND_COUNT[level2]),
-        family_series=SERIES_START[level1] + below(rng, SERIES_COUNT[level1]),
-        product_number=base[product_family] + step[product_family] * rank,
-        product_size=SIZE_START[product_level2] + below(rng, SIZE_COUNT[product_level2]),
-        product_colour=rng.integers(0, len(COLOURS), len(product_family)),
-    )
-
-
-def below(rng: np.random.Generator, counts: np.ndarray) -> np.ndarray:
-    """A uniform index below each of `counts`."""
-    return (rng.random(len(counts)) * counts).astype(np.int64)
-
-
-def _join(*parts: pa.Array | str) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "", null_handling="skip")
-
-
-def _unless(drop: np.ndarray, values: pa.Array | pa.Scalar) -> pa.Array:
-    return pc.if_else(pa.array(drop), pa.scalar(None, pa.string()), values)
-
-
-def text_columns(
-    rng: np.random.Generator, words: Words, families: np.ndarray, products: np.ndarray
-) -> list[pa.Array]:
-    """`name` and `description` of listings of these families and products.
-
-    Listings of one product differ in word order, a missing colour and an extra word, as sellers'
-    titles do; about 12% have no description, most of the others carry some HTML.
-    """
-    n = len(products)
-    kind = TYPE_NAMES.take(words.family_type[families])
-    brand = BRANDS.take(words.family_brand[families])
-    model = _join(
-        SERIES.take(words.family_series[families]),
-        pc.cast(pa.array(words.product_number[products]), pa.string()),
-    )
-    size, colour = (
-        SIZES.take(words.product_size[products]),
-        COLOURS.take(words.product_colour[products]),
-    )
-    shown_colour = _unless(rng.random(n) < 0.25, colour)
-    extra = _unless(rng.random(n) >= 0.15, _EXTRA_WORDS.take(rng.integers(0, 6, n)))
-    orders = [
-        [kind, brand, model, size, shown_colour, extra],
-        [brand, model, kind, size, shown_colour, extra],
-        [kind, brand, model, shown_colour, size, extra],
-    ]
-    joined = [pc.binary_join_element_wise(*o, " ", null_handling="skip") for o in orders]
-    name = pc.choose(pa.array(rng.choice(3, n, p=[0.6, 0.25, 0.15]).astype(np.int8)), *joined)
-
-    s1, s2 = _SENTENCES.take(rng.integers(0, 10, n)), _SENTENCES.take(rng.integers(0, 10, n))
-    templates = [
-        _join("<p>", name, ". ", s1, "</p><p>", s2, "</p>"),
-        _join(s1, "<br>", s2, "<br>Бренд: ", brand),
-        _join(
-            "<ul><li>Бренд: ",
-            brand,
-            "</li><li>Цвет: ",
-            colour,
-            "</li><li>",
-            size,
-            "</li></ul><p>",
-            s1,
-            "</p>",
-        ),
-        _join(s1, " ", s2),
-    ]
-    which = pa.array(rng.choice(4, n, p=[0.35, 0.25, 0.25, 0.15]).astype(np.int8))
-    return [name, _unless(rng.random(n) < 0.12, pc.choose(which, *templates))]
-
-
-def attribute_columns(
-    rng: np.random.Generator, words: Words, families: np.ndarray, products: np.ndarray
-) -> list[pa.Array]:
-    """`categories` and `characteristic_attributes_mapping` (type and brand always; colour,
-    model and country often) of listings of these families and products."""
-    n = len(products)
-    categories = CATEGORY_JSON.take(
-        words.family_type[families] * LEVEL4_PER_TYPE + words.family_level4[families]
-    )
-    number = pc.cast(pa.array(words.product_number[products]), pa.string())
-    model = _join('["', SERIES.take(words.family_series[families]), number, '"]')
-    colour = _COLOURS_JSON.take(words.product_colour[products])
-    mapping = _join(
-        '{"Тип": [',
-        _TYPES_JSON.take(words.family_type[families]),
-        '], "Бренд": [',
-        _BRANDS_JSON.take(words.family_brand[families]),
-        "]",
-        _unless(rng.random(n) < 0.1, _join(', "Цвет товара": [', colour, "]")),
-        _unless(rng.random(n) < 0.5, _join(', "Модель": ', model)),
-        _unless(rng.random(n) < 0.6, pa.scalar(', "Страна-изготовитель": ["Китай"]')),
-        "}",
-    )
-    return [categories, mapping]
