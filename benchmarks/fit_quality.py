@@ -43,7 +43,7 @@ def main() -> None:
     for batch, result in zip(batches, results, strict=True):
         r = result[str(batch)]
         print(
-            f"| {batch} | {r['lr']:g} | {r['best_val_pr_auc']:.4f} | {r['best_epoch']} "
+            f"| {batch} | {r['lr']:g} | {r['best_val_ap']:.4f} | {r['best_epoch']} "
             f"| {r['loop_seconds']:.0f} |"
         )
 

@@ -197,7 +197,7 @@ def rows(r: dict) -> list[tuple[str, ...]]:
                 (
                     f"fit {f['epochs']} epochs, batch {batch}, lr {f['lr']:g}: loop s / best val PR-AUC",
                     "",
-                    f"{sec(f['loop_seconds'])} / {f['best_val_pr_auc']:.4f}",
+                    f"{sec(f['loop_seconds'])} / {f['best_val_ap']:.4f}",
                     "",
                     "",
                 )
@@ -293,11 +293,11 @@ def targets(r: dict, device: str) -> list[str]:
             f"[GPU] fit {first['epochs']} epochs: training loop < 10 s: {sec(first['loop_seconds'])}",
         )
     if len(fits) > 1:
-        aucs = [f["best_val_pr_auc"] for f in fits.values()]
+        aucs = [f["best_val_ap"] for f in fits.values()]
         line(
             max(aucs) - min(aucs) <= 0.005,
             "larger batch reaches the same validation PR-AUC (within 0.005): "
-            + ", ".join(f"batch {b}: {f['best_val_pr_auc']:.4f}" for b, f in fits.items()),
+            + ", ".join(f"batch {b}: {f['best_val_ap']:.4f}" for b, f in fits.items()),
         )
     return out
 

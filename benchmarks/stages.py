@@ -231,7 +231,7 @@ def fit_project(
             "epochs": state.epoch,
             "wall_seconds": clock(device) - started,
             "loop_seconds": sum(s.seconds for s in state.history),
-            "best_val_pr_auc": state.best_pr_auc,
+            "best_val_ap": state.best_ap,
             "best_epoch": state.best_epoch,
         }
     return out | peak()

@@ -118,8 +118,14 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
         # Resuming with other settings would not reach the same result.
         settings = trained_settings(checkpoint.settings, settings)
     device = resolve_device(settings.train.device)
-    settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
     prepared = ensure_prepared(settings.data, reporter)
+    train_pairs = len(prepared.splits["train"])
+    auto_choices = settings.train.auto_choices(device.type, train_pairs)
+    settings = settings.model_copy(
+        update={"train": settings.train.for_device(device.type, train_pairs)}
+    )
+    if auto_choices:
+        log.info("auto settings: %s", auto_choices)
     torch.manual_seed(settings.train.seed)
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks])
     model = PairClassifier(config).to(device)
@@ -135,11 +141,15 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
         f"{len(data.splits['train']):,}",
         f"{len(data.splits['val']):,}",
     )
-    tags = tracking.git_tags() | {
-        "data_fingerprint": prepared.fingerprint,
-        "device": str(device),
-        "torch_version": torch.__version__,
-    }
+    tags = (
+        tracking.git_tags()
+        | {
+            "data_fingerprint": prepared.fingerprint,
+            "device": str(device),
+            "torch_version": torch.__version__,
+        }
+        | ({"auto_choices": auto_choices} if auto_choices else {})
+    )
     return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags)
 
 

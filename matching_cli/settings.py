@@ -7,6 +7,7 @@ Precedence, lowest first: the defaults below (mirrored in the repository's `sett
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -63,10 +64,28 @@ class ModelSettings(_Section):
     pair_features: PairFeatures = PairFeatures.symmetric
 
 
-# `auto` batch size and learning rate per kind of device: a GPU needs larger batches to be busy
-# (see README, Performance, for the validation PR-AUC of both).
-AUTO_BATCH = {"cpu": 4096, "accelerator": 16384}
-AUTO_LR = {"cpu": 3e-3, "accelerator": 6e-3}
+# `auto` batch size: the device's largest (a GPU needs large batches to be busy; see README,
+# Performance, for the validation quality of both), unless that leaves an epoch too few optimiser
+# steps: 2-8k labelled pairs at 4096 made 1-2 steps an epoch, and the model was still rising after
+# 20 epochs. The `auto` learning rate follows the batch by the square-root rule that the two
+# measured device defaults obey (0.003 at 4096, 0.006 at 16384).
+AUTO_BATCH_MAX = {"cpu": 4096, "accelerator": 16384}
+AUTO_BATCH_MIN = 64
+MIN_STEPS_PER_EPOCH = 32
+BASE_BATCH, BASE_LR = 4096, 3e-3
+
+
+def auto_batch_size(device_type: str, train_pairs: int | None = None) -> int:
+    """The device's largest batch, halved until an epoch of `train_pairs` has enough steps."""
+    largest = AUTO_BATCH_MAX["cpu" if device_type == "cpu" else "accelerator"]
+    if train_pairs is None:
+        return largest
+    fits = 1 << max(train_pairs // MIN_STEPS_PER_EPOCH, 1).bit_length() - 1
+    return min(largest, max(AUTO_BATCH_MIN, fits))
+
+
+def auto_lr(batch_size: int) -> float:
+    return round(BASE_LR * math.sqrt(batch_size / BASE_BATCH), 6)
 
 
 class TrainSettings(_Section):
@@ -84,15 +103,30 @@ class TrainSettings(_Section):
     def _device_name(cls, name: str) -> str:
         return check_device(name)
 
-    def for_device(self, device_type: str) -> TrainSettings:
-        """A copy with `auto` batch size and learning rate made concrete for this kind of device."""
-        kind = "cpu" if device_type == "cpu" else "accelerator"
-        return self.model_copy(
-            update={
-                "batch_size": AUTO_BATCH[kind] if self.batch_size == "auto" else self.batch_size,
-                "lr": AUTO_LR[kind] if self.lr == "auto" else self.lr,
-            }
+    def for_device(self, device_type: str, train_pairs: int | None = None) -> TrainSettings:
+        """A copy with `auto` batch size and learning rate made concrete for this kind of device
+        and this many training pairs (None: as many as a large catalogue has)."""
+        batch = (
+            auto_batch_size(device_type, train_pairs)
+            if self.batch_size == "auto"
+            else self.batch_size
         )
+        lr = auto_lr(batch) if self.lr == "auto" else self.lr
+        return self.model_copy(update={"batch_size": batch, "lr": lr})
+
+    def auto_choices(self, device_type: str, train_pairs: int) -> str:
+        """Why `auto` values came out as they did, for the run's record ("" when none is auto)."""
+        concrete = self.for_device(device_type, train_pairs)
+        said = []
+        if self.batch_size == "auto":
+            said.append(
+                f"batch_size {concrete.batch_size}: the {device_type} maximum "
+                f"{auto_batch_size(device_type)}, halved to leave >= {MIN_STEPS_PER_EPOCH} steps "
+                f"an epoch for {train_pairs:,} training pairs (at least {AUTO_BATCH_MIN})"
+            )
+        if self.lr == "auto":
+            said.append(f"lr {concrete.lr}: {BASE_LR} x sqrt(batch / {BASE_BATCH})")
+        return "; ".join(said)
 
 
 class MlflowSettings(_Section):

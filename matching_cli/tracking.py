@@ -145,6 +145,7 @@ class MlflowCallback(Callback):
                 "train_loss": stats.train_loss,
                 "val_loss": stats.val_loss,
                 "val_pr_auc": stats.val_pr_auc,
+                "val_average_precision": stats.val_ap,
                 "epoch_seconds": stats.seconds,
                 "train_pairs_per_s": stats.pairs_per_s,
             },

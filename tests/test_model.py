@@ -81,6 +81,16 @@ def test_category_metric_is_the_mean_over_categories_and_zero_without_positives(
     assert metrics.category_pr_auc(target, score, np.full(4, -1)) is None
 
 
+def test_a_constant_score_looks_good_to_pr_auc_but_not_to_average_precision():
+    # Why epochs are chosen by AP: a collapsed model (one score for every pair) gets
+    # (1 + positive share) / 2 from the trapezoid PR-AUC, and only the positive share from AP.
+    target = np.array([1, 0, 0, 1, 0, 0, 0, 1, 0, 0], dtype=float)
+    constant = np.full(10, 0.5)
+    assert metrics.pr_auc(target, constant) == pytest.approx(0.65)
+    assert metrics.average_precision(target, constant) == pytest.approx(0.3)
+    assert metrics.average_precision(np.ones(4), np.arange(4.0)) == 0.0
+
+
 class _WeightsPerEpoch(Callback):
     def __init__(self, model: torch.nn.Module) -> None:
         self.model, self.weights = model, []
@@ -104,11 +114,11 @@ def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best_
     settings = TrainSettings(epochs=40, batch_size=64, lr=0.05, patience=3)
     recorder = _WeightsPerEpoch(model)
     state = fit(model, data, settings, [recorder], StopFlag())
-    scores = [s.val_pr_auc for s in state.history]
+    scores = [s.val_ap for s in state.history]
     assert state.stopped == StopReason.early_stopping and state.epoch < settings.epochs
     assert state.best_epoch == 1 + scores.index(max(scores))
     assert state.epoch == state.best_epoch + settings.patience  # no sooner, no later
-    assert all(s < state.best_pr_auc for s in scores[state.best_epoch :])
+    assert all(s < state.best_ap for s in scores[state.best_epoch :])
     best, last = recorder.weights[state.best_epoch - 1], recorder.weights[-1]
     now = model.state_dict()
     assert all(torch.equal(now[k], best[k]) for k in best)

@@ -42,7 +42,7 @@ def test_train_logs_params_tags_metrics_figures_and_model(in_trained):
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "3" and run.data.params["model.hidden_size"] == "32"
-    assert run.data.params["train.lr"] == "0.003"  # `auto`, as it was on this device
+    assert run.data.params["train.lr"] == "0.00075"  # `auto`: 0.003 x sqrt(256 / 4096)
     for tag in ("git_commit", "data_fingerprint", "device", "torch_version"):
         assert run.data.tags[tag]
     history = mlflow.MlflowClient().get_metric_history(run_id, "val_pr_auc")

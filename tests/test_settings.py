@@ -50,6 +50,22 @@ def test_auto_batch_size_and_learning_rate_depend_on_the_device():
     assert (given.for_device("cuda").batch_size, given.for_device("cuda").lr) == (512, 0.5)
 
 
+def test_auto_batch_size_leaves_small_catalogues_enough_steps():
+    train = Settings().train
+    # The competition's 800k training pairs keep the device's batch.
+    assert train.for_device("cpu", 800_000).batch_size == 4096
+    assert train.for_device("cuda", 800_000).batch_size == 16384
+    # 2k pairs: 2000 // 32 = 62 -> 32, raised to the floor of 64: 31 steps an epoch.
+    small = train.for_device("cpu", 2_000)
+    assert small.batch_size == 64 and small.lr == pytest.approx(3e-3 / 8)
+    # 20k pairs: 625 -> 512 (39 steps), on either device.
+    assert train.for_device("cuda", 20_000).batch_size == 512
+    assert "20,000 training pairs" in train.auto_choices("cpu", 20_000)
+    # A given batch size keeps an auto learning rate in step with it; given values are kept.
+    assert train.model_copy(update={"batch_size": 1024}).for_device("cpu", 100).lr == 0.0015
+    assert train.model_copy(update={"batch_size": 8, "lr": 0.1}).auto_choices("cpu", 9) == ""
+
+
 def test_mlflow_tracking_uri_from_mlflow_variable(monkeypatch):
     assert load_settings().mlflow.tracking_uri == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")

@@ -40,7 +40,7 @@ def save_checkpoint(
         "epoch": state.epoch,
         "history": [s.as_dict() for s in state.history],
         "best_epoch": state.best_epoch,
-        "best_pr_auc": state.best_pr_auc,
+        "best_ap": state.best_ap,
         "param_groups": optim["param_groups"],
         "settings": settings.model_dump(mode="json"),
     }
@@ -89,7 +89,8 @@ class Checkpoint:
             epoch=self.meta["epoch"],
             history=[EpochStats(**s) for s in self.meta["history"]],
             best_epoch=self.meta["best_epoch"],
-            best_pr_auc=self.meta["best_pr_auc"],
+            # Checkpoints written before selection by AP held the epoch's PR-AUC.
+            best_ap=self.meta.get("best_ap", self.meta.get("best_pr_auc", -1.0)),
             best_weights=best or None,
         )
 

@@ -20,6 +20,13 @@ def pr_auc(target: np.ndarray, score: np.ndarray) -> float:
     return float(auc(recall, precision))
 
 
+def average_precision(target: np.ndarray, score: np.ndarray) -> float:
+    """Average precision: 0 without both classes (there is nothing to rank)."""
+    if not 0 < target.sum() < len(target):
+        return 0.0
+    return float(average_precision_score(target, score))
+
+
 def category_pr_auc(target: np.ndarray, score: np.ndarray, category: np.ndarray) -> float | None:
     """The competition metric: mean PR-AUC over level-2 categories (one without positives scores 0).
 
@@ -64,7 +71,7 @@ def all_metrics(
     both_classes = 0 < target.sum() < len(target)
     metrics = classification(target, score, threshold) | {
         "pr_auc": pr_auc(target, score),
-        "average_precision": float(average_precision_score(target, score)) if both_classes else 0.0,
+        "average_precision": average_precision(target, score),
         "roc_auc": float(roc_auc_score(target, score)) if both_classes else 0.5,
     }
     if category is not None:

@@ -21,8 +21,10 @@ def loss_curves(history: list[dict[str, float]]) -> Figure:
     loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
     loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
     loss_ax.legend()
-    auc_ax.plot(epochs, [h["val_pr_auc"] for h in history], marker="o", color="tab:green")
-    auc_ax.set(xlabel="epoch", ylabel="PR-AUC", title="Validation PR-AUC")
+    auc_ax.plot(epochs, [h["val_pr_auc"] for h in history], marker="o", label="PR-AUC")
+    auc_ax.plot(epochs, [h["val_ap"] for h in history], marker="o", label="average precision")
+    auc_ax.set(xlabel="epoch", ylabel="area", title="Validation (best epoch: highest AP)")
+    auc_ax.legend()
     fig.tight_layout()
     return fig
 

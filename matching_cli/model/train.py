@@ -22,7 +22,7 @@ from matching_cli.choices import DeviceKind, StopReason, check_device
 from matching_cli.data.prepare import PairSet, Prepared
 from matching_cli.data.tables import read_rows
 from matching_cli.errors import DeviceError
-from matching_cli.model.metrics import pr_auc
+from matching_cli.model.metrics import average_precision, pr_auc
 from matching_cli.model.scoring import autocast, score_pairs
 from matching_cli.settings import TrainSettings
 
@@ -101,6 +101,9 @@ class EpochStats:
     val_pr_auc: float
     seconds: float
     pairs_per_s: float
+    val_ap: float = float(
+        "nan"
+    )  # average precision: what picks the best epoch (older checkpoints lack it)
 
     def as_dict(self) -> dict[str, float]:
         return self.__dict__.copy()
@@ -123,7 +126,7 @@ class FitState:
     epoch: int = 0  # epochs completed
     history: list[EpochStats] = field(default_factory=list)
     best_epoch: int = 0
-    best_pr_auc: float = -1.0
+    best_ap: float = -1.0  # validation average precision of the best epoch
     best_weights: dict[str, torch.Tensor] | None = None
     stopped: StopReason | None = None
 
@@ -186,10 +189,14 @@ def train_one_epoch(
     return float(total) / max(seen, 1)
 
 
-def validate(model: nn.Module, items: torch.Tensor, pairs: DevicePairs) -> tuple[float, float]:
+def validate(
+    model: nn.Module, items: torch.Tensor, pairs: DevicePairs
+) -> tuple[float, float, float]:
+    """Loss, trapezoid PR-AUC and average precision on the validation pairs."""
     logits = score_pairs(model, items, pairs.left, pairs.right)
     loss = float(nn.functional.binary_cross_entropy_with_logits(logits, pairs.target))
-    return loss, pr_auc(pairs.target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy())
+    target, score = pairs.target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy()
+    return loss, pr_auc(target, score), average_precision(target, score)
 
 
 def fit(
@@ -201,7 +208,8 @@ def fit(
     state: FitState | None = None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> FitState:
-    """Train with early stopping on validation PR-AUC; the best weights are loaded at the end."""
+    """Train with early stopping on validation average precision; the best weights are loaded at
+    the end. (Not the trapezoid PR-AUC: a constant score gets (1 + positive share) / 2 from it.)"""
     state = state or FitState()
     optimizer = optimizer or make_optimizer(model, settings)
     train, val = data.splits["train"], data.splits["val"]
@@ -220,21 +228,23 @@ def fit(
         seconds = time.perf_counter() - started
         if stop:  # the epoch is incomplete: it neither counts nor checkpoints
             break
-        val_loss, val_auc = validate(model, data.items, val)
-        stats = EpochStats(epoch, train_loss, val_loss, val_auc, seconds, len(train) / seconds)
+        val_loss, val_auc, val_ap = validate(model, data.items, val)
+        stats = EpochStats(
+            epoch, train_loss, val_loss, val_auc, seconds, len(train) / seconds, val_ap
+        )
         state.epoch, state.history = epoch, [*state.history, stats]
-        if val_auc > state.best_pr_auc:
-            state.best_epoch, state.best_pr_auc = epoch, val_auc
+        if val_ap > state.best_ap:
+            state.best_epoch, state.best_ap = epoch, val_ap
             state.best_weights = copy.deepcopy(model.state_dict())
         elif epoch - state.best_epoch >= settings.patience:
             state.stopped = StopReason.early_stopping
         log.info(
-            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_pr_auc %.4f  %.1fs  %s pairs/s",
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_ap %.4f  %.1fs  %s pairs/s",
             epoch,
             settings.epochs,
             train_loss,
             val_loss,
-            val_auc,
+            val_ap,
             seconds,
             f"{stats.pairs_per_s:,.0f}",
         )
@@ -273,8 +283,7 @@ class ProgressCallback(Callback):
     def on_epoch_end(self, stats: EpochStats, state: FitState) -> None:
         self.epochs.advance(1)
         self.epochs.update(
-            description=f"epochs  val PR-AUC {stats.val_pr_auc:.4f}  "
-            f"{stats.pairs_per_s:,.0f} pairs/s"
+            description=f"epochs  val AP {stats.val_ap:.4f}  {stats.pairs_per_s:,.0f} pairs/s"
         )
         self.batches.close()
         self.batches = self.reporter.task("batches", total=self.batches_total)
