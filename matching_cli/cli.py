@@ -196,6 +196,9 @@ def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
         f"split {report.method} (largest pair-graph component {report.largest_component_share:.2%} of pairs); "
         f"{len(prepared.category_names)} level-2 categories."
     )
+    if left_out := prepared.manifest.get("pairs_left_out"):
+        shown = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in left_out.items())
+        stdout.print(f"Labelled pairs left out: {shown} (see the warning above).")
 
 
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:

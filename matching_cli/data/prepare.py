@@ -138,6 +138,7 @@ def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepa
             "counts": {"listings": len(items.ids), "pairs": len(pairs.left), **report.sizes},
             "missing": {b.name: int(items.missing[:, i].sum()) for i, b in enumerate(items.blocks)},
             "split": asdict(report),
+            "pairs_left_out": pairs.dropped,
         }
         items.matrix.flush()
         np.save(out / "item_ids.npy", items.ids)

@@ -8,7 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching_cli.data.tables import Items, check_columns, open_parquet, unique_sorted
+from matching_cli.data.tables import (
+    Items,
+    check_columns,
+    open_parquet,
+    read_columns,
+    unique_sorted,
+)
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file
 from matching_cli.match.blocking import Candidates
@@ -58,7 +64,7 @@ def read_truth(path: Path, items: Items) -> np.ndarray:
     """A product code per item-matrix row (-1 where unknown) from `variantid, product_id`."""
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid": "int", "product_id": "int"})
-    table = pf.read(columns=["variantid", "product_id"])
+    table = read_columns(pf, path, ["variantid", "product_id"])
     rows = items.rows(table.column("variantid").to_numpy().astype(np.int64))
     codes = np.unique(table.column("product_id").to_numpy(), return_inverse=True)[1]
     product = np.full(len(items.ids), -1, np.int64)
