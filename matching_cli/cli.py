@@ -153,7 +153,7 @@ def download(
         if synthetic:
             from matching_cli.data.synthetic import generate
 
-            with dl.atomic_data_dir(target) as staging:
+            with dl.atomic_data_dir(target, force) as staging:
                 summary = generate(
                     staging,
                     settings.download.synthetic_pairs,

@@ -120,13 +120,22 @@ def open_parquet(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        with path.open("rb") as f:
-            head = f.read(64)
-        if b"variantid" in head or (b"," in head and b"\n" in head):
+        if _looks_like_csv(path):
             raise DataError(
-                f"{path}: a text (CSV?) file, not parquet; a CSV pairs file must end in .csv"
+                f"{path}: not a readable parquet file but text (CSV?); convert it to parquet "
+                "(`predict` also reads a pairs CSV named *.csv)"
             ) from None
         raise DataError(f"{path}: not a readable parquet file ({e}); download it again") from e
+
+
+def _looks_like_csv(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(256)
+    try:
+        first_line = head.decode("utf-8-sig").splitlines()[0]
+    except (UnicodeDecodeError, IndexError):
+        return False
+    return first_line.isprintable() and "," in first_line
 
 
 def corrupt_inside(path: Path, batches: Iterable[_T]) -> Iterator[_T]:
