@@ -322,8 +322,12 @@ def evaluate(
 @handled
 def predict(
     ctx: typer.Context,
-    pairs: Annotated[Path, typer.Argument(help="Parquet file with variantid1, variantid2.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
+    pairs: Annotated[
+        Path, typer.Argument(help="Parquet or .csv file with variantid1, variantid2.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="CSV file to write; - for standard output.")
+    ],
     run_id: RunId = None,
     submission: Annotated[
         bool,
@@ -346,7 +350,8 @@ def predict(
     dropped = (
         f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
     )
-    stdout.print(
+    # With `-o -` the scores are standard output: the summary goes beside them, to stderr.
+    (stderr if str(output) == "-" else stdout).print(
         f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}."
     )
 

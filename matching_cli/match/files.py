@@ -15,12 +15,28 @@ from matching_cli.data.tables import (
     read_columns,
     unique_sorted,
 )
-from matching_cli.errors import DataError
-from matching_cli.files import atomic_file
+from matching_cli.errors import DataError, OutputError
+from matching_cli.files import atomic_file, check_writable_parent
 from matching_cli.match.blocking import Candidates
 from matching_cli.match.clustering import group_sizes
 
 TRUTH_FILE = "truth.parquet"  # each listing's product: only the demo data set has one
+OUTPUT_FILES = ("pairs.parquet", "clusters.parquet", "summary.json")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """The output folder is replaced as a whole: refuse one holding anything `match` did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--output {out_dir}: not a folder; give a folder for the results")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_FILES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise OutputError(
+                f"--output {out_dir}: holds files `matching match` did not write ({shown}); "
+                "the folder is replaced as a whole, so give a new or empty folder"
+            )
+    check_writable_parent(out_dir, "--output")
 
 
 def listing_rows(items: Items, path: Path | None) -> np.ndarray:
