@@ -49,6 +49,22 @@ def atomic_file(path: Path) -> Iterator[Path]:
         raise
 
 
+def check_replaceable_dir(path: Path, marker: str, what: str) -> None:
+    """A folder about to be replaced as a whole must be empty or one this project wrote (it holds
+    `marker`): pointing a setting at the data folder, or at `.`, must not delete the files there."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path}: not a folder; point it at a folder of its own")
+    if not path.is_dir():
+        return
+    names = sorted(p.name for p in path.iterdir())
+    if names and marker not in names:
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise OutputError(
+            f"{what} {path}: holds files `matching` did not write ({shown}) and would be replaced "
+            "as a whole; point it at a folder of its own"
+        )
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh staging folder beside `path`; on success it takes the place of `path`."""

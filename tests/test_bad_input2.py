@@ -27,8 +27,10 @@ DATA = Path("data")
 
 def _one_line_error(result, *expected: str) -> None:
     assert result.exit_code == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr  # one line, after any log lines
     text = " ".join(result.stderr.split())
-    assert "Traceback" not in result.stderr and text.startswith("Error:"), result.stderr
     for part in expected:
         assert part in text, result.stderr
 
@@ -309,3 +311,44 @@ def test_an_unknown_matching_variable_is_named(project, monkeypatch, name):
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stderr.split())
     assert f"{name} matches no setting" in text and "MATCHING_TRAIN__EPOCHS" in text
+
+
+# Siblings found on the way.
+
+
+def test_prepare_will_not_replace_the_data_folder(project, monkeypatch):
+    """Case 1's sibling: `data.prepared_dir` pointed at the raw data must not delete it."""
+    before = _folder(project / "data")
+    monkeypatch.setenv("MATCHING_DATA__PREPARED_DIR", "data")
+    _one_line_error(invoke("prepare"), "data.prepared_dir data", "did not write")
+    assert _folder(project / "data") == before
+
+
+def test_match_names_a_listings_folder(project, trained):
+    """Case 12's sibling: `--listings` given a folder."""
+    (project / "listings").mkdir()
+    result = invoke("match", "--run-id", trained[1], "--listings", "listings", "-o", "out")
+    _one_line_error(result, "--listings listings: is a folder")
+
+
+def test_prepare_with_no_room_keeps_the_old_prepared_folder(project):
+    """Case 10's sibling: a folder replaced as a whole (the item matrix is 1.8 MB here)."""
+    assert invoke("prepare").exit_code == 0
+    before = _folder(project / "prepared")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+        "MATCHING_DATA__SPLIT_SEED": "12345",  # the prepared data is stale: prepare runs again
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "matching_cli", "prepare"],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_limit_file_size,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "no room to write it" in result.stderr and "Traceback" not in result.stderr
+    assert _folder(project / "prepared") == before
+    assert [p.name for p in project.iterdir() if p.name.startswith(".prepared")] == []

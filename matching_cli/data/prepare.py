@@ -29,7 +29,7 @@ from matching_cli.data.tables import (
     read_pairs,
 )
 from matching_cli.errors import DataError
-from matching_cli.files import atomic_dir
+from matching_cli.files import atomic_dir, check_replaceable_dir
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import DataSettings
 
@@ -123,6 +123,7 @@ def is_fresh(data: DataSettings) -> bool:
 def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepared, SplitReport]:
     reporter = reporter or NullReporter()
     manifest = _expected_manifest(data)
+    check_replaceable_dir(data.prepared_dir, "manifest.json", "data.prepared_dir")
     with atomic_dir(data.prepared_dir) as out:
         # The item matrix is filled straight in its file: no second copy in memory, no write after.
         def allocate(shape: tuple[int, int]) -> np.ndarray:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from matching_cli.data.tables import (
     Items,
     check_columns,
+    check_input_file,
     open_parquet,
     read_columns,
     unique_sorted,
@@ -58,8 +59,10 @@ def listing_rows(items: Items, path: Path | None) -> np.ndarray:
 
 
 def _read_listing_ids(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"--listings {path}: no such file")
+    try:
+        check_input_file(path)
+    except DataError as e:
+        raise DataError(f"--listings {e}") from None
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
