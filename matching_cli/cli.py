@@ -232,7 +232,11 @@ RunId = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ReportDir = Annotated[
     Path | None,
-    typer.Option("--report-dir", help="Also write metrics.json and the figures here (for DVC)."),
+    typer.Option(
+        "--report-dir",
+        file_okay=False,  # refused before training, not after it
+        help="Also write metrics.json and the figures here (for DVC).",
+    ),
 ]
 
 

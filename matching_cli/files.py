@@ -67,7 +67,12 @@ def check_replaceable_dir(path: Path, marker: str, what: str) -> None:
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a fresh staging folder beside `path`; on success it takes the place of `path`."""
+    """Yield a fresh staging folder beside `path`; on success it takes the place of `path`.
+
+    A symlink is followed: the folder it points at is replaced (say `prepared -> /scratch/...`,
+    kept on a larger disk), and the link stays."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path.parent, f".{path.name}.", restore=path)
     staging = _temp_dir(path, "partial")

@@ -352,3 +352,20 @@ def test_prepare_with_no_room_keeps_the_old_prepared_folder(project):
     assert "no room to write it" in result.stderr and "Traceback" not in result.stderr
     assert _folder(project / "prepared") == before
     assert [p.name for p in project.iterdir() if p.name.startswith(".prepared")] == []
+
+
+def test_a_report_dir_that_is_a_file_is_refused_before_training(project):
+    """Case 2's sibling: `--report-dir` naming a file failed with a traceback after training."""
+    Path("report").write_text("mine")
+    result = invoke("train", "--epochs", "1", "--report-dir", "report")
+    assert result.exit_code == 2 and "is a file" in " ".join(result.stderr.split())
+    assert Path("report").read_text() == "mine" and not Path("prepared").exists()
+
+
+def test_a_prepared_folder_behind_a_symlink_stays_behind_it(project, monkeypatch, tmp_path_factory):
+    """Case 2's sibling for folders: `prepared -> elsewhere` (a larger disk) keeps its link."""
+    elsewhere = tmp_path_factory.mktemp("scratch") / "prepared"
+    elsewhere.mkdir()
+    Path("prepared").symlink_to(elsewhere)
+    assert invoke("prepare").exit_code == 0
+    assert Path("prepared").is_symlink() and (elsewhere / "manifest.json").is_file()
