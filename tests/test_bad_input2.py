@@ -291,6 +291,8 @@ def test_predict_reads_a_csv_pairs_file(in_trained, tmp_path):
     assert from_csv.read_text() == from_parquet.read_text()
     source.write_text("a,b\n1,2\n")
     _one_line_error(invoke("predict", str(source), "-o", str(from_csv)), "variantid1")
+    source.write_text("variantid1,variantid2\n1,x\n")
+    _one_line_error(invoke("predict", str(source), "-o", str(from_csv)), "not a readable pairs CSV")
 
 
 # 13. A BOM in settings.toml is accepted, and said; a MATCHING_* variable that names no setting is
@@ -369,3 +371,9 @@ def test_a_prepared_folder_behind_a_symlink_stays_behind_it(project, monkeypatch
     Path("prepared").symlink_to(elsewhere)
     assert invoke("prepare").exit_code == 0
     assert Path("prepared").is_symlink() and (elsewhere / "manifest.json").is_file()
+
+
+def test_settings_that_are_not_utf8_are_named(project):
+    """Case 13's sibling: a settings file saved as Latin-1."""
+    Path("settings.toml").write_bytes("[mlflow]\nexperiment = 'caf\xe9'\n".encode("latin-1"))
+    _one_line_error(invoke("prepare"), "settings.toml: not UTF-8 text")
