@@ -345,6 +345,7 @@ def predict(
     data_dir: DataDir = None,
 ) -> None:
     """Score pairs with a trained model and write a CSV of match probabilities."""
+    from matching_cli.files import is_stdout
     from matching_cli.jobs import predict_job
 
     state: State = ctx.obj
@@ -354,8 +355,8 @@ def predict(
     dropped = (
         f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
     )
-    # With `-o -` the scores are standard output: the summary goes beside them, to stderr.
-    (stderr if str(output) == "-" else stdout).print(
+    # With `-o -` (or /dev/stdout) the scores are standard output: the summary goes to stderr.
+    (stderr if is_stdout(output) else stdout).print(
         f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}."
     )
 

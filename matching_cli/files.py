@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import shutil
@@ -107,14 +108,14 @@ def output_stream(path: Path, what: str = "output") -> Iterator[BinaryIO]:
     `-` is standard output; a device or pipe (/dev/null, /dev/stdout, a FIFO) is written through,
     its node left in place; a symlink is followed and its target replaced; a regular file, or a
     new one, is replaced atomically; a folder, a link loop or a missing folder is refused."""
-    if path == STDOUT:
+    if is_stdout(path):  # `-`, /dev/stdout, or the file stdout is redirected to: its own offset
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     target = resolve_output(path, what)
-    if target.exists() and not target.is_file():  # a device, a pipe, a socket: write into it
+    if _write_through(path):
         try:
-            with target.open("wb") as stream:
+            with path.open("wb") as stream:
                 yield stream
         except OSError as e:
             raise (no_room(e, path) if is_no_room(e) else OutputError(f"{what} {path}: {e}")) from e
@@ -122,6 +123,26 @@ def output_stream(path: Path, what: str = "output") -> Iterator[BinaryIO]:
     check_writable_parent(target, what)
     with atomic_file(target) as tmp, tmp.open("wb") as stream:
         yield stream
+
+
+def is_stdout(path: Path) -> bool:
+    """`-`, or a path that is this process's standard output (/dev/stdout, /proc/self/fd/1)."""
+    if path == STDOUT:
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no such path, or no real stdout
+        return False
+
+
+def _write_through(path: Path) -> bool:
+    """A device, a pipe or a socket is written into. So is anything under /dev or /proc:
+    `/dev/stdout` links to the process's own output, which may be a redirected file (replacing that
+    file would swap the shell's file for another) or a pipe that a resolved path cannot reopen."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(("/dev/", "/proc/")):
+        return True
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def resolve_output(path: Path, what: str = "output") -> Path:

@@ -377,3 +377,27 @@ def test_settings_that_are_not_utf8_are_named(project):
     """Case 13's sibling: a settings file saved as Latin-1."""
     Path("settings.toml").write_bytes("[mlflow]\nexperiment = 'caf\xe9'\n".encode("latin-1"))
     _one_line_error(invoke("prepare"), "settings.toml: not UTF-8 text")
+
+
+@pytest.mark.parametrize("into", ["pipe", "file"])
+def test_predict_to_the_process_own_stdout_writes_through(in_trained, tmp_path, into):
+    """`-o /dev/stdout` (tested as /proc/self/fd/1: the same link, and safe to try on old code,
+    which replaced the node) writes into standard output, a pipe or a redirected file, and the
+    summary goes to stderr rather than over the scores."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "matching_cli", "predict", "data/test.parquet"]
+    sink = tmp_path / "out.csv"
+    with sink.open("wb") as f:
+        result = subprocess.run(
+            [*command, "-o", "/proc/self/fd/1"],
+            stdout=subprocess.PIPE if into == "pipe" else f,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    written = result.stdout if into == "pipe" else sink.read_bytes()
+    lines = written.decode().splitlines()
+    assert lines[0] == '"variantid1","variantid2","score"' and len(lines) > 1
+    assert all(line.count(",") == 2 for line in lines)
+    assert b"Wrote" in result.stderr
