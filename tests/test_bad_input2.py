@@ -126,13 +126,15 @@ def test_predict_to_stdout_with_a_dash(in_trained):
 
 def test_match_leaves_the_old_folder_whole_when_a_later_stage_fails(project, trained):
     run_id = trained[1]
-    assert invoke("match", "--run-id", run_id, "-o", "out", "-k", "5").exit_code == 0
-    before = _folder(project / "out")
+    out = project / "results" / "out"  # a folder whose parent does not exist yet
+    assert invoke("match", "--run-id", run_id, "-o", str(out), "-k", "5").exit_code == 0
+    before = _folder(out)
+    assert set(before) == {"pairs.parquet", "clusters.parquet", "summary.json"}
     (project / "data" / "truth.parquet").write_bytes(b"not parquet at all")
-    result = invoke("match", "--run-id", run_id, "-o", "out", "-k", "3")
+    result = invoke("match", "--run-id", run_id, "-o", str(out), "-k", "3")
     _one_line_error(result, "truth.parquet")
-    assert _folder(project / "out") == before
-    assert [p.name for p in project.iterdir() if p.name.startswith(".out")] == []
+    assert _folder(out) == before
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no staging folder left
 
 
 def test_match_refuses_a_folder_holding_other_files(project, trained):

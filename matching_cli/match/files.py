@@ -37,6 +37,10 @@ def check_output_dir(out_dir: Path) -> None:
                 f"--output {out_dir}: holds files `matching match` did not write ({shown}); "
                 "the folder is replaced as a whole, so give a new or empty folder"
             )
+    try:  # the folder itself appears only at the end; where it goes is checked now
+        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--output {out_dir}: cannot create its folder ({e.strerror})") from None
     check_writable_parent(out_dir, "--output")
 
 
