@@ -161,7 +161,7 @@ def download(
                 stdout.print(already)
                 return
 
-            with dl.atomic_data_dir(target) as staging:
+            with dl.atomic_data_dir(target, force) as staging:
                 summary = generate(
                     staging,
                     settings.download.synthetic_pairs,
@@ -207,6 +207,9 @@ def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
         f"split {report.method} (largest pair-graph component {report.largest_component_share:.2%} of pairs); "
         f"{len(prepared.category_names)} level-2 categories."
     )
+    if left_out := prepared.manifest.get("pairs_left_out"):
+        shown = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in left_out.items())
+        stdout.print(f"Labelled pairs left out: {shown} (see the warning above).")
 
 
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
@@ -238,7 +241,11 @@ RunId = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ReportDir = Annotated[
     Path | None,
-    typer.Option("--report-dir", help="Also write metrics.json and the figures here (for DVC)."),
+    typer.Option(
+        "--report-dir",
+        file_okay=False,  # refused before training, not after it
+        help="Also write metrics.json and the figures here (for DVC).",
+    ),
 ]
 
 
@@ -328,8 +335,12 @@ def evaluate(
 @handled
 def predict(
     ctx: typer.Context,
-    pairs: Annotated[Path, typer.Argument(help="Parquet file with variantid1, variantid2.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
+    pairs: Annotated[
+        Path, typer.Argument(help="Parquet or .csv file with variantid1, variantid2.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="CSV file to write; - for standard output.")
+    ],
     run_id: RunId = None,
     submission: Annotated[
         bool,
@@ -346,6 +357,7 @@ def predict(
     data_dir: DataDir = None,
 ) -> None:
     """Score pairs with a trained model and write a CSV of match probabilities."""
+    from matching_cli.files import is_stdout
     from matching_cli.jobs import predict_job
 
     state: State = ctx.obj
@@ -355,7 +367,8 @@ def predict(
     dropped = (
         f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
     )
-    stdout.print(
+    # With `-o -` (or /dev/stdout) the scores are standard output: the summary goes to stderr.
+    (stderr if is_stdout(output) else stdout).print(
         f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}."
     )
 

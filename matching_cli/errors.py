@@ -27,3 +27,7 @@ class DeviceError(MatchingError):
 
 class ModelError(MatchingError):
     """A saved model or training run that cannot be used."""
+
+
+class OutputError(MatchingError):
+    """A result that cannot be written where it should go: a folder, a full disk, a link loop."""

@@ -3,16 +3,25 @@ half-written file or folder where it should be."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import re
 import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from matching_cli.errors import MatchingError
+from matching_cli.errors import MatchingError, OutputError
+
+STDOUT = Path("-")
+# Errors that mean "no room": a full disk, a quota, a file-size limit (ulimit -f).
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def check_writable_parent(path: Path, what: str) -> None:
@@ -40,28 +49,54 @@ def atomic_file(path: Path) -> Iterator[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     _remove_leftovers(parent, f".{path.name}.")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".partial", dir=parent)
+    # mkstemp makes the file private (0600); the result gets the mode of the file it replaces, or
+    # the usual mode for a new file (0644 under umask 022).
+    os.fchmod(fd, _existing_mode(path) or 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_no_room(e):
+            raise no_room(e, path) from e
         raise
+
+
+def check_replaceable_dir(path: Path, marker: str, what: str) -> None:
+    """A folder about to be replaced as a whole must be empty or one this project wrote (it holds
+    `marker`): pointing a setting at the data folder, or at `.`, must not delete the files there."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path}: not a folder; point it at a folder of its own")
+    if not path.is_dir():
+        return
+    names = sorted(p.name for p in path.iterdir())
+    if names and marker not in names:
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise OutputError(
+            f"{what} {path}: holds files `matching` did not write ({shown}) and would be replaced "
+            "as a whole; point it at a folder of its own"
+        )
 
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a fresh staging folder beside `path`; on success it takes the place of `path`."""
+    """Yield a fresh staging folder beside `path`; on success it takes the place of `path`.
+
+    A symlink is followed: the folder it points at is replaced (say `prepared -> /scratch/...`,
+    kept on a larger disk), and the link stays."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path.parent, f".{path.name}.", restore=path)
     staging = _temp_dir(path, "partial")
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield staging
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_no_room(e):
+            raise no_room(e, path) from e
         raise
     backup = None
     if path.exists():
@@ -77,6 +112,98 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextmanager
+def output_stream(path: Path, what: str = "output") -> Iterator[BinaryIO]:
+    """A binary stream for a result file, by what `path` is now:
+
+    `-` is standard output; a device or pipe (/dev/null, /dev/stdout, a FIFO) is written through,
+    its node left in place; a symlink is followed and its target replaced; a regular file, or a
+    new one, is replaced atomically; a folder, a link loop or a missing folder is refused."""
+    if is_stdout(path):  # `-`, /dev/stdout, or the file stdout is redirected to: its own offset
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = resolve_output(path, what)
+    if _write_through(path):
+        try:
+            with path.open("wb") as stream:
+                yield stream
+        except OSError as e:
+            raise (no_room(e, path) if is_no_room(e) else OutputError(f"{what} {path}: {e}")) from e
+        return
+    check_writable_parent(target, what)
+    with atomic_file(target) as tmp, tmp.open("wb") as stream:
+        yield stream
+
+
+def is_stdout(path: Path) -> bool:
+    """`-`, or a path that is this process's standard output (/dev/stdout, /proc/self/fd/1)."""
+    if path == STDOUT:
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no such path, or no real stdout
+        return False
+
+
+def _write_through(path: Path) -> bool:
+    """A device, a pipe or a socket is written into. So is anything under /dev or /proc:
+    `/dev/stdout` links to the process's own output, which may be a redirected file (replacing that
+    file would swap the shell's file for another) or a pipe that a resolved path cannot reopen."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(("/dev/", "/proc/")):
+        return True
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def resolve_output(path: Path, what: str = "output") -> Path:
+    """The file that writing `path` would change: a link's target; folders and loops are refused."""
+    if _is_loop(path):
+        raise OutputError(f"{what} {path}: a symlink loop; point it at a file, or remove it")
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name (e.g. {path}/scores.csv)")
+    return target
+
+
+def _is_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
+def is_no_room(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        return True
+    # pyarrow's writers raise OSError with the C library's message but no errno.
+    text = str(error)
+    return isinstance(error, OSError) and (
+        "No space left" in text or "Disk quota" in text or "File too large" in text
+    )
+
+
+def no_room(error: BaseException, path: Path) -> OutputError:
+    return OutputError(
+        f"{path}: no room to write it ({getattr(error, 'strerror', None) or error}); free some "
+        "space and run again (nothing was replaced, no temporary file is left)"
+    )
+
+
+def _existing_mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _temp_dir(path: Path, kind: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,15 @@ import pyarrow.csv as pacsv
 import torch
 
 from matching_cli.choices import OnMissing
-from matching_cli.data.tables import Items, check_columns, open_parquet
+from matching_cli.data.tables import (
+    Items,
+    check_columns,
+    check_input_file,
+    corrupt_inside,
+    open_parquet,
+)
 from matching_cli.errors import DataError
-from matching_cli.files import atomic_file, check_writable_parent
+from matching_cli.files import output_stream, resolve_output
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
@@ -43,9 +50,9 @@ def predict_file(
 ) -> PredictSummary:
     """Write `variantid1,variantid2,score` (or `target` with `submission`) for every pair, atomically."""
     reporter = reporter or NullReporter()
-    pf = open_parquet(pairs_path)
-    check_columns(pf, pairs_path, {"variantid1": "int", "variantid2": "int"})
-    check_writable_parent(out_path, "output")
+    total, batches = _pair_batches(pairs_path, chunk_rows)
+    if str(out_path) != "-":
+        resolve_output(out_path, "--output")  # refuse a folder or a loop before any work
     # A zero row at the end stands in for listings absent from every table (`--on-missing zero`).
     matrix = items_to_device(items.matrix, device, zero_rows=1)
     zero_row = len(items.ids)
@@ -54,14 +61,14 @@ def predict_file(
         [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
     )
     summary, examples = PredictSummary(0, 0, 0), []
-    task = reporter.task("scoring pairs", total=pf.metadata.num_rows, unit="pairs")
+    task = reporter.task("scoring pairs", total=total, unit="pairs")
     with (
-        atomic_file(out_path) as tmp,
+        output_stream(out_path, "--output") as stream,
         pacsv.CSVWriter(
-            str(tmp), schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+            stream, schema, write_options=pacsv.WriteOptions(quoting_style="needed")
         ) as writer,
     ):
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=["variantid1", "variantid2"]):
+        for batch in batches:
             v1, v2 = (_ids(batch.column(i), pairs_path) for i in (0, 1))
             left, right = items.rows(v1), items.rows(v2)
             absent = (left < 0) | (right < 0)
@@ -85,6 +92,10 @@ def predict_file(
                 model, matrix, torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
             )
             scores = scores.cpu().numpy()
+            if (
+                on_missing == OnMissing.zero and absent.any()
+            ):  # no listing, no evidence: not a match
+                scores[absent] = 0.0
             writer.write_table(pa.table([v1, v2, scores], schema=schema))
             summary.written += len(v1)
             task.advance(len(absent))
@@ -98,6 +109,42 @@ def predict_file(
     if summary.pairs == 0:
         log.warning("%s holds no pairs: wrote only the header", pairs_path)
     return summary
+
+
+def _pair_batches(path: Path, chunk_rows: int) -> tuple[int | None, Iterator[pa.RecordBatch]]:
+    """(rows if known, batches of variantid1, variantid2) from a parquet or a `.csv` pairs file."""
+    if path.suffix.lower() == ".csv":
+        check_input_file(path)
+        return None, _csv_batches(path, chunk_rows)
+    pf = open_parquet(path)
+    check_columns(pf, path, {"variantid1": "int", "variantid2": "int"})
+    batches = pf.iter_batches(batch_size=chunk_rows, columns=["variantid1", "variantid2"])
+    return pf.metadata.num_rows, corrupt_inside(path, batches)
+
+
+def _csv_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    columns = ["variantid1", "variantid2"]
+    with path.open("rb") as f:
+        header = f.readline().decode("utf-8-sig", "replace").strip().split(",")
+    absent = [c for c in columns if c not in header]
+    if absent:
+        raise DataError(
+            f"{path}: the header names no {', '.join(absent)} column (found: "
+            f"{', '.join(header)[:200]}); a pairs CSV starts with a variantid1,variantid2 line"
+        )
+    options = pacsv.ConvertOptions(
+        column_types=dict.fromkeys(columns, pa.int64()), include_columns=columns
+    )
+    block = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 24))
+    try:
+        reader = pacsv.open_csv(path, read_options=block, convert_options=options)
+        yield from reader
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable pairs CSV ({_first_line(e)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _ids(column: pa.Array, path: Path) -> np.ndarray:

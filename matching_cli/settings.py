@@ -7,9 +7,12 @@ Precedence, lowest first: the defaults below (mirrored in the repository's `sett
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +33,8 @@ from pydantic_settings import (
 
 from matching_cli.choices import BlockingMethod, PairFeatures, check_device
 from matching_cli.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS_FILE = Path("settings.toml")
 _UNION_MEMBER = re.compile(r"(constrained-)?(int|float|str)|literal\[.*\]")
@@ -205,8 +210,9 @@ class _MlflowEnvSource(PydanticBaseSettingsSource):
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(_without_bom(path, path.read_bytes()).decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(
             f"{path}: not valid TOML ({e}); fix the file or pass another --config"
@@ -231,6 +237,7 @@ def load_settings(
     base_file: Path = DEFAULT_SETTINGS_FILE,
 ) -> Settings:
     """Resolve the settings once, at the edge; `overrides` are the command options that were given."""
+    _warn_unknown_env(os.environ)
     files: list[tuple[Path, dict[str, Any]]] = []
     if base_file.is_file():
         files.append((base_file, read_toml(base_file)))
@@ -305,3 +312,32 @@ def _describe(error: ValidationError, files: list[str]) -> str:
         problems.append(f"{key}: {' or '.join(found)}{shown}")
     where = f" (from {', '.join(files)}, MATCHING_* variables or options)" if files else ""
     return "invalid settings" + where + ": " + "; ".join(problems)
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def _without_bom(path: Path, raw: bytes) -> bytes:
+    """TOML forbids a byte-order mark, but Windows editors write one: accept it, and say so."""
+    if raw.startswith(BOM):
+        log.warning("%s starts with a UTF-8 byte-order mark (BOM); read it without", path)
+        return raw[len(BOM) :]
+    return raw
+
+
+def _warn_unknown_env(environ: Mapping[str, str]) -> None:
+    """pydantic-settings ignores a `MATCHING_*` variable that names no setting: a typo would pass
+    silently, so name it (and the setting it was probably meant for)."""
+    known = [
+        f"MATCHING_{section}__{key}".upper()
+        for section, field in Settings.model_fields.items()
+        for key in field.annotation.model_fields  # type: ignore[union-attr]
+    ]
+    sections = [f"MATCHING_{section}".upper() for section in Settings.model_fields]
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith("MATCHING_") or upper in known or upper in sections:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else f"; settings are {known[0]} and the like"
+        log.warning("environment variable %s matches no setting and is ignored%s", name, hint)

@@ -411,7 +411,7 @@ def test_atomic_data_dir_swaps_in_on_success(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "old.parquet").write_bytes(b"old")
-    with atomic_data_dir(data_dir) as staging:
+    with atomic_data_dir(data_dir, force=True) as staging:
         assert staging.parent == tmp_path and staging != data_dir
         (staging / "new.parquet").write_bytes(b"new")
         assert folder_contents(data_dir) == {"old.parquet": b"old"}
@@ -426,7 +426,7 @@ def test_atomic_data_dir_keeps_the_old_folder_when_interrupted(
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "old.parquet").write_bytes(b"old")
-    with pytest.raises(type(interruption)), atomic_data_dir(data_dir) as staging:
+    with pytest.raises(type(interruption)), atomic_data_dir(data_dir, force=True) as staging:
         (staging / "half.parquet").write_bytes(b"half")
         raise interruption
     assert folder_contents(data_dir) == {"old.parquet": b"old"}

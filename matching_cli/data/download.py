@@ -56,7 +56,7 @@ def download_yandex(
         return DownloadResult(skipped=True, files=_parquet_names(data_dir), bytes=0)
     reporter = reporter or NullReporter()
     href = resolve_download_url(settings)
-    with atomic_data_dir(data_dir) as staging:
+    with atomic_data_dir(data_dir, force=force) as staging:
         zip_path = staging / ARCHIVE_NAME
         received = fetch(href, zip_path, settings.timeout_s, reporter)
         archive.unpack_zip(
@@ -106,15 +106,20 @@ def fetch(url: str, dest: Path, timeout_s: float, reporter: Reporter) -> int:
 
 
 @contextlib.contextmanager
-def atomic_data_dir(data_dir: Path) -> Iterator[Path]:
+def atomic_data_dir(data_dir: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder next to `data_dir`; on success it replaces `data_dir`.
 
     On any exception, KeyboardInterrupt included, the staging folder is removed and `data_dir`
-    is left as it was. A folder that holds folders is refused rather than replaced.
+    is left as it was. A folder that holds folders is refused; one that holds files is replaced
+    only with `force`, and the files it replaced are named.
     """
-    _check_replaceable(data_dir)
+    replaced = _check_replaceable(data_dir, force)
     with atomic_dir(data_dir) as staging:
         yield staging
+    if replaced:
+        log.warning(
+            "--force: replaced %d files in %s: %s", len(replaced), data_dir, _shown(replaced)
+        )
 
 
 def pull_dvc(data_dir: Path, repo_root: Path) -> None:
@@ -166,10 +171,11 @@ def is_dvc_repo(path: Path) -> bool:
     return (path / ".dvc").is_dir()
 
 
-def _check_replaceable(data_dir: Path) -> None:
-    """Refuse to replace anything but a folder of data files (say `--data-dir .` by mistake)."""
+def _check_replaceable(data_dir: Path, force: bool) -> list[str]:
+    """The files that replacing `data_dir` would remove; refused without `force` (the user's notes,
+    a partial catalogue), and always refused for a folder of folders (say `--data-dir .`)."""
     if not data_dir.exists():
-        return
+        return []
     if not data_dir.is_dir():
         raise DownloadError(f"{data_dir} is not a folder; point data.dir at a folder of its own")
     folders = [p.name for p in data_dir.iterdir() if p.is_dir()]
@@ -178,6 +184,19 @@ def _check_replaceable(data_dir: Path) -> None:
             f"{data_dir} holds folders ({', '.join(sorted(folders)[:5])}), so it does not look "
             "like a data folder; refusing to replace it: point data.dir at a folder of its own"
         )
+    files = sorted(p.name for p in data_dir.iterdir())
+    if files and not force:
+        raise DownloadError(
+            f"{data_dir} already holds {len(files)} files ({_shown(files)}) and not the whole "
+            "data set; the download would replace them all: pass --force to replace them, or "
+            "point --data-dir at an empty folder"
+        )
+    return files
+
+
+def _shown(names: list[str], most: int = 8) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -31,7 +31,7 @@ from matching_cli.data.tables import (
     read_categories,
     read_pairs,
 )
-from matching_cli.errors import DataError
+from matching_cli.errors import DataError, OutputError
 from matching_cli.files import atomic_dir, fingerprint_file
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import DataSettings
@@ -39,6 +39,7 @@ from matching_cli.settings import DataSettings
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+FINGERPRINT_CHARS = 16  # a store is named by its fingerprint: the only folders pruning touches
 KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
 # Settings that change the prepared arrays; the folders themselves do not.
@@ -101,7 +102,7 @@ def _expected_manifest(data: DataSettings) -> dict:
         "format": FORMAT,
         "sources": sources,
         "settings": settings,
-        "fingerprint": digest.hexdigest()[:16],
+        "fingerprint": digest.hexdigest()[:FINGERPRINT_CHARS],
     }
 
 
@@ -109,12 +110,36 @@ def store_dir(prepared_dir: Path, fingerprint: str) -> Path:
     return prepared_dir / fingerprint
 
 
+def _is_store_name(name: str) -> bool:
+    return len(name) == FINGERPRINT_CHARS and all(c in "0123456789abcdef" for c in name)
+
+
 def stores(prepared_dir: Path) -> list[Path]:
     """The complete stores under `prepared_dir`, the most recently used first."""
     found = [
-        p.parent for p in prepared_dir.glob("*/manifest.json") if not p.parent.name.startswith(".")
+        p.parent for p in prepared_dir.glob("*/manifest.json") if _is_store_name(p.parent.name)
     ]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _check_own_folder(prepared_dir: Path) -> None:
+    """Stores are written and pruned inside `data.prepared_dir`: it must be a folder of its own
+    (pointed at the data folder, or at `.`, pruning and DVC would mix with the user's files)."""
+    if prepared_dir.exists() and not prepared_dir.is_dir():
+        raise OutputError(
+            f"data.prepared_dir {prepared_dir}: not a folder; point it at a folder of its own"
+        )
+    foreign = sorted(
+        p.name
+        for p in (prepared_dir.iterdir() if prepared_dir.is_dir() else ())
+        if not p.name.startswith(".") and not _is_store_name(p.name)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise OutputError(
+            f"data.prepared_dir {prepared_dir}: holds files `matching` did not write ({shown}); "
+            "point it at a folder of its own"
+        )
 
 
 def _is_fresh(store: Path, expected: dict) -> bool:
@@ -132,6 +157,7 @@ def is_fresh(data: DataSettings) -> bool:
 
 def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepared, SplitReport]:
     manifest = _expected_manifest(data)
+    _check_own_folder(data.prepared_dir)
     store = store_dir(data.prepared_dir, manifest["fingerprint"])
     try:
         report = _write_store(data, manifest, store, reporter or NullReporter())
@@ -162,6 +188,7 @@ def _write_store(
             "counts": {"listings": len(items.ids), "pairs": len(pairs.left), **report.sizes},
             "missing": {b.name: int(items.missing[:, i].sum()) for i, b in enumerate(items.blocks)},
             "split": asdict(report),
+            "pairs_left_out": pairs.dropped,
         }
         items.matrix.flush()
         np.save(out / "item_ids.npy", items.ids)

@@ -6,27 +6,31 @@ preallocated matrix: no per-row Python, and memory stays near the size of the re
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from matching_cli.data.labels import clean_labels
 from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
 from matching_cli.errors import DataError
 from matching_cli.files import fingerprint_file
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BATCH_ROWS = 131_072
 # Widths of the competition's embedding columns; other columns take the width most rows have.
@@ -87,13 +91,71 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
-def open_parquet(path: Path) -> pq.ParquetFile:
+def check_input_file(path: Path) -> None:
+    """Name what is wrong with an input path: a folder, a link loop, a dangling link, no file."""
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{path}: a symlink loop; point it at the file") from None
+        if path.is_symlink():
+            raise DataError(
+                f"{path}: a link to {os.readlink(path)}, which does not exist"
+            ) from None
+        if e.errno == errno.ENOENT:
+            raise DataError(
+                f"{path}: file not found; run `matching download` (or --synthetic)"
+            ) from None
+        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file")
     if not path.is_file():
-        raise DataError(f"{path}: file not found; run `matching download` (or --synthetic)")
+        raise DataError(f"{path}: not a regular file (a device or a pipe); give a file")
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    check_input_file(path)
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
+        if _looks_like_csv(path):
+            raise DataError(
+                f"{path}: not a readable parquet file but text (CSV?); convert it to parquet "
+                "(`predict` also reads a pairs CSV named *.csv)"
+            ) from None
         raise DataError(f"{path}: not a readable parquet file ({e}); download it again") from e
+
+
+def _looks_like_csv(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(256)
+    try:
+        first_line = head.decode("utf-8-sig").splitlines()[0]
+    except (UnicodeDecodeError, IndexError):
+        return False
+    return first_line.isprintable() and "," in first_line
+
+
+def corrupt_inside(path: Path, batches: Iterable[_T]) -> Iterator[_T]:
+    """`batches` as they come; a file whose footer is fine but whose pages are damaged is named."""
+    try:
+        yield from batches
+    except (pa.ArrowException, OSError) as e:
+        raise damaged(path, e) from None
+
+
+def read_columns(pf: pq.ParquetFile, path: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pf.read(columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise damaged(path, e) from None
+
+
+def damaged(path: Path, error: Exception) -> DataError:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(
+        f"{path}: damaged inside, its data cannot be decoded ({text}); download or rewrite it"
+    )
 
 
 def image_file(data_dir: Path) -> Path:
@@ -241,7 +303,7 @@ def _whole_float32_file(matrix: np.ndarray) -> bool:
 def read_ids(path: Path) -> np.ndarray:
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid": "int"})
-    ids = pf.read(columns=["variantid"]).column(0)
+    ids = read_columns(pf, path, ["variantid"]).column(0)
     if ids.null_count:
         raise DataError(f"{path}: column 'variantid' has {ids.null_count} nulls")
     return ids.to_numpy().astype(np.int64)
@@ -283,7 +345,7 @@ def _first_dim(path: Path, name: str) -> int:
     check_columns(pf, path, {name: "vector"})
     if name in KNOWN_DIMS:
         return KNOWN_DIMS[name]
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[name]):
+    for batch in corrupt_inside(path, pf.iter_batches(batch_size=BATCH_ROWS, columns=[name])):
         column = batch.column(0)
         inner = pc.list_flatten(column) if _list_depth(column.type) == 2 else column
         lengths = pc.drop_null(pc.list_value_length(inner)).to_numpy()
@@ -303,7 +365,7 @@ def _fill_block(
     repeats: list[tuple[np.ndarray, np.ndarray]] = []
     task = reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")
     start = 0
-    for batch in _batches_in_parallel(path, block.name):
+    for batch in corrupt_inside(path, _batches_in_parallel(path, block.name)):
         vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
         normalise(vectors)
         target = rows[start : start + len(vectors)]
@@ -362,6 +424,7 @@ class Pairs:
     target: np.ndarray | None  # float32 0/1, None for unlabelled pairs
     variantid1: np.ndarray
     variantid2: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)  # label problems -> pairs left out
 
 
 def read_pairs(path: Path, items: Items, labelled: bool, pairs_limit_dropped: float = 0.5) -> Pairs:
@@ -370,7 +433,7 @@ def read_pairs(path: Path, items: Items, labelled: bool, pairs_limit_dropped: fl
         {"target": "number"} if labelled else {}
     )
     check_columns(pf, path, columns)
-    table = pf.read(columns=list(columns))
+    table = read_columns(pf, path, list(columns))
     if table.num_rows == 0:
         raise DataError(f"{path}: holds no pairs")
     for name in ("variantid1", "variantid2"):
@@ -392,7 +455,17 @@ def read_pairs(path: Path, items: Items, labelled: bool, pairs_limit_dropped: fl
         keep = ~absent
         left, right, v1, v2 = left[keep], right[keep], v1[keep], v2[keep]
         target = target[keep] if target is not None else None
-    return Pairs(left, right, target, v1, v2)
+    if target is None:
+        return Pairs(left, right, target, v1, v2)
+    keep, dropped = clean_labels(left, right, target, path)
+    if not keep.any():
+        raise DataError(f"{path}: no usable pair is left once {', '.join(dropped)} are left out")
+    pairs = Pairs(left[keep], right[keep], target[keep], v1[keep], v2[keep], dropped)
+    if pairs.target.min() == pairs.target.max():
+        raise DataError(
+            f"{path}: every pair has target {int(pairs.target[0])}; training needs both classes"
+        )
+    return pairs
 
 
 def _targets(column: pa.ChunkedArray, path: Path) -> np.ndarray:
@@ -407,10 +480,6 @@ def _targets(column: pa.ChunkedArray, path: Path) -> np.ndarray:
         raise DataError(
             f"{path}: column 'target' has {int(bad.sum())} values other than 0/1 (e.g. {found})"
         )
-    if values.min() == values.max():
-        raise DataError(
-            f"{path}: every pair has target {int(values[0])}; training needs both classes"
-        )
     return values.astype(np.float32)
 
 
@@ -423,10 +492,21 @@ def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[s
         return codes, []
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid": "int", "categories": "string"})
-    table = pf.read(columns=["variantid", "categories"])
+    table = read_columns(pf, path, ["variantid", "categories"])
     # Parse each distinct JSON string once: a catalogue has few distinct category paths.
     encoded = pc.dictionary_encode(table.column("categories")).combine_chunks()
-    level2 = [_level2(text) for text in encoded.dictionary.to_pylist()]
+    texts = encoded.dictionary.to_pylist()
+    level2 = [_level2(text) for text in texts]
+    unreadable = [t for t, c in zip(texts, level2, strict=True) if c is _UNREADABLE]
+    if unreadable:
+        log.warning(
+            "%s: %d distinct 'categories' values are not JSON objects (e.g. %r); those listings "
+            "count as of unknown category",
+            path,
+            len(unreadable),
+            unreadable[0][:80],
+        )
+        level2 = [None if c is _UNREADABLE else c for c in level2]
     names = sorted({c for c in level2 if c is not None})
     code_of = np.array([names.index(c) if c is not None else -1 for c in level2] + [-1], np.int32)
     index = encoded.indices.fill_null(len(level2)).to_numpy()
@@ -436,9 +516,15 @@ def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[s
     return codes, names
 
 
-def _level2(text: str | None) -> str | None:
+_UNREADABLE = object()  # a categories value that is not a JSON object
+
+
+def _level2(text: str | None) -> object:
     try:
-        value = json.loads(text).get("2") if text else None
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    return str(value) if value is not None else None
+        value = json.loads(text) if text else {}
+    except (ValueError, RecursionError):  # bad JSON, or nesting too deep for the parser
+        return _UNREADABLE
+    if not isinstance(value, dict):
+        return _UNREADABLE
+    found = value.get("2")
+    return str(found) if found is not None else None

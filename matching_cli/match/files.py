@@ -8,11 +8,39 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching_cli.data.tables import Items, check_columns, open_parquet, unique_sorted
-from matching_cli.errors import DataError
-from matching_cli.files import atomic_file
+from matching_cli.data.tables import (
+    Items,
+    check_columns,
+    check_input_file,
+    open_parquet,
+    read_columns,
+    unique_sorted,
+)
+from matching_cli.errors import DataError, OutputError
+from matching_cli.files import atomic_file, check_writable_parent
 from matching_cli.match.blocking import Candidates
 from matching_cli.match.clustering import group_sizes
+
+OUTPUT_FILES = ("pairs.parquet", "clusters.parquet", "summary.json")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """The output folder is replaced as a whole: refuse one holding anything `match` did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--output {out_dir}: not a folder; give a folder for the results")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_FILES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise OutputError(
+                f"--output {out_dir}: holds files `matching match` did not write ({shown}); "
+                "the folder is replaced as a whole, so give a new or empty folder"
+            )
+    try:  # the folder itself appears only at the end; where it goes is checked now
+        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--output {out_dir}: cannot create its folder ({e.strerror})") from None
+    check_writable_parent(out_dir, "--output")
 
 
 def listing_rows(items: Items, path: Path | None) -> np.ndarray:
@@ -34,8 +62,10 @@ def listing_rows(items: Items, path: Path | None) -> np.ndarray:
 
 
 def _read_listing_ids(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"--listings {path}: no such file")
+    try:
+        check_input_file(path)
+    except DataError as e:
+        raise DataError(f"--listings {e}") from None
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -56,7 +86,7 @@ def read_truth(path: Path, items: Items) -> np.ndarray:
     """A product code per item-matrix row (-1 where unknown) from `variantid, product_id`."""
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid": "int", "product_id": "int"})
-    table = pf.read(columns=["variantid", "product_id"])
+    table = read_columns(pf, path, ["variantid", "product_id"])
     rows = items.rows(table.column("variantid").to_numpy().astype(np.int64))
     codes = np.unique(table.column("product_id").to_numpy(), return_inverse=True)[1]
     product = np.full(len(items.ids), -1, np.int64)

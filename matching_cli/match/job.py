@@ -16,7 +16,7 @@ import torch
 
 from matching_cli import tracking
 from matching_cli.data.layout import TRUTH_FILE
-from matching_cli.errors import MatchingError
+from matching_cli.files import atomic_dir
 from matching_cli.loading import load_model_run
 from matching_cli.match.blocking import (
     Candidates,
@@ -25,6 +25,7 @@ from matching_cli.match.blocking import (
 )
 from matching_cli.match.clustering import Guard, cluster, size_histogram
 from matching_cli.match.files import (
+    check_output_dir,
     listing_rows,
     read_truth,
     write_clusters,
@@ -94,10 +95,7 @@ def match_job(
     clock = Stopwatch()
     match = settings.match
     out_dir = match.output
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MatchingError(f"--output {out_dir}: cannot create it ({e.strerror})") from None
+    check_output_dir(out_dir)
     with clock("loading"):
         loaded = load_model_run(settings, options.run_id, reporter)
         model_run_id, saved, prepared, device = (
@@ -145,14 +143,6 @@ def match_job(
             scope = np.union1d(
                 queries, np.concatenate([candidates.left[accepted], candidates.right[accepted]])
             )
-        with clock("writing"):
-            keep = slice(None) if match.all_pairs else accepted
-            files = [
-                write_pairs(
-                    out_dir / "pairs.parquet", prepared.items.ids, candidates, scores, keep
-                ),
-                write_clusters(out_dir / "clusters.parquet", prepared.items.ids, labels, scope),
-            ]
         cut = accepted & (labels[candidates.left] != labels[candidates.right])
         counts = {
             "listings": len(queries),
@@ -174,7 +164,18 @@ def match_job(
             truth = settings.data.dir / TRUTH_FILE
             product = read_truth(truth, prepared.items) if truth.is_file() else None
             result.quality = measure_quality(prepared, queries, candidates, labels, product)
-        _log_result(result, files)
+        # Every file is written into a staging folder that replaces the output folder at the end:
+        # a failure on the way leaves the old results whole, never a mix of old and new.
+        with atomic_dir(out_dir) as staging:
+            with clock("writing"):
+                keep = slice(None) if match.all_pairs else accepted
+                files = [
+                    write_pairs(
+                        staging / "pairs.parquet", prepared.items.ids, candidates, scores, keep
+                    ),
+                    write_clusters(staging / "clusters.parquet", prepared.items.ids, labels, scope),
+                ]
+            _log_result(result, files, staging)
     return result
 
 
@@ -229,9 +230,9 @@ def _params(
     }
 
 
-def _log_result(result: MatchResult, files: list[Path]) -> None:
+def _log_result(result: MatchResult, files: list[Path], folder: Path) -> None:
     summary = result.as_dict()
-    (result.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     metrics = (
         {f"n_{k}": v for k, v in result.counts.items()}
         | {f"groups_of_{k.replace('+', '_plus')}": v for k, v in result.groups_by_size.items()}
@@ -246,4 +247,4 @@ def _log_result(result: MatchResult, files: list[Path]) -> None:
             "Output files over %d MiB stay out of MLflow; the run records their folder",
             ARTIFACT_LIMIT // 2**20,
         )
-    tracking.log_files([*small, result.out_dir / "summary.json"], "match")
+    tracking.log_files([*small, folder / "summary.json"], "match")
