@@ -116,6 +116,18 @@ def test_missing_fields_give_neutral_values_and_flags(listings):
     assert f["digits_missing"][0] == 1 and f["digit_none_shared"][0] == 0
 
 
+def test_pandas_missing_values_are_missing():
+    nan = float("nan")
+    model = fit_text_model(["a 1", "b 2"])
+    listings = listing_features(
+        model, ["a 1", nan], [nan, "b"], [nan, None], [nan, "{}"], [nan, None]
+    )
+    values = pair_features(listings, np.array([0]), np.array([1]))
+    names = feature_names()
+    for flag in ("desc_missing", "digits_missing", "attr_missing", "cat_missing", "pic_missing"):
+        assert values[0, names.index(flag)] == 1
+
+
 def test_whole_columns_missing():
     names = ["a 1", "b 2", None]
     model = fit_text_model([normalise(n) for n in names])

@@ -149,7 +149,7 @@ def _unit_of(token: str) -> str | None:
 
 
 def _parse_json(text: str | None) -> dict:
-    if not text:
+    if not isinstance(text, str) or not text:
         return {}
     try:
         value = json.loads(text)
@@ -201,8 +201,8 @@ def picture_arrays(
     for i in range(n):
         for column in (main, extra):
             value = None if column is None else column[i]
-            if value is None or len(value) == 0:
-                continue
+            if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
+                continue  # None, NaN, or no pictures
             block = np.asarray([np.asarray(v, dtype=np.float32) for v in value if v is not None])
             if block.ndim == 2 and block.shape[0]:
                 vectors.append(block)

@@ -58,7 +58,7 @@ def _latin_lookalikes(token: str) -> str:
 
 def normalise(text: str | None) -> str:
     """HTML stripped, NFKC, lower case, ё -> е, units glued to numbers, codes in Latin letters."""
-    if not text:
+    if not isinstance(text, str) or not text:  # None, and pandas' NaN for a missing value
         return ""
     text = _TAG.sub(" ", html.unescape(text))
     text = unicodedata.normalize("NFKC", text).lower().replace("ё", "е")
@@ -92,4 +92,4 @@ def normalise_all(texts: Iterable[str | None], max_chars: int | None = None) -> 
     """`normalise` over a column; `max_chars` cuts long descriptions before the work is done."""
     if max_chars is None:
         return [normalise(text) for text in texts]
-    return [normalise(text[:max_chars] if text else text) for text in texts]
+    return [normalise(text[:max_chars] if isinstance(text, str) else None) for text in texts]

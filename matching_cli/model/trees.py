@@ -48,7 +48,7 @@ def fit(x: np.ndarray, y: np.ndarray, settings: TreeSettings = TreeSettings()) -
         early_stopping=settings.early_stopping and len(y) >= 200,
         validation_fraction=settings.validation_fraction,
         n_iter_no_change=settings.n_iter_no_change,
-        scoring="average_precision",
+        scoring="loss",  # AP here would predict the whole validation set every iteration
         random_state=settings.seed,
     )
     model.fit(x, y)
