@@ -17,6 +17,7 @@ import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,10 @@ import scipy.sparse as sp
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from matching_cli.data.text import UNITS, digit_tokens, normalise_all, tokens
+from matching_cli.data.text import UNITS, digit_tokens, normalise, normalise_all, tokens
 
 # Descriptions are cut before normalising: the first part names the product, the rest costs time.
-DESCRIPTION_CHARS = 2000
+DESCRIPTION_CHARS = 1000
 HASH_FEATURES = 1 << 22
 CATEGORY_LEVELS = ("2", "3", "4")
 _UNIT_SUFFIXES = tuple(sorted(set(UNITS.values()), key=len, reverse=True))
@@ -39,9 +40,14 @@ def _char_vectorizer(**kwargs) -> TfidfVectorizer:
     )
 
 
+def _given_tokens(words: list[str]) -> list[str]:
+    return words
+
+
 def _word_vectorizer(**kwargs) -> TfidfVectorizer:
+    """Word TF-IDF over token lists made by `tokens` (made once, also used for the hashed sets)."""
     return TfidfVectorizer(
-        analyzer=tokens, sublinear_tf=True, lowercase=False, dtype=np.float32, **kwargs
+        analyzer=_given_tokens, sublinear_tf=True, lowercase=False, dtype=np.float32, **kwargs
     )
 
 
@@ -77,12 +83,21 @@ def _terms(vocabulary: dict[str, int]) -> list[str]:
     return terms
 
 
-def fit_text_model(normalised_names: Sequence[str], max_features: int = 1 << 18) -> TextModel:
-    """Fit both vocabularies on the (normalised) names of all listings."""
+def fit_text_model(
+    normalised_names: Sequence[str], max_features: int = 1 << 18, max_names: int = 300_000
+) -> TextModel:
+    """Fit both vocabularies on the (normalised) names of the listings.
+
+    Above `max_names` an evenly spaced sample is used: the idf of any term that matters is stable
+    long before millions of names, and fitting on all of them would dominate prepare's time.
+    """
     names = [name for name in normalised_names if name] or ["empty"]
+    if len(names) > max_names:
+        names = [names[i] for i in np.linspace(0, len(names) - 1, max_names).astype(np.int64)]
     min_df = 2 if len(names) >= 1000 else 1
     char = _char_vectorizer(min_df=min_df, max_features=max_features).fit(names)
-    word = _word_vectorizer(min_df=min_df, max_features=max_features).fit(names)
+    word = _word_vectorizer(min_df=min_df, max_features=max_features)
+    word.fit([tokens(name) for name in names])
     return TextModel(char=char, word=word)
 
 
@@ -158,15 +173,21 @@ def _parse_json(text: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+@lru_cache(maxsize=1 << 17)
+def _attribute_text(text: str) -> str:
+    """Attribute names and values repeat across listings ("Бренд", "Китай"): normalise each once."""
+    return normalise(text)
+
+
 def _attribute_rows(attributes: Sequence[str | None]) -> tuple[list[list[str]], ...]:
     keys, values, numeric_keys, numeric_values = [], [], [], []
     for text in attributes:
         mapping = _parse_json(text)
         k, v, nk, nv = [], [], [], []
         for key, raw in mapping.items():
-            key = " ".join(normalise_all([str(key)]))
+            key = _attribute_text(str(key))
             items = raw if isinstance(raw, list) else [raw]
-            value = "|".join(sorted(" ".join(normalise_all([str(x)])) for x in items))
+            value = "|".join(sorted(_attribute_text(str(x)) for x in items))
             k.append(key)
             v.append(f"{key}={value}")
             number = value.split(" ")[0].rstrip("abcdefghijklmnopqrstuvwxyz")
@@ -242,9 +263,9 @@ def listing_features(
     pictures, offsets = picture_arrays(main_pictures, extra_pictures, n)
     return Listings(
         name_char=text_model.char.transform(name_text).tocsr(),
-        name_word=text_model.word.transform(name_text).tocsr(),
+        name_word=text_model.word.transform(name_words).tocsr(),
         desc_char=text_model.char.transform(desc_text).tocsr(),
-        desc_word=text_model.word.transform(desc_text).tocsr(),
+        desc_word=text_model.word.transform(desc_words).tocsr(),
         name_tokens=_hashed(name_words),
         name_digits=_hashed(name_digit_words),
         desc_digits=_hashed(desc_digit_words),

@@ -39,6 +39,7 @@ _DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _WORD = r"(?:\d+\.\d+|[^\W_])+"
 _TOKEN = re.compile(_WORD + r"(?:[-_]" + _WORD + ")*")
 _JOINER = re.compile(r"[-_]")
+_ATOM = re.compile(_WORD)
 _DIGIT = re.compile(r"\d")
 
 
@@ -64,12 +65,12 @@ def normalise(text: str | None) -> str:
     text = unicodedata.normalize("NFKC", text).lower().replace("ё", "е")
     text = _DECIMAL_COMMA.sub(".", text)
     text = _UNIT.sub(lambda m: m.group(1) + UNITS[m.group(2)], text)
-    words = [_latin_lookalikes(word) for word in _SPACE.split(text) if word]
-    return " ".join(words)
+    text = _ATOM.sub(lambda m: _latin_lookalikes(m.group()), text)
+    return _SPACE.sub(" ", text).strip()
 
 
 def tokens(normalised: str) -> list[str]:
-    """Word tokens of a normalised text; "2.5gb" and "x515ea" stay whole.
+    """Word tokens of a `normalise`d text; "2.5gb" and "x515ea" stay whole.
 
     A hyphenated code gives the joined form and its parts ("x515ea-bq" -> "x515eabq", "x515ea",
     "bq"), as shops write the same code with and without the hyphen or its suffix.
@@ -80,7 +81,7 @@ def tokens(normalised: str) -> list[str]:
         words.append("".join(parts))
         if len(parts) > 1:
             words.extend(parts)
-    return [_latin_lookalikes(word) for word in words]
+    return words
 
 
 def digit_tokens(words: Iterable[str]) -> list[str]:
