@@ -39,7 +39,12 @@ _DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _WORD = r"(?:\d+\.\d+|[^\W_])+"
 _TOKEN = re.compile(_WORD + r"(?:[-_]" + _WORD + ")*")
 _JOINER = re.compile(r"[-_]")
-_ATOM = re.compile(_WORD)
+# Only atoms that mix Cyrillic with Latin/digits, or are made of look-alikes alone, need a look:
+# matching just those keeps the Python callback off ordinary Russian and Latin words.
+_MIXED_ATOM = re.compile(
+    r"[^\W_]*(?:[а-я][^\W_]*[a-z0-9]|[a-z0-9][^\W_]*[а-я])[^\W_]*"
+    r"|(?<![^\W_])[авсенікмортух]+(?![^\W_])"
+)
 _DIGIT = re.compile(r"\d")
 
 
@@ -65,7 +70,7 @@ def normalise(text: str | None) -> str:
     text = unicodedata.normalize("NFKC", text).lower().replace("ё", "е")
     text = _DECIMAL_COMMA.sub(".", text)
     text = _UNIT.sub(lambda m: m.group(1) + UNITS[m.group(2)], text)
-    text = _ATOM.sub(lambda m: _latin_lookalikes(m.group()), text)
+    text = _MIXED_ATOM.sub(lambda m: _latin_lookalikes(m.group()), text)
     return _SPACE.sub(" ", text).strip()
 
 
