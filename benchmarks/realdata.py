@@ -274,7 +274,10 @@ def main() -> None:
     print(f"MLP batch size {full['mlp_batch']}; best by validation AP: {best}")
     print(f"{'model':<22}{'val AP':>8}{'test AP':>9}{'test F1':>9}{'fit s':>8}")
     for name, r in [
-        *((m, full[m]) for m in ("trees_pairs", "trees_all", "mlp", "blend")),
+        *(
+            (m, full[m])
+            for m in ("mlp_embeddings_only", "trees_pairs", "trees_all", "mlp", "blend")
+        ),
         *((f"{best} {k}", v) for k, v in report["ablation"].items()),
     ]:
         print(
