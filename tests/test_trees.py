@@ -1,9 +1,18 @@
 """The array export of scikit-learn's boosted trees predicts what scikit-learn predicts."""
 
 import numpy as np
+import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from matching_cli.model.trees import TreeEnsemble, TreeSettings, export, fit
+
+
+@pytest.fixture(autouse=True)
+def one_openmp_thread():
+    """OpenMP's spinning threads crawl when the suite shares the CPUs (10 s instead of 0.2 s)."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
