@@ -1,0 +1,176 @@
+"""Pair features: two rows of `Listings` -> one float32 row of named similarities, in batches.
+
+Columns come in families that a `[features]` setting switches on and off. Neutral values, when a
+listing lacks the field: similarities and counts 0, and the family's "*_missing" flag 1 (either
+listing lacks it). No column is ever NaN, so both trees and the MLP read them as they are.
+
+| family     | columns |
+|------------|---------|
+| text       | name char/word TF-IDF cosine, description char/word cosine, name-vs-description
+|            | cosine (the larger of the two directions), name token Jaccard and overlap, desc_missing |
+| digits     | Jaccard and shared count of digit-bearing name tokens, unmatched ones, unit conflicts
+|            | ("128gb" vs "256gb"), "both have codes and none shared", a name code found in the
+|            | other's description, digits_missing |
+| attributes | shared keys, share of shared keys with equal values, numeric conflicts, attr_missing |
+| categories | same level 2, 3, 4; cat_missing |
+| pictures   | best and mean cosine over all picture pairs; pic_missing |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from matching_cli.data.features import Listings
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "text": (
+        "name_char_cos", "name_word_cos", "desc_char_cos", "desc_word_cos",
+        "cross_char_cos", "cross_word_cos", "name_jaccard", "name_overlap", "desc_missing",
+    ),
+    "digits": (
+        "digit_jaccard", "digit_shared", "digit_unmatched", "unit_conflicts",
+        "digit_none_shared", "digit_cross_match", "digits_missing",
+    ),
+    "attributes": ("attr_shared_keys", "attr_equal_share", "attr_numeric_conflicts", "attr_missing"),
+    "categories": ("cat2_same", "cat3_same", "cat4_same", "cat_missing"),
+    "pictures": ("pic_best_cos", "pic_mean_cos", "pic_missing"),
+}  # fmt: skip
+BATCH_PAIRS = 65_536
+
+
+def feature_names(families: tuple[str, ...] = tuple(FAMILIES)) -> list[str]:
+    """Column names, in order, of `pair_features` for these families."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown feature families {sorted(unknown)}; known: {list(FAMILIES)}")
+    return [name for family in FAMILIES if family in families for name in FAMILIES[family]]
+
+
+def _dot(x: sp.csr_matrix, left: np.ndarray, y: sp.csr_matrix, right: np.ndarray) -> np.ndarray:
+    """Row-wise dot products x[left[k]] . y[right[k]]."""
+    return np.asarray(x[left].multiply(y[right]).sum(axis=1), dtype=np.float32).ravel()
+
+
+def _nnz(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    return np.diff(x.indptr)[rows].astype(np.float32)
+
+
+def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
+
+def _text(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    shared = _dot(f.name_tokens, a, f.name_tokens, b)
+    na, nb = _nnz(f.name_tokens, a), _nnz(f.name_tokens, b)
+    cross = [
+        np.maximum(_dot(name, a, desc, b), _dot(desc, a, name, b))
+        for name, desc in ((f.name_char, f.desc_char), (f.name_word, f.desc_word))
+    ]
+    return [
+        _dot(f.name_char, a, f.name_char, b),
+        _dot(f.name_word, a, f.name_word, b),
+        _dot(f.desc_char, a, f.desc_char, b),
+        _dot(f.desc_word, a, f.desc_word, b),
+        *cross,
+        _ratio(shared, na + nb - shared),
+        _ratio(shared, np.minimum(na, nb)),
+        (~(f.has_desc[a] & f.has_desc[b])).astype(np.float32),
+    ]
+
+
+def _digits(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    shared = _dot(f.name_digits, a, f.name_digits, b)
+    na, nb = _nnz(f.name_digits, a), _nnz(f.name_digits, b)
+    both = (na > 0) & (nb > 0)
+    # A value on one side whose unit the other side gives with other values only ("128gb" against
+    # "256gb"): units of a in b, counted per value of a, less the values they share; both ways.
+    unit_hits = _dot(f.unit_counts, a, f.unit_counts.sign(), b) + _dot(
+        f.unit_counts.sign(), a, f.unit_counts, b
+    )
+    conflicts = np.maximum(unit_hits - 2 * _dot(f.unit_values, a, f.unit_values, b), 0)
+    cross = np.maximum(
+        _dot(f.name_digits, a, f.desc_digits, b), _dot(f.desc_digits, a, f.name_digits, b)
+    )
+    return [
+        _ratio(shared, na + nb - shared),
+        shared,
+        np.where(both, np.minimum(na, nb) - shared, 0).astype(np.float32),
+        conflicts,
+        (both & (shared == 0)).astype(np.float32),
+        cross,
+        (~both).astype(np.float32),
+    ]
+
+
+def _attributes(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    shared = _dot(f.attr_keys, a, f.attr_keys, b)
+    equal = _dot(f.attr_values, a, f.attr_values, b)
+    numeric = _dot(f.attr_numeric_keys, a, f.attr_numeric_keys, b)
+    numeric_equal = _dot(f.attr_numeric_values, a, f.attr_numeric_values, b)
+    return [
+        shared,
+        _ratio(equal, shared),
+        np.maximum(numeric - numeric_equal, 0),
+        (~(f.has_attrs[a] & f.has_attrs[b])).astype(np.float32),
+    ]
+
+
+def _categories(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    ca, cb = f.categories[a], f.categories[b]
+    same = ((ca == cb) & (ca >= 0)).astype(np.float32)
+    missing = (ca[:, 0] < 0) | (cb[:, 0] < 0)
+    return [same[:, 0], same[:, 1], same[:, 2], missing.astype(np.float32)]
+
+
+def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    """Cosines of every picture of a with every picture of b, reduced per pair, without a loop."""
+    off = f.picture_offsets
+    count_a, count_b = off[a + 1] - off[a], off[b + 1] - off[b]
+    per_pair = count_a * count_b
+    best = np.zeros(len(a), dtype=np.float32)
+    mean = np.zeros(len(a), dtype=np.float32)
+    present = per_pair > 0
+    if present.any():
+        pair = np.repeat(np.arange(len(a)), per_pair)
+        within = np.arange(per_pair.sum()) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+        left = off[a][pair] + within // count_b[pair]
+        right = off[b][pair] + within % count_b[pair]
+        cosine = np.einsum("ij,ij->i", f.pictures[left], f.pictures[right])
+        best[:] = -np.inf
+        np.maximum.at(best, pair, cosine)
+        best[~present] = 0
+        mean = (np.bincount(pair, cosine, len(a)) / np.maximum(per_pair, 1)).astype(np.float32)
+    return [best, mean, (~present).astype(np.float32)]
+
+
+_COMPUTE = {
+    "text": _text,
+    "digits": _digits,
+    "attributes": _attributes,
+    "categories": _categories,
+    "pictures": _pictures,
+}
+
+
+def pair_features(
+    listings: Listings,
+    left: np.ndarray,
+    right: np.ndarray,
+    families: tuple[str, ...] = tuple(FAMILIES),
+    batch_pairs: int = BATCH_PAIRS,
+) -> np.ndarray:
+    """(len(left), len(feature_names(families))) float32 features of pairs (left[k], right[k])."""
+    names = feature_names(families)
+    out = np.empty((len(left), len(names)), dtype=np.float32)
+    for start in range(0, len(left), batch_pairs):
+        a = np.asarray(left[start : start + batch_pairs], dtype=np.int64)
+        b = np.asarray(right[start : start + batch_pairs], dtype=np.int64)
+        columns = [
+            col
+            for family in FAMILIES
+            if family in families
+            for col in _COMPUTE[family](listings, a, b)
+        ]
+        out[start : start + len(a)] = np.column_stack(columns)
+    return out

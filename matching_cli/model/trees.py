@@ -1,0 +1,153 @@
+"""A gradient-boosted head stored as plain arrays: fitted by scikit-learn, predicted by numpy.
+
+scikit-learn's `HistGradientBoostingClassifier` is fitted as usual; `export` copies each tree's
+node table (feature, raw threshold, children, leaf value, where a missing value goes) into flat
+arrays, so the head saves to safetensors + JSON with no pickle, and `TreeEnsemble.predict_proba`
+reproduces scikit-learn's probabilities (to float rounding) without scikit-learn at serving time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+WEIGHTS_FILE = "trees.safetensors"
+META_FILE = "trees.json"
+_ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "missing_left", "roots")
+
+
+@dataclass(frozen=True)
+class TreeSettings:
+    """Defaults chosen to suit any catalogue size: early stopping on a held-out tenth picks the
+    number of trees, so small catalogues get few and large ones many."""
+
+    max_iter: int = 500
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 20
+    l2_regularization: float = 1.0
+    early_stopping: bool = True
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 30
+    seed: int = 0
+
+
+def fit(x: np.ndarray, y: np.ndarray, settings: TreeSettings = TreeSettings()) -> TreeEnsemble:
+    """Fit scikit-learn's histogram boosting on (x, y) and export it to arrays."""
+    model = HistGradientBoostingClassifier(
+        max_iter=settings.max_iter,
+        learning_rate=settings.learning_rate,
+        max_leaf_nodes=settings.max_leaf_nodes,
+        min_samples_leaf=settings.min_samples_leaf,
+        l2_regularization=settings.l2_regularization,
+        early_stopping=settings.early_stopping and len(y) >= 200,
+        validation_fraction=settings.validation_fraction,
+        n_iter_no_change=settings.n_iter_no_change,
+        scoring="loss",  # AP here would predict the whole validation set every iteration
+        random_state=settings.seed,
+    )
+    model.fit(x, y)
+    return export(model)
+
+
+@dataclass
+class TreeEnsemble:
+    """All trees' nodes in one table; tree t starts at node roots[t]; children are global indices."""
+
+    feature: np.ndarray  # int64, the column a split reads
+    threshold: np.ndarray  # float64, go left when x <= threshold
+    left: np.ndarray  # int64
+    right: np.ndarray  # int64
+    value: np.ndarray  # float64, the leaf's raw score (0 on split nodes)
+    is_leaf: np.ndarray  # bool
+    missing_left: np.ndarray  # bool, where NaN goes
+    roots: np.ndarray  # int64
+    baseline: float
+    n_features: int
+    max_depth: int
+
+    def raw_score(self, x: np.ndarray, batch_rows: int = 4096) -> np.ndarray:
+        """The log-odds: baseline + the sum of one leaf per tree, all trees walked in lockstep."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected (n, {self.n_features}) features, got {x.shape}")
+        out = np.empty(len(x), dtype=np.float64)
+        for start in range(0, len(x), batch_rows):
+            rows = x[start : start + batch_rows]
+            flat = rows.ravel()
+            row_base = (np.arange(len(rows)) * self.n_features)[:, None]
+            node = np.broadcast_to(self.roots, (len(rows), len(self.roots))).copy()
+            # Leaves point at themselves, so max_depth steps land every walk on its leaf.
+            for _ in range(self.max_depth):
+                value = flat[row_base + self.feature[node]]
+                go_left = np.where(
+                    np.isnan(value), self.missing_left[node], value <= self.threshold[node]
+                )
+                node = np.where(go_left, self.left[node], self.right[node])
+            out[start : start + len(rows)] = self.baseline + self.value[node].sum(axis=1)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Probability of a match, shape (n,) (scikit-learn's `predict_proba(x)[:, 1]`)."""
+        return 1.0 / (1.0 + np.exp(-self.raw_score(x)))
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS},
+            folder / WEIGHTS_FILE,
+        )
+        meta = {
+            "baseline": self.baseline,
+            "n_features": self.n_features,
+            "max_depth": self.max_depth,
+            "n_trees": len(self.roots),
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> TreeEnsemble:
+        arrays = load_file(folder / WEIGHTS_FILE)
+        meta = json.loads((folder / META_FILE).read_text())
+        return cls(
+            **arrays,
+            baseline=float(meta["baseline"]),
+            n_features=int(meta["n_features"]),
+            max_depth=int(meta["max_depth"]),
+        )
+
+
+def export(model: HistGradientBoostingClassifier) -> TreeEnsemble:
+    """Copy a fitted binary classifier's trees out of scikit-learn's predictor objects."""
+    if len(model.classes_) != 2:
+        raise ValueError("only binary classifiers are exported")
+    if getattr(model, "is_categorical_", None) is not None and np.any(model.is_categorical_):
+        raise ValueError("categorical splits are not exported; pass numeric features only")
+    tables = [predictors[0].nodes for predictors in model._predictors]
+    sizes = np.array([len(table) for table in tables], dtype=np.int64)
+    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    nodes = np.concatenate(tables)
+    shift = np.repeat(roots, sizes)
+    is_leaf = nodes["is_leaf"].astype(bool)
+    # Leaves keep left = right = 0 in scikit-learn; point them at themselves so a walk stays put.
+    own = np.arange(len(nodes), dtype=np.int64)
+    left = np.where(is_leaf, own, nodes["left"].astype(np.int64) + shift)
+    right = np.where(is_leaf, own, nodes["right"].astype(np.int64) + shift)
+    return TreeEnsemble(
+        feature=np.where(is_leaf, 0, nodes["feature_idx"]).astype(np.int64),
+        threshold=nodes["num_threshold"].astype(np.float64),
+        left=left,
+        right=right,
+        value=np.where(is_leaf, nodes["value"], 0.0).astype(np.float64),
+        is_leaf=is_leaf,
+        missing_left=nodes["missing_go_to_left"].astype(bool),
+        roots=roots,
+        baseline=float(np.ravel(model._baseline_prediction)[0]),
+        n_features=int(model.n_features_in_),
+        max_depth=int(nodes["depth"].max()),
+    )
