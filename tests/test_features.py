@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from matching_cli.data import pairs as pairs_module
 from matching_cli.data.features import (
     Listings,
     TextModel,
@@ -159,3 +160,21 @@ def test_saved_and_reloaded_give_the_same_features(listings, tmp_path):
     expected = pair_features(listings, left, right)
     np.testing.assert_array_equal(pair_features(again, left, right), expected)
     np.testing.assert_array_equal(pair_features(again, left, right, batch_pairs=1), expected)
+
+
+def test_pictures_in_slices_equal_brute_force(monkeypatch):
+    rng = np.random.default_rng(0)
+    n = 60
+    main = [[rng.normal(size=8)] for _ in range(n)]
+    extra = [list(rng.normal(size=(rng.integers(0, 5), 8))) if i % 7 else None for i in range(n)]
+    listings = listing_features(fit_text_model(["x"] * n), ["x"] * n, None, None, None, main, extra)
+    left, right = rng.integers(0, n, 300), rng.integers(0, n, 300)
+    monkeypatch.setattr(pairs_module, "PICTURE_PAIRS", 7)  # many slices, some pairs straddling
+    values = pair_features(listings, left, right, families=("pictures",))
+    off = listings.picture_offsets
+    for k in range(len(left)):
+        a = listings.pictures[off[left[k]] : off[left[k] + 1]]
+        b = listings.pictures[off[right[k]] : off[right[k] + 1]]
+        cosines = a @ b.T
+        assert values[k, 0] == pytest.approx(cosines.max(), abs=1e-6)
+        assert values[k, 1] == pytest.approx(cosines.mean(), abs=1e-6)

@@ -37,6 +37,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "pictures": ("pic_best_cos", "pic_mean_cos", "pic_missing"),
 }  # fmt: skip
 BATCH_PAIRS = 65_536
+PICTURE_PAIRS = 1 << 20
 
 
 def feature_names(families: tuple[str, ...] = tuple(FAMILIES)) -> list[str]:
@@ -124,24 +125,30 @@ def _categories(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
 
 
 def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    """Cosines of every picture of a with every picture of b, reduced per pair, without a loop."""
+    """Cosines of every picture of a with every picture of b, reduced per pair, without a loop.
+
+    Pairs are taken in slices of at most PICTURE_PAIRS picture pairs, so listings with many
+    pictures cannot blow the gathered vectors up to gigabytes.
+    """
     off = f.picture_offsets
     count_a, count_b = off[a + 1] - off[a], off[b + 1] - off[b]
     per_pair = count_a * count_b
     best = np.zeros(len(a), dtype=np.float32)
     mean = np.zeros(len(a), dtype=np.float32)
-    present = per_pair > 0
-    if present.any():
-        pair = np.repeat(np.arange(len(a)), per_pair)
-        within = np.arange(per_pair.sum()) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
-        left = off[a][pair] + within // count_b[pair]
-        right = off[b][pair] + within % count_b[pair]
+    slice_of = np.cumsum(per_pair) // PICTURE_PAIRS
+    for s in np.unique(slice_of[per_pair > 0]):
+        rows = np.flatnonzero((slice_of == s) & (per_pair > 0))
+        n = per_pair[rows]
+        pair = np.repeat(np.arange(len(rows)), n)
+        within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        left = off[a[rows]][pair] + within // count_b[rows][pair]
+        right = off[b[rows]][pair] + within % count_b[rows][pair]
         cosine = np.einsum("ij,ij->i", f.pictures[left], f.pictures[right])
-        best[:] = -np.inf
-        np.maximum.at(best, pair, cosine)
-        best[~present] = 0
-        mean = (np.bincount(pair, cosine, len(a)) / np.maximum(per_pair, 1)).astype(np.float32)
-    return [best, mean, (~present).astype(np.float32)]
+        top = np.full(len(rows), -np.inf, dtype=np.float32)
+        np.maximum.at(top, pair, cosine)
+        best[rows] = top
+        mean[rows] = np.bincount(pair, cosine, len(rows)) / n
+    return [best, mean, (per_pair == 0).astype(np.float32)]
 
 
 _COMPUTE = {
