@@ -30,7 +30,7 @@ class OnMissing(StrEnum):
     """What `matching predict` does with a pair whose listing is in no table."""
 
     error = "error"
-    zero = "zero"  # score it with a zero embedding
+    zero = "zero"  # score it 0: no listing, no evidence of a match
     drop = "drop"  # leave it out of the output
 
 
@@ -39,6 +39,16 @@ class PairFeatures(StrEnum):
 
     symmetric = "symmetric"  # |a-b|, a*b, a+b and the cosine per block: score(a, b) == score(b, a)
     concat = "concat"  # the original project's [a, b]
+
+
+class FeatureFamily(StrEnum):
+    """Families of pair features from the listings' own fields (see `data/pairs.py`)."""
+
+    text = "text"  # TF-IDF cosines and token overlap of names and descriptions
+    digits = "digits"  # tokens with digits: model codes, capacities, sizes
+    attributes = "attributes"  # shared attribute keys, equal and conflicting values
+    categories = "categories"  # the same category at levels 2, 3, 4
+    pictures = "pictures"  # best and mean cosine over all picture pairs
 
 
 class DeviceKind(StrEnum):

@@ -13,6 +13,8 @@ import torch
 
 from matching_cli import tracking
 from matching_cli.choices import OnMissing, RunStatus, StopReason
+from matching_cli.data.feature_store import columns_for
+from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError
@@ -127,14 +129,17 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
     if auto_choices:
         log.info("auto settings: %s", auto_choices)
     torch.manual_seed(settings.train.seed)
-    config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks])
+    names = tuple(feature_names(tuple(settings.features.families)))
+    config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
     model = PairClassifier(config).to(device)
     optimizer = make_optimizer(model, settings.train)
     resumed = None
     if checkpoint is not None:
         resumed = checkpoint.restore(model, optimizer)
         log.info("Resuming run %s after epoch %d", resume, resumed.epoch)
-    data = to_device(prepared, device)
+    data = to_device(prepared, device, columns_for(prepared.feature_names, names))
+    if names and resumed is None:
+        model.fit_scaler(data.splits["train"].features)
     log.info(
         "Training on %s: %s train / %s validation pairs",
         device,
@@ -191,7 +196,10 @@ def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedMod
     folder = setup.settings.train.models_dir / run_id
     save_model(folder, saved)
     items = setup.data.items
-    example = torch.cat([items[val.left[:4]], items[val.right[:4]]], dim=1)
+    parts = [items[val.left[:4]], items[val.right[:4]]]
+    if val.features is not None:
+        parts.append(val.features[:4])
+    example = torch.cat(parts, dim=1)
     tracking.log_saved_model(folder, saved, example.cpu().numpy())
     return saved, folder
 
@@ -224,7 +232,7 @@ def _evaluate(
 
 
 def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs: DevicePairs) -> np.ndarray:
-    return predict_proba(model, items, pairs.left, pairs.right).cpu().numpy()
+    return predict_proba(model, items, pairs.left, pairs.right, pairs.features).cpu().numpy()
 
 
 def _test_and_log(
@@ -274,11 +282,18 @@ def evaluate_job(
     items = items_to_device(prepared.items.matrix, loaded.device)
     if pairs_path is None:
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
+        columns = columns_for(prepared.feature_names, loaded.feature_names)
     else:
         pairs = read_pairs(pairs_path, prepared.items, labelled=True)
+        featurizer = loaded.featurizer()
         host_pairs = PairSet(
-            pairs.left, pairs.right, pairs.target, prepared.item_category[pairs.left]
+            pairs.left,
+            pairs.right,
+            pairs.target,
+            prepared.item_category[pairs.left],
+            featurizer(pairs.left, pairs.right) if featurizer else np.zeros((len(pairs.left), 0)),
         )
+        columns = np.arange(len(loaded.feature_names))
         prefix, folder = f"eval_{pairs_path.stem}_", f"evaluation/{pairs_path.stem}"
     if len(host_pairs) == 0:
         raise DataError("no pairs to evaluate")
@@ -286,7 +301,7 @@ def evaluate_job(
         metrics = _test_and_log(
             saved,
             items,
-            pairs_to_device(host_pairs, loaded.device),
+            pairs_to_device(host_pairs, loaded.device, columns),
             host_pairs,
             None,
             prefix=prefix,
@@ -319,4 +334,5 @@ def predict_job(
         submission=submission,
         on_missing=on_missing,
         reporter=reporter,
+        featurizer=loaded.featurizer(),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from matching_cli import tracking
+from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.prepare import Prepared, prepared_for
 from matching_cli.model.saved import SavedModel, check_blocks, load_model
 from matching_cli.model.train import resolve_device
@@ -21,7 +22,12 @@ from matching_cli.settings import Settings
 log = logging.getLogger(__name__)
 # The sections a model was trained with, and in them the keys that only say where things live and
 # run; every other section (MLflow, downloads) is today's.
-TRAINED_SECTIONS = {"data": ("dir", "prepared_dir"), "model": (), "train": ("device", "models_dir")}
+TRAINED_SECTIONS = {
+    "data": ("dir", "prepared_dir"),
+    "model": (),
+    "features": (),
+    "train": ("device", "models_dir"),
+}
 
 
 def trained_settings(trained: Settings, today: Settings) -> Settings:
@@ -44,6 +50,16 @@ class ModelRun:
     settings: Settings  # `trained_settings` of the model and today's
     device: torch.device
     prepared: Prepared
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.saved.classifier.config.feature_names
+
+    def featurizer(self) -> PairFeaturizer | None:
+        """What computes the model's field features for new pairs (None: it reads none)."""
+        if not self.feature_names:
+            return None
+        return PairFeaturizer(self.prepared.listings(), self.feature_names)
 
 
 def load_model_run(settings: Settings, run_id: str | None, reporter: Reporter) -> ModelRun:

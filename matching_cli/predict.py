@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import torch
 
 from matching_cli.choices import OnMissing
+from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.tables import (
     Items,
     check_columns,
@@ -47,6 +48,7 @@ def predict_file(
     on_missing: OnMissing = OnMissing.error,
     chunk_rows: int = 1_000_000,
     reporter: Reporter | None = None,
+    featurizer: PairFeaturizer | None = None,
 ) -> PredictSummary:
     """Write `variantid1,variantid2,score` (or `target` with `submission`) for every pair, atomically."""
     reporter = reporter or NullReporter()
@@ -73,6 +75,7 @@ def predict_file(
             left, right = items.rows(v1), items.rows(v2)
             absent = (left < 0) | (right < 0)
             summary.pairs += len(v1)
+            seen = len(absent)
             if absent.any():
                 summary.missing += int(absent.sum())
                 examples += [
@@ -80,25 +83,24 @@ def predict_file(
                 ]
                 if on_missing == OnMissing.drop:
                     keep = ~absent
-                    v1, v2, left, right = v1[keep], v2[keep], left[keep], right[keep]
-                left, right = (
-                    np.where(left < 0, zero_row, left),
-                    np.where(right < 0, zero_row, right),
-                )
+                    v1, v2, left, right, absent = (x[keep] for x in (v1, v2, left, right, absent))
             if on_missing == OnMissing.error and summary.missing:
-                task.advance(len(absent))
+                task.advance(seen)
                 continue  # count them all for the message; nothing is kept
+            features = None if featurizer is None else torch.from_numpy(featurizer(left, right))
+            left, right = (np.where(side < 0, zero_row, side) for side in (left, right))
             scores = predict_proba(
-                model, matrix, torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
+                model,
+                matrix,
+                torch.from_numpy(left).to(device),
+                torch.from_numpy(right).to(device),
+                None if features is None else features.to(device),
             )
             scores = scores.cpu().numpy()
-            if (
-                on_missing == OnMissing.zero and absent.any()
-            ):  # no listing, no evidence: not a match
-                scores[absent] = 0.0
+            scores[absent] = 0.0  # `--on-missing zero`: no listing, no evidence of a match
             writer.write_table(pa.table([v1, v2, scores], schema=schema))
             summary.written += len(v1)
-            task.advance(len(absent))
+            task.advance(seen)
         if on_missing == OnMissing.error and summary.missing:
             shown = ", ".join(f"({a}, {b})" for a, b in examples[:3])
             raise DataError(

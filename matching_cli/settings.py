@@ -31,7 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from matching_cli.choices import BlockingMethod, PairFeatures, check_device
+from matching_cli.choices import BlockingMethod, FeatureFamily, PairFeatures, check_device
 from matching_cli.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,13 @@ class DownloadSettings(_Section):
     synthetic_seed: int = 0
 
 
+class FeatureSettings(_Section):
+    """Which families of pair features the model reads beside the embeddings (all are prepared,
+    so switching one off needs no new `prepare`)."""
+
+    families: list[FeatureFamily] = Field(default_factory=lambda: list(FeatureFamily))
+
+
 class MatchSettings(_Section):
     k: int = Field(default=10, ge=1)
     method: BlockingMethod = BlockingMethod.auto
@@ -176,6 +183,7 @@ class Settings(BaseSettings):
     train: TrainSettings = TrainSettings()
     mlflow: MlflowSettings = MlflowSettings()
     download: DownloadSettings = DownloadSettings()
+    features: FeatureSettings = FeatureSettings()
     match: MatchSettings = MatchSettings()
 
     @classmethod

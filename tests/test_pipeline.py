@@ -109,6 +109,7 @@ def test_loading_a_model_leaves_no_temporary_folder(in_trained, tmp_path, monkey
 
 
 def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
+    from matching_cli.data.feature_store import PairFeaturizer
     from matching_cli.data.prepare import load_prepared
     from matching_cli.model.saved import load_model
     from matching_cli.predict import predict_file
@@ -118,14 +119,17 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
     submission = pd.read_csv("sub.csv")
     assert list(submission.columns) == ["variantid1", "variantid2", "target"]
     saved = load_model(folder / "models" / run_id)
-    items = load_prepared(store(folder)).items
+    prepared = load_prepared(store(folder))
+    names = saved.classifier.config.feature_names
+    assert names  # the default model reads the listings' fields too
     predict_file(
         saved.classifier,
-        items,
+        prepared.items,
         torch.device("cpu"),
         folder / "data/test.parquet",
         folder / "small.csv",
         chunk_rows=7,
+        featurizer=PairFeaturizer(prepared.listings(), names),
     )
     np.testing.assert_allclose(pd.read_csv("small.csv")["score"], submission["target"], atol=1e-7)
 
@@ -136,8 +140,9 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained):
 
     prepared = load_prepared(store(folder))
     test = prepared.splits["test"]
+    # The served input: both listings' embedding blocks, then the pair's field features.
     x = np.concatenate(
-        [prepared.items.matrix[test.left], prepared.items.matrix[test.right]], axis=1
+        [prepared.items.matrix[test.left], prepared.items.matrix[test.right], test.features], axis=1
     )
     served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(x.astype(np.float32))
     pd.DataFrame(

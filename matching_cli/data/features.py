@@ -168,7 +168,7 @@ def _parse_json(text: str | None) -> dict:
         return {}
     try:
         value = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # deep nesting breaks the parser itself
         return {}
     return value if isinstance(value, dict) else {}
 

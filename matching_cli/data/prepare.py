@@ -22,6 +22,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from matching_cli.data.feature_store import PAIR_FEATURES, load_listings, write_features
+from matching_cli.data.features import Listings
 from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, TEXT_FILE, missing_files
 from matching_cli.data.tables import (
     Block,
@@ -38,7 +40,7 @@ from matching_cli.settings import DataSettings
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: pair features from the listings' own fields
 FINGERPRINT_CHARS = 16  # a store is named by its fingerprint: the only folders pruning touches
 KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
@@ -52,6 +54,7 @@ class PairSet:
     right: np.ndarray
     target: np.ndarray
     category: np.ndarray  # level-2 category code of the first listing, -1 unknown
+    features: np.ndarray  # (n, len(Prepared.feature_names)) float32 pair features
 
     def __len__(self) -> int:
         return len(self.left)
@@ -64,10 +67,19 @@ class Prepared:
     category_names: list[str]
     splits: dict[str, PairSet]
     manifest: dict
+    store: Path
 
     @property
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.manifest["pair_features"]
+
+    def listings(self) -> Listings:
+        """The per-listing feature arrays, to compute the features of pairs not prepared here."""
+        return load_listings(self.store)
 
 
 @dataclass
@@ -182,7 +194,9 @@ def _write_store(
         pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
         item_category, category_names = read_categories(data.dir, items.ids)
         split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
+        feature_names = write_features(data.dir, items.ids, pairs.left, pairs.right, out, reporter)
         manifest |= {
+            "pair_features": feature_names,
             "blocks": [asdict(b) for b in items.blocks],
             "categories": category_names,
             "counts": {"listings": len(items.ids), "pairs": len(pairs.left), **report.sizes},
@@ -232,14 +246,19 @@ def load_prepared(prepared_dir: Path) -> Prepared:
     item_category = np.load(prepared_dir / "item_category.npy")
     with np.load(prepared_dir / "pairs.npz") as z:
         arrays = {k: z[k] for k in z.files}
+    features = np.load(prepared_dir / PAIR_FEATURES, mmap_mode="r")
     splits = {}
     for code, name in enumerate(SPLITS):
         mask = arrays["split"] == code
         left = arrays["left"][mask]
         splits[name] = PairSet(
-            left, arrays["right"][mask], arrays["target"][mask], item_category[left]
+            left,
+            arrays["right"][mask],
+            arrays["target"][mask],
+            item_category[left],
+            np.asarray(features[mask]),
         )
-    return Prepared(items, item_category, manifest["categories"], splits, manifest)
+    return Prepared(items, item_category, manifest["categories"], splits, manifest, prepared_dir)
 
 
 def ensure_prepared(data: DataSettings, reporter: Reporter | None = None) -> Prepared:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
+from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.files import atomic_dir
 from matching_cli.loading import load_model_run
@@ -129,7 +130,12 @@ def match_job(
         tracking.log_params(_params(match, options, threshold, model_run_id, device, candidates))
         with clock("scoring"):
             scores = score_candidates(
-                saved.classifier, prepared.items.matrix, candidates, device, reporter
+                saved.classifier,
+                prepared.items.matrix,
+                candidates,
+                device,
+                reporter,
+                loaded.featurizer(),
             )
         accepted = scores >= threshold
         with clock("clustering"):
@@ -185,17 +191,22 @@ def score_candidates(
     candidates: Candidates,
     device: torch.device,
     reporter: Reporter,
+    featurizer: PairFeaturizer | None = None,
 ) -> np.ndarray:
     """Match probabilities of the candidate pairs, through the same `predict_proba` as `predict`."""
     items = items_to_device(matrix, device)
     out = np.empty(len(candidates), np.float32)
     task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
     for start in range(0, len(candidates), SCORE_CHUNK):
+        chunk = slice(start, start + SCORE_CHUNK)
+        features = None
+        if featurizer is not None:
+            rows = featurizer(candidates.left[chunk], candidates.right[chunk])
+            features = torch.from_numpy(rows).to(device)
         left, right = (
-            torch.from_numpy(side[start : start + SCORE_CHUNK]).to(device)
-            for side in (candidates.left, candidates.right)
+            torch.from_numpy(side[chunk]).to(device) for side in (candidates.left, candidates.right)
         )
-        out[start : start + SCORE_CHUNK] = predict_proba(model, items, left, right).cpu().numpy()
+        out[chunk] = predict_proba(model, items, left, right, features).cpu().numpy()
         task.advance(len(left))
     task.close()
     return out

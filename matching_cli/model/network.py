@@ -18,10 +18,16 @@ class ModelConfig(ModelSettings):
     model_config = ConfigDict(frozen=True)
 
     block_dims: tuple[int, ...]  # width of each embedding block, in item-matrix order
+    # Pair features from the listings' fields read beside the embeddings, by name, in input order.
+    feature_names: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, settings: ModelSettings, block_dims: Sequence[int]) -> ModelConfig:
-        return cls(block_dims=tuple(block_dims), **dict(settings))
+    def build(
+        cls, settings: ModelSettings, block_dims: Sequence[int], feature_names: Sequence[str] = ()
+    ) -> ModelConfig:
+        return cls(
+            block_dims=tuple(block_dims), feature_names=tuple(feature_names), **dict(settings)
+        )
 
     @property
     def item_dim(self) -> int:
@@ -30,8 +36,8 @@ class ModelConfig(ModelSettings):
     @property
     def input_size(self) -> int:
         if self.pair_features == PairFeatures.concat:
-            return 2 * self.item_dim
-        return sum(3 * d + 1 for d in self.block_dims)
+            return 2 * self.item_dim + len(self.feature_names)
+        return sum(3 * d + 1 for d in self.block_dims) + len(self.feature_names)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -57,11 +63,18 @@ def pair_features(a: torch.Tensor, b: torch.Tensor, config: ModelConfig) -> torc
 
 
 class PairClassifier(nn.Module):
-    """Pair features, then Linear + LayerNorm + PReLU blocks, then one logit."""
+    """Pair features (from the embeddings, and the listings' fields standardised), then
+    Linear + LayerNorm + PReLU blocks, then one logit."""
+
+    FEATURE_CLIP = 5.0  # standard deviations: counts have long tails that should not dominate
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        if config.feature_names:  # part of the weights: the model standardises its own input
+            width = len(config.feature_names)
+            self.register_buffer("feature_mean", torch.zeros(width))
+            self.register_buffer("feature_scale", torch.ones(width))
         layers: list[nn.Module] = []
         width = config.input_size
         for _ in range(config.num_layers):
@@ -75,12 +88,27 @@ class PairClassifier(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.mlp(pair_features(a, b, self.config)).squeeze(1)
+    def fit_scaler(self, features: torch.Tensor) -> None:
+        """Standardise the field features by their mean and spread on the training pairs."""
+        self.feature_mean.copy_(features.mean(dim=0))
+        self.feature_scale.copy_(features.std(dim=0).clamp_min(1e-6))
+
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = pair_features(a, b, self.config)
+        if self.config.feature_names:
+            if features is None:
+                raise ValueError("this model reads pair features: pass them")
+            scaled = (features - self.feature_mean) / self.feature_scale
+            x = torch.cat([x, scaled.clamp(-self.FEATURE_CLIP, self.FEATURE_CLIP).to(x.dtype)], 1)
+        return self.mlp(x).squeeze(1)
 
 
 class PairScorer(nn.Module):
-    """One input tensor [a, b] of shape (batch, 2 * item_dim) -> match probability.
+    """One input tensor [a, b, f] of shape (batch, 2 * item_dim + len(feature_names)) -> match
+    probability: each listing's L2-normalised embedding blocks, then the pair's field features
+    as `data/pairs.py` computes them (unscaled).
 
     This is the form MLFlow serves: a model with a single tensor input."""
 
@@ -89,5 +117,6 @@ class PairScorer(nn.Module):
         self.classifier = classifier
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        a, b = pairs.split(self.classifier.config.item_dim, dim=1)
-        return torch.sigmoid(self.classifier(a, b))
+        d = self.classifier.config.item_dim
+        a, b, f = pairs.split([d, d, pairs.shape[1] - 2 * d], dim=1)
+        return torch.sigmoid(self.classifier(a, b, f))

@@ -27,18 +27,21 @@ def score_pairs(
     items: torch.Tensor,
     left: torch.Tensor,
     right: torch.Tensor,
+    features: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Logits for the pairs (rows of `items`), in order."""
+    """Logits for the pairs (rows of `items`, with their field features), in order."""
     model.eval()
     batch_size = batch_size or (CPU_EVAL_BATCH if items.device.type == "cpu" else EVAL_BATCH)
     out = []
     for start in range(0, len(left), batch_size):
+        part = slice(start, start + batch_size)
         with autocast(items.device):
             out.append(
                 model(
-                    items[left[start : start + batch_size]],
-                    items[right[start : start + batch_size]],
+                    items[left[part]],
+                    items[right[part]],
+                    None if features is None else features[part],
                 ).float()
             )
     return torch.cat(out) if out else torch.zeros(0, device=items.device)
@@ -49,7 +52,8 @@ def predict_proba(
     items: torch.Tensor,
     left: torch.Tensor,
     right: torch.Tensor,
+    features: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
     """Match probabilities of the pairs, on the items' device: the only way this project gets one."""
-    return torch.sigmoid(score_pairs(model, items, left, right, batch_size))
+    return torch.sigmoid(score_pairs(model, items, left, right, features, batch_size))

@@ -63,6 +63,7 @@ class DevicePairs:
     left: torch.Tensor
     right: torch.Tensor
     target: torch.Tensor
+    features: torch.Tensor | None = None  # (n, f) field features, for a model that reads them
 
     def __len__(self) -> int:
         return len(self.left)
@@ -79,17 +80,26 @@ def items_to_device(matrix: np.ndarray, device: torch.device, zero_rows: int = 0
     return torch.from_numpy(read_rows(matrix, zero_rows=zero_rows)).to(device)
 
 
-def to_device(prepared: Prepared, device: torch.device) -> DeviceData:
+def to_device(
+    prepared: Prepared, device: torch.device, columns: np.ndarray | None = None
+) -> DeviceData:
+    """Items and splits on the device; `columns` picks the pair-feature columns a model reads."""
     items = items_to_device(prepared.items.matrix, device)
-    splits = {name: pairs_to_device(p, device) for name, p in prepared.splits.items()}
+    splits = {name: pairs_to_device(p, device, columns) for name, p in prepared.splits.items()}
     return DeviceData(items, splits)
 
 
-def pairs_to_device(pairs: PairSet, device: torch.device) -> DevicePairs:
+def pairs_to_device(
+    pairs: PairSet, device: torch.device, columns: np.ndarray | None = None
+) -> DevicePairs:
+    features = None
+    if columns is not None and len(columns):
+        features = torch.from_numpy(np.ascontiguousarray(pairs.features[:, columns])).to(device)
     return DevicePairs(
         torch.from_numpy(pairs.left.astype(np.int64)).to(device),
         torch.from_numpy(pairs.right.astype(np.int64)).to(device),
         torch.from_numpy(pairs.target.astype(np.float32)).to(device),
+        features,
     )
 
 
@@ -174,8 +184,9 @@ def train_one_epoch(
     total, seen = torch.zeros((), device=items.device), 0
     for start in range(0, len(pairs), batch_size):
         index = order[start : start + batch_size]
+        features = None if pairs.features is None else pairs.features[index]
         with autocast(items.device):
-            logits = model(items[pairs.left[index]], items[pairs.right[index]])
+            logits = model(items[pairs.left[index]], items[pairs.right[index]], features)
         loss = loss_fn(logits.float(), pairs.target[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,7 +204,7 @@ def validate(
     model: nn.Module, items: torch.Tensor, pairs: DevicePairs
 ) -> tuple[float, float, float]:
     """Loss, trapezoid PR-AUC and average precision on the validation pairs."""
-    logits = score_pairs(model, items, pairs.left, pairs.right)
+    logits = score_pairs(model, items, pairs.left, pairs.right, pairs.features)
     loss = float(nn.functional.binary_cross_entropy_with_logits(logits, pairs.target))
     target, score = pairs.target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy()
     return loss, pr_auc(target, score), average_precision(target, score)

@@ -1,0 +1,205 @@
+"""The features stage of `prepare`: the listings' own fields read in item-matrix order, turned into
+per-listing arrays (`features.Listings`) and the labelled pairs' feature rows, kept in the store.
+
+Every field is optional: a file or column that the catalogue lacks is read as absent, and the pair
+step gives neutral values and a "missing" flag for it (see `data/pairs.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from matching_cli.data.features import Listings, TextModel, fit_text_model, listing_features
+from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
+from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
+from matching_cli.data.tables import check_columns, image_file, lookup, open_parquet, read_columns
+from matching_cli.data.text import normalise_all
+from matching_cli.errors import DataError
+from matching_cli.progress import Reporter
+
+log = logging.getLogger(__name__)
+LISTINGS_DIR = "features"
+PAIR_FEATURES = "pair_features.npy"
+TEXT_MODEL = "text_model"
+MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
+EXTRA_PICTURES = "pic_embeddings_resnet_v1"
+MAX_EXTRA_PICTURES = 8  # per listing: a few more pictures say what they can; dozens cost memory
+
+
+def write_features(
+    data_dir: Path,
+    ids: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    out: Path,
+    reporter: Reporter,
+) -> list[str]:
+    """Per-listing arrays and the text model into `out`, and the feature rows of the labelled
+    pairs (rows `left`, `right` of the item matrix); returns the feature names, in column order."""
+    task = reporter.task("features: reading the listings' fields", total=None)
+    columns = _string_columns(data_dir, ids)
+    pictures, offsets = _picture_columns(data_dir, ids)
+    task.close()
+    task = reporter.task("features: text model", total=None)
+    text_model = fit_text_model(normalise_all(columns["name"]))
+    task.close()
+    task = reporter.task("features: listings", total=None)
+    listings = listing_features(
+        text_model,
+        columns["name"],
+        columns["description"],
+        columns["characteristic_attributes_mapping"],
+        columns["categories"],
+    )
+    listings = replace(listings, pictures=pictures, picture_offsets=offsets)
+    task.close()
+    listings.save(out / LISTINGS_DIR)
+    save_text_model(text_model, out / TEXT_MODEL)
+    names = feature_names()
+    rows = np.lib.format.open_memmap(out / PAIR_FEATURES, "w+", np.float32, (len(left), len(names)))
+    task = reporter.task("features: labelled pairs", total=len(left), unit="pairs")
+    for start in range(0, len(left), 1 << 18):
+        stop = start + (1 << 18)
+        rows[start:stop] = pair_features(listings, left[start:stop], right[start:stop])
+        task.advance(len(rows[start:stop]))
+    task.close()
+    rows.flush()
+    log.info("Pair features: %d columns in %d families", len(names), len(FAMILIES))
+    return names
+
+
+def load_listings(store: Path) -> Listings:
+    return Listings.load(store / LISTINGS_DIR)
+
+
+def save_text_model(model: TextModel, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays, meta = model.to_arrays()
+    for name, values in arrays.items():
+        np.save(folder / f"{name}.npy", values, allow_pickle=False)
+    (folder / "terms.json").write_text(json.dumps(meta, ensure_ascii=False))
+
+
+def load_text_model(folder: Path) -> TextModel:
+    meta = json.loads((folder / "terms.json").read_text())
+    arrays = {p.stem: np.load(p, allow_pickle=False) for p in folder.glob("*.npy")}
+    return TextModel.from_arrays(arrays, meta)
+
+
+def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, list[str | None]]:
+    """name, description, categories and attributes of each listing, None where absent."""
+    wanted = {
+        TEXT_FILE: ("name", "description"),
+        ATTRIBUTES_FILE: ("categories", "characteristic_attributes_mapping"),
+    }
+    out: dict[str, list[str | None]] = {}
+    for file, names in wanted.items():
+        path = data_dir / file
+        present = open_parquet(path).schema_arrow.names if path.is_file() else []
+        for name in names:
+            if name not in present:
+                log.info("%s: no column '%s'; its features are marked missing", path, name)
+                out[name] = [None] * len(ids)
+                continue
+            pf = open_parquet(path)
+            check_columns(pf, path, {"variantid": "int", name: "string"})
+            table = read_columns(pf, path, ["variantid", name])
+            out[name] = _aligned(ids, table.column(0), table.column(1))
+    return out
+
+
+def _aligned(ids: np.ndarray, variantid: pa.ChunkedArray, values: pa.ChunkedArray) -> list:
+    """`values` in the order of `ids` (None for ids the table lacks; a repeated id: its last row)."""
+    rows = lookup(ids, variantid.to_numpy())
+    inside = np.flatnonzero(rows >= 0)
+    index = np.full(len(ids), len(values), np.int64)
+    index[rows[inside]] = inside
+    return (
+        pa.concat_arrays([values.combine_chunks(), pa.nulls(1, values.type)])
+        .take(pa.array(index))
+        .to_pylist()
+    )
+
+
+def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every picture vector of each listing (main first, up to MAX_EXTRA_PICTURES extras),
+    L2-normalised, and the offsets: listing i owns rows offsets[i]:offsets[i + 1]."""
+    path = image_file(data_dir)
+    pf = open_parquet(path)
+    present = [c for c in (MAIN_PICTURE, EXTRA_PICTURES) if c in pf.schema_arrow.names]
+    if not present:
+        return np.zeros((0, 1), np.float32), np.zeros(len(ids) + 1, np.int64)
+    table = read_columns(pf, path, ["variantid", *present])
+    rows = lookup(ids, table.column("variantid").to_numpy())
+    owners, vectors, order = [], [], []
+    for rank, name in enumerate(present):
+        owner, position, values = _flat_vectors(table.column(name))
+        keep = (rows[owner] >= 0) & (position < (1 if rank == 0 else MAX_EXTRA_PICTURES))
+        owners.append(rows[owner][keep])
+        vectors.append(values[keep])
+        order.append(rank * (MAX_EXTRA_PICTURES + 1) + position[keep])
+    widths = {v.shape[1] for v in vectors if len(v)}
+    if len(widths) != 1:  # no picture at all, or main and extra pictures of other widths
+        return np.zeros((0, 1), np.float32), np.zeros(len(ids) + 1, np.int64)
+    owner, rank = np.concatenate(owners), np.concatenate(order)
+    sort = np.lexsort((rank, owner))
+    stacked = np.concatenate(vectors)[sort]
+    norms = np.linalg.norm(stacked, axis=1, keepdims=True)
+    np.divide(stacked, norms, out=stacked, where=norms > 0)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(ids)))])
+    return stacked, offsets.astype(np.int64)
+
+
+def _flat_vectors(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list<list<double>> column -> (table row, position in its row, vector) of each non-null,
+    finite vector of the most common width."""
+    column = column.combine_chunks()
+    counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    inner = pc.list_flatten(column)
+    owner = np.repeat(np.arange(len(column)), counts)
+    position = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    lengths = pc.fill_null(pc.list_value_length(inner), 0).to_numpy(zero_copy_only=False)
+    if not lengths.any():
+        return owner[:0], position[:0], np.zeros((0, 1), np.float32)
+    width = int(np.bincount(lengths[lengths > 0]).argmax())
+    ok = lengths == width
+    values = pc.list_flatten(inner.filter(pa.array(ok))).to_numpy(zero_copy_only=False)
+    values = values.astype(np.float32).reshape(-1, width)
+    finite = np.isfinite(values).all(axis=1)
+    return owner[ok][finite], position[ok][finite], values[finite]
+
+
+def columns_for(names: list[str], wanted: tuple[str, ...]) -> np.ndarray:
+    """Positions of the `wanted` feature columns among `names` (what a store holds)."""
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise DataError(
+            f"the prepared data has no pair features {missing}; run `matching prepare` again"
+        )
+    return np.array([names.index(w) for w in wanted], dtype=np.int64)
+
+
+class PairFeaturizer:
+    """The field features a model reads, for pairs given by item rows: what `predict` and `match`
+    compute for pairs that were not prepared."""
+
+    def __init__(self, listings: Listings, names: tuple[str, ...]):
+        self.listings, self.names = listings, names
+        self.families = tuple(f for f, columns in FAMILIES.items() if set(columns) & set(names))
+        self.columns = columns_for(feature_names(self.families), names)
+
+    def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(n, len(names)) float32; a row of -1 (a listing in no table) gives a row of zeros."""
+        absent = (left < 0) | (right < 0)
+        rows = pair_features(
+            self.listings, np.where(absent, 0, left), np.where(absent, 0, right), self.families
+        )[:, self.columns]
+        rows[absent] = 0.0
+        return rows
