@@ -13,7 +13,7 @@ import torch
 
 from matching_cli import tracking
 from matching_cli.choices import OnMissing, RunStatus, StopReason
-from matching_cli.data.feature_store import columns_for
+from matching_cli.data.feature_store import TEXT_MODEL, columns_for
 from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import read_pairs
@@ -41,6 +41,7 @@ from matching_cli.model.train import (
 )
 from matching_cli.predict import PredictSummary, predict_file
 from matching_cli.progress import NullReporter, Reporter
+from matching_cli.serving import request_fields, request_frame
 from matching_cli.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -195,12 +196,12 @@ def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedMod
     )
     folder = setup.settings.train.models_dir / run_id
     save_model(folder, saved)
-    items = setup.data.items
-    parts = [items[val.left[:4]], items[val.right[:4]]]
-    if val.features is not None:
-        parts.append(val.features[:4])
-    example = torch.cat(parts, dim=1)
-    tracking.log_saved_model(folder, saved, example.cpu().numpy())
+    pairs, ids = setup.prepared.splits["val"], setup.prepared.items.ids
+    example = request_frame(
+        setup.settings.data.dir, ids[pairs.left[:2]], ids[pairs.right[:2]], request_fields(saved)
+    )
+    text_model = setup.prepared.store / TEXT_MODEL if setup.model.config.feature_names else None
+    tracking.log_saved_model(folder, text_model, example)
     return saved, folder
 
 

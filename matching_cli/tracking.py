@@ -1,9 +1,11 @@
-"""MLflow in one place: nothing else imports mlflow."""
+"""MLflow in one place: nothing else imports mlflow (but `mlflow_model.py`, the served model's
+entry point, which MLflow runs by itself)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,16 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import torch
+import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from matching_cli.choices import RunStatus
 from matching_cli.errors import ModelError
-from matching_cli.model.network import PairScorer
-from matching_cli.model.saved import META, WEIGHTS, SavedModel
+from matching_cli.model.saved import META, WEIGHTS
 from matching_cli.model.train import Callback, EpochStats, FitState
 from matching_cli.settings import MlflowSettings, Settings
 
@@ -122,20 +122,52 @@ def log_figures(figures: dict[str, Figure], folder: str) -> None:
         plt.close(figure)
 
 
-def log_saved_model(folder: Path, saved: SavedModel, example: np.ndarray) -> None:
-    """The model's own files, plus an MLflow pytorch model with one input that `mlflow models serve` serves."""
+def log_saved_model(
+    folder: Path,
+    text_model: Path | None,
+    example: pd.DataFrame | None = None,
+) -> None:
+    """The model's own files, plus the MLflow model that `mlflow models serve` serves: raw listing
+    fields in, probability out (`serving.py`), logged from code with its weights, never pickled."""
     for name in (WEIGHTS, META):  # the resume checkpoint beside them stays local
         mlflow.log_artifact(str(folder / name), MODEL_ARTIFACTS)
-    scorer = PairScorer(saved.classifier).cpu().eval()
-    mlflow.pytorch.log_model(
-        scorer,
-        name="model",
-        input_example=example.astype(np.float32),
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"mlflow=={mlflow.__version__}",
-        ],
-    )
+    with tempfile.TemporaryDirectory(prefix="matching-served-") as staging:
+        model_dir = Path(staging) / "model"
+        model_dir.mkdir()
+        for name in (WEIGHTS, META):
+            shutil.copy2(folder / name, model_dir / name)
+        artifacts = {"model": str(model_dir)}
+        if text_model is not None:
+            artifacts["text_model"] = str(text_model)
+        package = Path(__file__).parent
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "mlflow_model.py"),
+            artifacts=artifacts,
+            code_paths=[str(package)],
+            input_example=example,
+            signature=None if example is None else _request_schema(example),
+            pip_requirements=_served_requirements(),
+        )
+
+
+def _request_schema(example: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """The request's columns, each optional and of any type: a listing may lack any field (an
+    embedding too, as in a catalogue), and MLflow's typed arrays refuse nulls. The scorer checks
+    what it needs and says what is missing."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    columns = [ColSpec(AnyType(), name, required=False) for name in example.columns]
+    return mlflow.models.ModelSignature(inputs=Schema(columns))
+
+
+def _served_requirements() -> list[str]:
+    """What the served model imports, pinned to what trained it (a local label like +cpu dropped)."""
+    from importlib.metadata import version
+
+    names = ["torch", "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy"]
+    names += ["safetensors", "pydantic", "pydantic-settings", "rich"]
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
 class MlflowCallback(Callback):

@@ -4,7 +4,7 @@ import torch
 
 from matching_cli.choices import StopReason
 from matching_cli.model import metrics
-from matching_cli.model.network import ModelConfig, PairClassifier, PairScorer
+from matching_cli.model.network import ModelConfig, PairClassifier
 from matching_cli.model.train import Callback, DeviceData, DevicePairs, StopFlag, fit
 from matching_cli.settings import TrainSettings
 
@@ -45,13 +45,6 @@ def test_small_model_overfits_one_batch(features):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.05 < first
-
-
-def test_scorer_takes_one_tensor_and_returns_probabilities():
-    model = PairClassifier(ModelConfig(block_dims=(8, 16), hidden_size=16)).eval()
-    a, b = _pair(batch=5)
-    probs = PairScorer(model)(torch.cat([a, b], dim=1))
-    assert torch.allclose(probs, torch.sigmoid(model(a, b)))
 
 
 def test_metrics_on_known_values():

@@ -135,19 +135,20 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
 
 
 def test_logged_mlflow_model_scores_like_the_cli(in_trained):
-    folder, run_id, _ = in_trained
+    """The served model takes the listings' raw fields and computes its features itself."""
     from matching_cli.data.prepare import load_prepared
+    from matching_cli.model.saved import load_model
+    from matching_cli.serving import request_fields, request_frame
 
+    folder, run_id, _ = in_trained
     prepared = load_prepared(store(folder))
     test = prepared.splits["test"]
-    # The served input: both listings' embedding blocks, then the pair's field features.
-    x = np.concatenate(
-        [prepared.items.matrix[test.left], prepared.items.matrix[test.right], test.features], axis=1
-    )
-    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(x.astype(np.float32))
-    pd.DataFrame(
-        {"variantid1": prepared.items.ids[test.left], "variantid2": prepared.items.ids[test.right]}
-    ).to_parquet("test_split.parquet")
+    ids1, ids2 = prepared.items.ids[test.left], prepared.items.ids[test.right]
+    fields = request_fields(load_model(folder / "models" / run_id))
+    request = request_frame(folder / "data", ids1, ids2, fields)
+    assert "name_1" in request and "name_bert_64_2" in request  # raw fields, as in the files
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(request)
+    pd.DataFrame({"variantid1": ids1, "variantid2": ids2}).to_parquet("test_split.parquet")
     assert (
         invoke("predict", "test_split.parquet", "-o", "cli.csv", "--run-id", run_id).exit_code == 0
     )

@@ -263,6 +263,19 @@ def _vectors(
     return out, per_row > 0
 
 
+def embedding_rows(column: pa.Array, name: str, dim: int) -> np.ndarray:
+    """One embedding column of rows given outside the files (a served request): L2-normalised
+    float32 rows as `prepare` makes them, zero where a row has none."""
+    if pa.types.is_null(column.type):  # every value null
+        return np.zeros((len(column), dim), np.float32)
+    if not _list_depth(column.type):
+        raise DataError(f"the request's column '{name}' holds {column.type}, not vectors")
+    rows, _ = _vectors(column, Path("the request"), name, dim)
+    rows = np.array(rows, dtype=np.float32)  # a fresh copy: normalised in place
+    normalise(rows)
+    return rows
+
+
 def normalise(matrix: np.ndarray) -> None:
     """L2-normalise rows in place; zero rows stay zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]  # no N x D temporary

@@ -103,20 +103,3 @@ class PairClassifier(nn.Module):
             scaled = (features - self.feature_mean) / self.feature_scale
             x = torch.cat([x, scaled.clamp(-self.FEATURE_CLIP, self.FEATURE_CLIP).to(x.dtype)], 1)
         return self.mlp(x).squeeze(1)
-
-
-class PairScorer(nn.Module):
-    """One input tensor [a, b, f] of shape (batch, 2 * item_dim + len(feature_names)) -> match
-    probability: each listing's L2-normalised embedding blocks, then the pair's field features
-    as `data/pairs.py` computes them (unscaled).
-
-    This is the form MLFlow serves: a model with a single tensor input."""
-
-    def __init__(self, classifier: PairClassifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        d = self.classifier.config.item_dim
-        a, b, f = pairs.split([d, d, pairs.shape[1] - 2 * d], dim=1)
-        return torch.sigmoid(self.classifier(a, b, f))

@@ -1,7 +1,7 @@
 """Scoring pairs with a model: logits in batches, and the one rule for a match probability.
 
 The probability of a pair is the model's output for the pair in the order given, everywhere: the
-threshold chosen on validation, `evaluate`, `predict`, `match` and the served `PairScorer`. A
+threshold chosen on validation, `evaluate`, `predict`, `match` and the served model (`serving.py`). A
 `symmetric` model scores both orders alike; a `concat` model was trained and its threshold tuned on
 the files' order alone, so averaging in the reverse order would score a quantity it was never
 tuned on.
