@@ -49,6 +49,15 @@ class RunResult:
     run_id: str
     metrics: dict[str, float]
     status: RunStatus = RunStatus.finished
+    threshold: float | None = None  # the model's decision threshold, chosen on validation
+    best_epoch: int | None = None  # training: the epoch whose weights were kept...
+    epochs: int | None = None  # ...of the epochs run
+
+
+@dataclass
+class PredictResult:
+    run_id: str  # the training run whose model scored the pairs
+    summary: PredictSummary
 
 
 @dataclass
@@ -94,8 +103,10 @@ def train_job(
             *callbacks,
         ]
         state = _fit(setup, sinks)
+        finishing = reporter.task("testing and saving the model", total=None)
         saved, folder = _finalize(setup, state, run.id)
         metrics = _evaluate(setup, saved, state, report_dir, run.id)
+        finishing.close()
         interrupted = state.stopped == StopReason.interrupted
         run.status = RunStatus.killed if interrupted else RunStatus.finished
     if run.status == RunStatus.killed:
@@ -108,7 +119,7 @@ def train_job(
         )
     else:
         log.info("Model saved in %s", folder)
-    return RunResult(run.id, metrics, run.status)
+    return RunResult(run.id, metrics, run.status, saved.threshold, state.best_epoch, state.epoch)
 
 
 def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainSetup:
@@ -258,6 +269,8 @@ def evaluate_job(
     reporter: Reporter | None = None,
     report_dir: Path | None = None,
 ) -> RunResult:
+    if pairs_path is not None:
+        _check_pairs_file(pairs_path, "labelled pairs (variantid1, variantid2, target)")
     tracking.configure(settings.mlflow)
     loaded = load_model_run(settings, run_id, reporter or NullReporter())
     run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
@@ -285,7 +298,7 @@ def evaluate_job(
         )
     if report_dir is not None:
         _write_report(report_dir, run_id, metrics, None)
-    return RunResult(run_id, metrics)
+    return RunResult(run_id, metrics, threshold=saved.threshold)
 
 
 def predict_job(
@@ -296,11 +309,12 @@ def predict_job(
     submission: bool,
     on_missing: OnMissing,
     reporter: Reporter | None = None,
-) -> PredictSummary:
+) -> PredictResult:
     reporter = reporter or NullReporter()
+    _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
     tracking.configure(settings.mlflow)
     loaded = load_model_run(settings, run_id, reporter)
-    return predict_file(
+    summary = predict_file(
         loaded.saved.classifier,
         loaded.prepared.items,
         loaded.device,
@@ -310,3 +324,11 @@ def predict_job(
         on_missing=on_missing,
         reporter=reporter,
     )
+    return PredictResult(loaded.run_id, summary)
+
+
+def _check_pairs_file(path: Path, holding: str) -> None:
+    """Before a model is loaded: a pairs file is the user's own, not something `download` makes."""
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "not found"
+        raise DataError(f"{path}: {what}; give the path of a parquet file of {holding}")
