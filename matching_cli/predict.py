@@ -58,7 +58,9 @@ def predict_file(
     with (
         atomic_file(out_path) as tmp,
         pacsv.CSVWriter(
-            str(tmp), schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+            str(tmp),
+            schema,
+            write_options=pacsv.WriteOptions(quoting_style="needed", quoting_header="none"),
         ) as writer,
     ):
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=["variantid1", "variantid2"]):
