@@ -50,9 +50,7 @@ def download_yandex(
 ) -> DownloadResult:
     """Fetch competition.zip from the public link and put its parquet files in `data_dir`."""
     if data_present(data_dir) and not force:
-        log.info(
-            "%s already holds the data; skipping the download (--force fetches it again)", data_dir
-        )
+        log.debug("%s already holds the data: nothing to download", data_dir)
         return DownloadResult(skipped=True, files=_parquet_names(data_dir), bytes=0)
     reporter = reporter or NullReporter()
     href = resolve_download_url(settings)
