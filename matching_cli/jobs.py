@@ -93,7 +93,7 @@ def train_job(
             tracking.log_settings(setup.settings)
         sinks = [
             tracking.MlflowCallback(),
-            ProgressCallback(reporter),
+            ProgressCallback(reporter, setup.resumed.epoch if setup.resumed else 0),
             CheckpointCallback(
                 checkpoint_dir(setup.settings.train.models_dir, run.id),
                 setup.model,

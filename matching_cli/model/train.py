@@ -257,14 +257,16 @@ class ProgressCallback(Callback):
     After the last epoch the batch bar goes away rather than restart at 0 (the job then shows
     its own stage, testing and saving)."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, epochs_done: int = 0) -> None:
         self.reporter = reporter
+        self.epochs_done = epochs_done  # a resumed run's finished epochs
         self._last_read = 0.0
 
     def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
         self.epochs = self.reporter.task("epochs", total=epochs, unit="epochs")
+        self.epochs.advance(self.epochs_done)
         self.total_epochs, self.batches_total = epochs, batches_per_epoch
-        self.batches = self._batch_task(1)
+        self.batches = self._batch_task(self.epochs_done + 1)
 
     def _batch_task(self, epoch: int) -> Task:
         self._batches_name = f"epoch {epoch}/{self.total_epochs} batches"
