@@ -10,16 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
+from typer.core import TyperCommand
 
-from matching_cli import __version__
+from matching_cli import __version__, show
 from matching_cli.choices import DEVICE_HELP, BlockingMethod, OnMissing, PairFeatures, Source
 from matching_cli.errors import MatchingError
 from matching_cli.progress import rich_reporter
-from matching_cli.settings import Settings, load_settings
+from matching_cli.settings import (
+    AUTO_BATCH_MAX,
+    BASE_BATCH,
+    BASE_LR,
+    MIN_STEPS_PER_EPOCH,
+    Settings,
+    load_settings,
+)
 
 app = typer.Typer(
     name="matching",
@@ -88,6 +96,14 @@ def main(
     ctx.obj = State(config=config, verbose=verbose, quiet=quiet)
 
 
+class PlainUsage(TyperCommand):
+    """A usage line names a required argument plainly (`PAIRS`), not in typer's braces."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
 def handled(command: F) -> F:
     """Turn the core's errors into one red line and a non-zero exit (a traceback with --verbose)."""
 
@@ -109,8 +125,29 @@ def handled(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def setting_help(text: str, key: str) -> str:
+    """An option's help: what it does, the settings key it overrides and that key's default."""
+    section, name = key.split(".")
+    default = getattr(Settings.model_fields[section].default, name)
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif key in AUTO_DEFAULTS:
+        shown = AUTO_DEFAULTS[key]
+    else:
+        shown = str(default)
+    return f"{text} [{key}, default {shown}]."
+
+
+# `auto` values, spelt out (settings.auto_batch_size and auto_lr).
+AUTO_DEFAULTS = {
+    "train.batch_size": f"auto: {AUTO_BATCH_MAX['cpu']} on CPU, {AUTO_BATCH_MAX['accelerator']} "
+    f"on GPU, halved for small data to >= {MIN_STEPS_PER_EPOCH} steps an epoch",
+    "train.lr": f"auto: {BASE_LR} x sqrt(batch / {BASE_BATCH})",
+}
+
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Folder of the raw parquet files [data.dir].")
+    Path | None,
+    typer.Option("--data-dir", help=setting_help("Folder of the raw parquet files", "data.dir")),
 ]
 
 
@@ -124,10 +161,17 @@ def download(
     pairs: Annotated[
         int | None,
         typer.Option(
-            "--pairs", min=20, help="Demo data: labelled pairs [download.synthetic_pairs]."
+            "--pairs",
+            min=20,
+            help=setting_help("Demo data: labelled pairs", "download.synthetic_pairs"),
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Demo data: random seed.")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help=setting_help("Demo data: random seed", "download.synthetic_seed")
+        ),
+    ] = None,
     source: Annotated[
         Source, typer.Option("--source", help="The public link, or `dvc pull data.dvc`.")
     ] = Source.yandex,
@@ -136,7 +180,11 @@ def download(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Get the raw data: the competition files, a DVC remote's copy, or the demo data set."""
+    """Get the raw data: competition files, a DVC copy or demo data.
+
+    The competition files come from the Yandex Disk public link; `--source dvc` pulls data.dvc;
+    `--synthetic` writes the demo data set. A data folder already there is kept unless `--force`.
+    """
     from matching_cli.data import download as dl
 
     if synthetic and source != Source.yandex:
@@ -149,16 +197,15 @@ def download(
     )
     target = settings.data.dir
     if source == Source.dvc:
-        dl.pull_dvc(target, Path.cwd())
-        stdout.print(f"Pulled {target} from the DVC remote.")
+        origin = dl.pull_dvc(target, Path.cwd())
+        stdout.print(f"Restored {target} from {origin}.")
         return
-    already = f"{target} already holds the data; --force replaces it."
     with state.reporter() as reporter:
         if synthetic:
             from matching_cli.data.synthetic import generate
 
             if dl.data_present(target) and not force:
-                stdout.print(already)
+                stdout.print(show.already_there(target, synthetic=True, data_dir=data_dir))
                 return
 
             with dl.atomic_data_dir(target, force) as staging:
@@ -176,31 +223,31 @@ def download(
         else:
             result = dl.download_yandex(settings.download, target, force=force, reporter=reporter)
             if result.skipped:
-                stdout.print(already)
+                stdout.print(show.already_there(target, synthetic=False, data_dir=data_dir))
                 return
             stdout.print(
                 f"Downloaded {result.bytes / 2**20:,.1f} MiB into {target}: {', '.join(result.files)}"
             )
-    if dl.track_with_dvc(target, Path.cwd()):
-        stdout.print(f"Tracked {target} with DVC: commit {target}.dvc, then `dvc push`.")
+    tracked = dl.track_with_dvc(target, Path.cwd())
+    if tracked is not None:
+        stdout.print(show.dvc_next_step(tracked, target))
 
 
 @app.command()
 @handled
 def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
-    """Validate the raw files and write training-ready arrays and splits (reused until they change)."""
+    """Check the raw files and write training-ready arrays.
+
+    The arrays and the train / validation / test split are reused until the raw files or the
+    data settings change.
+    """
     from matching_cli.data.prepare import prepare as run_prepare
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir})
     with state.reporter() as reporter:
         prepared, report = run_prepare(settings.data, reporter)
-    table = Table(title=f"Prepared data in {settings.data.prepared_dir}")
-    for column in ("", "pairs", "positive share"):
-        table.add_column(column, justify="right" if column else "left")
-    for name, size in report.sizes.items():
-        table.add_row(name, f"{size:,}", f"{report.positive_share[name]:.1%}")
-    stdout.print(table)
+    stdout.print(show.prepared_table(settings.data.prepared_dir, report))
     missing = ", ".join(f"{k}: {v:,}" for k, v in prepared.manifest["missing"].items())
     stdout.print(
         f"{len(prepared.items.ids):,} listings; missing embeddings (zero vectors) {missing}; "
@@ -212,28 +259,18 @@ def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
         stdout.print(f"Labelled pairs left out: {shown} (see the warning above).")
 
 
-def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
-    return table
-
-
 def _show_run(result: Any, title: str, as_json: bool) -> None:
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"run_id": result.run_id, "status": result.status, "metrics": result.metrics}
-            )
-        )
+        typer.echo(json.dumps(show.run_json(result)))
     else:
-        stdout.print(_metrics_table(title, result.metrics))
+        stdout.print(show.run_table(title, result))
         stdout.print(f"MLflow run {result.run_id} ({result.status.lower()})")
 
 
-Device = Annotated[str | None, typer.Option("--device", help=f"{DEVICE_HELP} [train.device].")]
+Device = Annotated[
+    str | None,
+    typer.Option("--device", help=setting_help(f"Where to run: {DEVICE_HELP}", "train.device")),
+]
 RunId = Annotated[
     str | None,
     typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
@@ -253,25 +290,55 @@ ReportDir = Annotated[
 @handled
 def train(
     ctx: typer.Context,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="[train.epochs]")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            help=setting_help("Training epochs (fewer with early stopping)", "train.epochs"),
+        ),
+    ] = None,
     device: Device = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="[train.batch_size]")
+        int | None,
+        typer.Option(
+            "--batch-size", help=setting_help("Pairs per training batch", "train.batch_size")
+        ),
     ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate [train.lr].")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help=setting_help("AdamW learning rate", "train.lr"))
+    ] = None,
     hidden_size: Annotated[
-        int | None, typer.Option("--hidden-size", help="[model.hidden_size]")
+        int | None,
+        typer.Option(
+            "--hidden-size", help=setting_help("Width of the hidden layers", "model.hidden_size")
+        ),
     ] = None,
     num_layers: Annotated[
-        int | None, typer.Option("--num-layers", help="[model.num_layers]")
+        int | None,
+        typer.Option(
+            "--num-layers", help=setting_help("Number of hidden layers", "model.num_layers")
+        ),
     ] = None,
     pair_features: Annotated[
         PairFeatures | None,
-        typer.Option("--pair-features", help="[model.pair_features]"),
+        typer.Option(
+            "--pair-features",
+            help=setting_help(
+                "How a pair is fed to the model (symmetric: order-free)", "model.pair_features"
+            ),
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="[train.seed]")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help=setting_help("Random seed of weights, batches and dropout", "train.seed")
+        ),
+    ] = None,
     experiment: Annotated[
-        str | None, typer.Option("--experiment", help="[mlflow.experiment]")
+        str | None,
+        typer.Option(
+            "--experiment", help=setting_help("MLflow experiment of the run", "mlflow.experiment")
+        ),
     ] = None,
     run_name: Annotated[str | None, typer.Option("--run-name", help="MLflow run name.")] = None,
     resume: Annotated[
@@ -282,7 +349,11 @@ def train(
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
-    """Train the pair model (preparing the data first when needed); log the run to MLflow."""
+    """Train the pair model and log the run to MLflow.
+
+    Prepares the data first when needed, picks the threshold on validation, tests the model
+    and saves it in models/<run id>/ and in the MLflow run.
+    """
     from matching_cli.jobs import train_job
 
     state: State = ctx.obj
@@ -321,22 +392,27 @@ def evaluate(
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
-    """Score a training run's model on its test split (or on --pairs) and log the metrics to that run."""
+    """Score a trained model on labelled pairs.
+
+    Uses the run's own test split, or --pairs, and logs the metrics to that training run.
+    """
     from matching_cli.jobs import evaluate_job
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
         result = evaluate_job(settings, run_id, pairs, reporter, report_dir)
-    _show_run(result, f"Evaluation on {pairs or 'the test split'}", as_json)
+    where = show.short_path(pairs) if pairs else "the test split"
+    _show_run(result, f"Evaluation on {where}", as_json)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 @handled
 def predict(
     ctx: typer.Context,
     pairs: Annotated[
-        Path, typer.Argument(help="Parquet or .csv file with variantid1, variantid2.")
+        Path,
+        typer.Argument(metavar="PAIRS", help="Parquet or .csv file with variantid1, variantid2."),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="CSV file to write; - for standard output.")
@@ -356,20 +432,26 @@ def predict(
     device: Device = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Score pairs with a trained model and write a CSV of match probabilities."""
+    """Write match probabilities for a file of pairs.
+
+    The CSV holds variantid1, variantid2 and score (target with --submission): the probability
+    that the two listings are the same product.
+    """
     from matching_cli.files import is_stdout
     from matching_cli.jobs import predict_job
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        summary = predict_job(settings, run_id, pairs, output, submission, on_missing, reporter)
+        predicted = predict_job(settings, run_id, pairs, output, submission, on_missing, reporter)
+    summary = predicted.summary
     dropped = (
         f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
     )
     # With `-o -` (or /dev/stdout) the scores are standard output: the summary goes to stderr.
     (stderr if is_stdout(output) else stdout).print(
-        f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}."
+        f"Wrote {summary.written:,} scores for {summary.pairs:,} pairs to {output}{dropped}, "
+        f"with the model of training run {predicted.run_id}."
     )
 
 
@@ -383,7 +465,8 @@ def match(
         typer.Option("--listings", help="Parquet with a variantid column [every listing]."),
     ] = None,
     k: Annotated[
-        int | None, typer.Option("-k", "--k", min=1, help="Neighbours per listing [match.k].")
+        int | None,
+        typer.Option("-k", "--k", min=1, help=setting_help("Neighbours per listing", "match.k")),
     ] = None,
     threshold: Annotated[
         float | None,
@@ -392,26 +475,33 @@ def match(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", file_okay=False, help="Folder for the results [match.output]."
+            "--output",
+            "-o",
+            file_okay=False,
+            help=setting_help("Folder for the results", "match.output"),
         ),
     ] = None,
     method: Annotated[
         BlockingMethod | None,
-        typer.Option("--method", help="Blocking; hnsw is approximate [match.method]."),
+        typer.Option(
+            "--method", help=setting_help("Blocking; hnsw is approximate", "match.method")
+        ),
     ] = None,
     exact_max: Annotated[
         int | None,
         typer.Option(
             "--exact-max",
             min=2,
-            help="auto on a CPU: exact search up to this many listings [match.exact_max].",
+            help=setting_help(
+                "auto on a CPU: exact search up to this many listings", "match.exact_max"
+            ),
         ),
     ] = None,
     same_category: Annotated[
         bool | None,
         typer.Option(
             "--same-category",
-            help="Pair only listings of one level-2 category [match.same_category].",
+            help=setting_help("Pair only listings of one level-2 category", "match.same_category"),
         ),
     ] = None,
     join_threshold: Annotated[
@@ -420,14 +510,18 @@ def match(
             "--join-threshold",
             min=0,
             max=1,
-            help="Probability needed to merge two groups; 0: any accepted pair "
-            "[match.join_threshold].",
+            help=setting_help(
+                "Probability needed to merge two groups; 0: any accepted pair",
+                "match.join_threshold",
+            ),
         ),
     ] = None,
     max_group: Annotated[
         int | None,
         typer.Option(
-            "--max-group", min=0, help="No group grows past this; 0: no cap [match.max_group]."
+            "--max-group",
+            min=0,
+            help=setting_help("No group grows past this; 0: no cap", "match.max_group"),
         ),
     ] = None,
     ef_search: Annotated[
@@ -435,20 +529,25 @@ def match(
         typer.Option(
             "--ef-search",
             min=1,
-            help="hnsw: search breadth, recall against time [match.hnsw_ef_search].",
+            help=setting_help("hnsw: search breadth, recall against time", "match.hnsw_ef_search"),
         ),
     ] = None,
     all_pairs: Annotated[
         bool | None,
         typer.Option(
-            "--all-pairs", help="pairs.parquet: every scored candidate [match.all_pairs]."
+            "--all-pairs",
+            help=setting_help("pairs.parquet: every scored candidate", "match.all_pairs"),
         ),
     ] = None,
     device: Device = None,
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
-    """Find the duplicates in a catalogue: nearest neighbours, the pair model, product groups."""
+    """Find the duplicate listings in a whole catalogue.
+
+    Nearest neighbours give candidate pairs, the pair model scores them, and accepted pairs are
+    grouped into products.
+    """
     from matching_cli.match.job import MatchOptions, match_job
 
     state: State = ctx.obj
@@ -474,19 +573,7 @@ def match(
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
     else:
-        stdout.print(_match_table(result))
-
-
-def _match_table(result: Any) -> Table:
-    table = Table(title=f"Matches in {result.out_dir} (run {result.run_id})")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    for name, value in result.counts.items():
-        table.add_row(name.replace("_", " "), f"{value:,}")
-    for size, groups in result.groups_by_size.items():
-        table.add_row(f"groups of {size}", f"{groups:,}")
-    for stage, seconds in result.seconds.items():
-        table.add_row(f"{stage} (s)", f"{seconds:,.1f}")
-    for name, value in result.quality.items():
-        table.add_row(name.replace("_", " "), f"{value:.4f}")
-    return table
+        stdout.print(show.match_table(result))
+        stdout.print(
+            f"Model of training run {result.model_run_id}; this match is MLflow run {result.run_id}."
+        )

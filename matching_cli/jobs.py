@@ -16,7 +16,7 @@ from matching_cli.choices import OnMissing, RunStatus, StopReason
 from matching_cli.data.feature_store import TEXT_MODEL, columns_for
 from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
-from matching_cli.data.tables import read_pairs
+from matching_cli.data.tables import check_input_file, read_pairs
 from matching_cli.errors import DataError, ModelError
 from matching_cli.loading import load_model_run, trained_settings
 from matching_cli.model.checkpoint import Checkpoint, CheckpointCallback, checkpoint_dir
@@ -52,6 +52,15 @@ class RunResult:
     run_id: str
     metrics: dict[str, float]
     status: RunStatus = RunStatus.finished
+    threshold: float | None = None  # the model's decision threshold, chosen on validation
+    best_epoch: int | None = None  # training: the epoch whose weights were kept...
+    epochs: int | None = None  # ...of the epochs run
+
+
+@dataclass
+class PredictResult:
+    run_id: str  # the training run whose model scored the pairs
+    summary: PredictSummary
 
 
 @dataclass
@@ -87,7 +96,7 @@ def train_job(
             tracking.log_settings(setup.settings)
         sinks = [
             tracking.MlflowCallback(),
-            ProgressCallback(reporter),
+            ProgressCallback(reporter, setup.resumed.epoch if setup.resumed else 0),
             CheckpointCallback(
                 checkpoint_dir(setup.settings.train.models_dir, run.id),
                 setup.model,
@@ -97,8 +106,10 @@ def train_job(
             *callbacks,
         ]
         state = _fit(setup, sinks)
+        finishing = reporter.task("testing and saving the model", total=None)
         saved, folder = _finalize(setup, state, run.id)
         metrics = _evaluate(setup, saved, state, report_dir, run.id)
+        finishing.close()
         interrupted = state.stopped == StopReason.interrupted
         run.status = RunStatus.killed if interrupted else RunStatus.finished
     if run.status == RunStatus.killed:
@@ -111,7 +122,7 @@ def train_job(
         )
     else:
         log.info("Model saved in %s", folder)
-    return RunResult(run.id, metrics, run.status)
+    return RunResult(run.id, metrics, run.status, saved.threshold, state.best_epoch, state.epoch)
 
 
 def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainSetup:
@@ -277,6 +288,8 @@ def evaluate_job(
     reporter: Reporter | None = None,
     report_dir: Path | None = None,
 ) -> RunResult:
+    if pairs_path is not None:
+        _check_pairs_file(pairs_path, "labelled pairs (variantid1, variantid2, target)")
     tracking.configure(settings.mlflow)
     loaded = load_model_run(settings, run_id, reporter or NullReporter())
     run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
@@ -311,7 +324,7 @@ def evaluate_job(
         )
     if report_dir is not None:
         _write_report(report_dir, run_id, metrics, None)
-    return RunResult(run_id, metrics)
+    return RunResult(run_id, metrics, threshold=saved.threshold)
 
 
 def predict_job(
@@ -322,11 +335,12 @@ def predict_job(
     submission: bool,
     on_missing: OnMissing,
     reporter: Reporter | None = None,
-) -> PredictSummary:
+) -> PredictResult:
     reporter = reporter or NullReporter()
+    _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
     tracking.configure(settings.mlflow)
     loaded = load_model_run(settings, run_id, reporter)
-    return predict_file(
+    summary = predict_file(
         loaded.saved.classifier,
         loaded.prepared.items,
         loaded.device,
@@ -337,3 +351,9 @@ def predict_job(
         reporter=reporter,
         featurizer=loaded.featurizer(),
     )
+    return PredictResult(loaded.run_id, summary)
+
+
+def _check_pairs_file(path: Path, holding: str) -> None:
+    """Before a model is loaded: a pairs file is the user's own, not something `download` makes."""
+    check_input_file(path, f"give the path of a parquet file of {holding}")

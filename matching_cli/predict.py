@@ -67,7 +67,9 @@ def predict_file(
     with (
         output_stream(out_path, "--output") as stream,
         pacsv.CSVWriter(
-            stream, schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+            stream,
+            schema,
+            write_options=pacsv.WriteOptions(quoting_style="needed", quoting_header="none"),
         ) as writer,
     ):
         for batch in batches:

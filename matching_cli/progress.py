@@ -1,11 +1,14 @@
 """Progress reporting that the core calls and the CLI plugs in.
 
-The core only knows the `Reporter` protocol; `RichReporter` draws bars on stderr and is switched off
-when stderr is not a terminal (logs then carry the per-step log lines instead).
+The core only knows the `Reporter` protocol; `RichReporter` draws bars on stderr when it is a
+terminal. Where it is not (a pipe, a log file, CI), `LoggingReporter` logs each task's start and
+end, with counts and times, and a line a minute in between, so a log is never silent for minutes.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -22,6 +25,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Reporter(Protocol):
@@ -52,6 +57,59 @@ class NullReporter:
         return _NullTask()
 
 
+class _LoggedTask:
+    def __init__(self, description: str, total: float | None, unit: str, every_s: float):
+        self._description, self._total, self._unit = description, total, unit
+        self._done, self._every_s = 0.0, every_s
+        self._started = self._last_line = time.perf_counter()
+        self._closed = False
+        log.info("%s: started%s", description, f" ({self._count(total)})" if total else "")
+
+    def _count(self, amount: float | None) -> str:
+        if amount is None:
+            return ""
+        if self._unit == "bytes":
+            return f"{amount / 2**20:,.1f} MiB"
+        return f"{amount:,.0f} {self._unit}"
+
+    def _so_far(self) -> str:
+        if self._total and self._done != self._total:
+            return f"{self._count(self._done)} of {self._count(self._total)}"
+        return self._count(self._done) if self._done else ""
+
+    def advance(self, amount: float = 1) -> None:
+        self._done += amount
+        now = time.perf_counter()
+        if now - self._last_line >= self._every_s:
+            self._last_line = now
+            log.info(
+                "%s: %s, %.0f s so far", self._description, self._so_far(), now - self._started
+            )
+
+    def update(self, *, description: str | None = None, total: float | None = None) -> None:
+        # A new description carries live figures (a loss) meant for a bar; the log keeps the name.
+        if total is not None:
+            self._total = total
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        seconds = time.perf_counter() - self._started
+        done = self._so_far()
+        log.info("%s: done%s in %.1f s", self._description, f" ({done})" if done else "", seconds)
+
+
+class LoggingReporter:
+    """Log lines instead of bars: start, a line every `every_s` seconds, and end of each task."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s = every_s
+
+    def task(self, description: str, total: float | None, unit: str = "items") -> Task:
+        return _LoggedTask(description, total, unit, self.every_s)
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: TaskID):
         self._progress, self._id = progress, task_id
@@ -79,8 +137,11 @@ class RichReporter:
 
 @contextmanager
 def rich_reporter(console: Console, enabled: bool) -> Iterator[Reporter]:
-    if not enabled or not console.is_terminal:
+    if not enabled:
         yield NullReporter()
+        return
+    if not console.is_terminal:
+        yield LoggingReporter()
         return
     byte_progress = Progress(
         TextColumn("{task.description}"),

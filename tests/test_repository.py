@@ -23,3 +23,17 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     assert "matching download --synthetic" in commands[0] and "matching train" in commands[0]
     assert "pytest" in commands[1]
     assert commands[1] in (ROOT / ".ci/run").read_text().splitlines()
+
+
+def test_dvc_pipeline_depends_on_files_that_exist():
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    code = [dep for stage in stages.values() for dep in stage["deps"] if "matching_cli" in dep]
+    assert code and all((ROOT / dep).exists() for dep in code), code
+
+
+def test_outputs_are_ignored_and_dvc_lock_is_not():
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert {"/matches/", "/reports/", "/mlruns/", "/models", "/prepared"} <= set(ignored)
+    assert not any("dvc.lock" in line for line in ignored if not line.startswith("#"))

@@ -50,9 +50,7 @@ def download_yandex(
 ) -> DownloadResult:
     """Fetch competition.zip from the public link and put its parquet files in `data_dir`."""
     if data_present(data_dir) and not force:
-        log.info(
-            "%s already holds the data; skipping the download (--force fetches it again)", data_dir
-        )
+        log.debug("%s already holds the data: nothing to download", data_dir)
         return DownloadResult(skipped=True, files=_parquet_names(data_dir), bytes=0)
     reporter = reporter or NullReporter()
     href = resolve_download_url(settings)
@@ -122,8 +120,19 @@ def atomic_data_dir(data_dir: Path, force: bool = False) -> Iterator[Path]:
         )
 
 
-def pull_dvc(data_dir: Path, repo_root: Path) -> None:
-    """Restore `data_dir` from the DVC remote with `dvc pull <data_dir>.dvc`."""
+@dataclass(frozen=True)
+class Tracked:
+    """What `dvc add` did: whether the .dvc file changed (so there is something to commit) and the
+    default remote that `dvc push` would upload to (None: no remote, `dvc push` would fail)."""
+
+    dvc_file: Path
+    changed: bool
+    remote: str | None
+
+
+def pull_dvc(data_dir: Path, repo_root: Path) -> str:
+    """Restore `data_dir` with `dvc pull <data_dir>.dvc`; returns where the files came from (with no
+    remote configured, DVC takes them from its local cache when it has them)."""
     if not is_dvc_repo(repo_root):
         raise DownloadError(
             f"{repo_root} is not a DVC repository; run `dvc init` there and track the data "
@@ -139,9 +148,10 @@ def pull_dvc(data_dir: Path, repo_root: Path) -> None:
         target = _relative(dvc_file, repo_root)
     except ValueError:
         raise DownloadError(f"{dvc_file} is outside the DVC repository {repo_root}") from None
+    remote = default_remote(repo_root)
     result = _run_dvc(["pull", str(target)], repo_root)
     if result.returncode == 0:
-        return
+        return f"the DVC remote {remote!r}" if remote else "the local DVC cache (.dvc/cache)"
     if "no default remote" in result.stderr.lower():
         raise DownloadError(
             "no DVC remote is configured: add one with `dvc remote add -d NAME URL`, "
@@ -150,21 +160,31 @@ def pull_dvc(data_dir: Path, repo_root: Path) -> None:
     raise DownloadError(f"`dvc pull {dvc_file.name}` failed: {_dvc_error(result.stderr)}")
 
 
-def track_with_dvc(data_dir: Path, repo_root: Path) -> bool:
-    """Run `dvc add <data_dir>` when `repo_root` is a DVC repository; True when it ran."""
+def track_with_dvc(data_dir: Path, repo_root: Path) -> Tracked | None:
+    """Run `dvc add <data_dir>` when `repo_root` is a DVC repository; None when it did not run."""
     if not is_dvc_repo(repo_root):
         log.debug("%s is not a DVC repository; not tracking %s", repo_root, data_dir)
-        return False
+        return None
     try:
         target = _relative(data_dir, repo_root)
     except ValueError:
         log.info("%s is outside the DVC repository %s; not tracking it", data_dir, repo_root)
-        return False
+        return None
+    dvc_file = data_dir.parent / f"{data_dir.name}.dvc"
+    before = dvc_file.read_bytes() if dvc_file.is_file() else None
     result = _run_dvc(["add", str(target)], repo_root)
     if result.returncode != 0:
         raise DownloadError(f"`dvc add {target}` failed: {_dvc_error(result.stderr)}")
     log.info("tracked %s with DVC (%s.dvc)", target, target)
-    return True
+    changed = dvc_file.read_bytes() != before
+    return Tracked(dvc_file, changed, default_remote(repo_root))
+
+
+def default_remote(repo_root: Path) -> str | None:
+    """The remote `dvc push` and `dvc pull` use, or None when none is configured."""
+    result = _run_dvc(["remote", "default"], repo_root)
+    name = result.stdout.strip()
+    return name if result.returncode == 0 and name else None
 
 
 def is_dvc_repo(path: Path) -> bool:

@@ -29,3 +29,8 @@ def missing_files(data_dir: Path) -> list[str]:
 
 def data_present(data_dir: Path) -> bool:
     return not missing_files(data_dir)
+
+
+def is_demo(data_dir: Path) -> bool:
+    """The demo data set (`matching download --synthetic`) is the one that knows its products."""
+    return (data_dir / TRUTH_FILE).is_file()

@@ -171,14 +171,18 @@ def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepa
     manifest = _expected_manifest(data)
     _check_own_folder(data.prepared_dir)
     store = store_dir(data.prepared_dir, manifest["fingerprint"])
+    reporter = reporter or NullReporter()
+    task = reporter.task("preparing the data", total=None, unit="pairs")
     try:
-        report = _write_store(data, manifest, store, reporter or NullReporter())
+        report = _write_store(data, manifest, store, reporter)
     except BaseException:
         if data.prepared_dir.is_dir() and not any(data.prepared_dir.iterdir()):
             data.prepared_dir.rmdir()  # bad data leaves no trace, not even an empty folder
         raise
     prepared = load_prepared(store)
     _prune(data.prepared_dir)
+    task.advance(sum(report.sizes.values()))
+    task.close()
     return prepared, report
 
 

@@ -91,8 +91,9 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
-def check_input_file(path: Path) -> None:
-    """Name what is wrong with an input path: a folder, a link loop, a dangling link, no file."""
+def check_input_file(path: Path, missing: str = "") -> None:
+    """Name what is wrong with an input path: a folder, a link loop, a dangling link, no file.
+    `missing` says what to do when there is no file (default: download the data)."""
     try:
         path.stat()
     except OSError as e:
@@ -102,6 +103,8 @@ def check_input_file(path: Path) -> None:
             raise DataError(
                 f"{path}: a link to {os.readlink(path)}, which does not exist"
             ) from None
+        if e.errno == errno.ENOENT and missing:
+            raise DataError(f"{path}: not found; {missing}") from None
         if e.errno == errno.ENOENT:
             raise DataError(
                 f"{path}: file not found; run `matching download` (or --synthetic)"

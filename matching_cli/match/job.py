@@ -36,7 +36,7 @@ from matching_cli.match.quality import measure_quality
 from matching_cli.model.network import PairClassifier
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import items_to_device
-from matching_cli.progress import NullReporter, Reporter
+from matching_cli.progress import NullReporter, Reporter, Task
 from matching_cli.settings import MatchSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,18 @@ class MatchResult:
 
 
 class Stopwatch:
-    def __init__(self) -> None:
+    """Times each stage, and shows it as a task (a bar, or start and end lines in a log)."""
+
+    def __init__(self, reporter: Reporter) -> None:
         self.seconds: dict[str, float] = {}
+        self.reporter = reporter
 
     @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def __call__(self, stage: str, total: int | None = None, unit: str = "items") -> Iterator[Task]:
         started = time.perf_counter()
-        yield
+        task = self.reporter.task(stage, total=total, unit=unit)
+        yield task
+        task.close()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
@@ -93,7 +98,7 @@ def match_job(
 ) -> MatchResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    clock = Stopwatch()
+    clock = Stopwatch(reporter)
     match = settings.match
     out_dir = match.output
     check_output_dir(out_dir)
@@ -138,7 +143,7 @@ def match_job(
                 loaded.featurizer(),
             )
         accepted = scores >= threshold
-        with clock("clustering"):
+        with clock("clustering", int(accepted.sum()), "accepted pairs") as task:
             labels = cluster(
                 len(prepared.items.ids),
                 candidates.left[accepted],
@@ -149,6 +154,7 @@ def match_job(
             scope = np.union1d(
                 queries, np.concatenate([candidates.left[accepted], candidates.right[accepted]])
             )
+            task.advance(int(accepted.sum()))
         cut = accepted & (labels[candidates.left] != labels[candidates.right])
         counts = {
             "listings": len(queries),

@@ -27,7 +27,7 @@ from matching_cli.model.scoring import autocast, score_pairs
 from matching_cli.settings import TrainSettings
 
 if TYPE_CHECKING:  # the loop itself stays free of rich
-    from matching_cli.progress import Reporter
+    from matching_cli.progress import Reporter, Task
 
 log = logging.getLogger(__name__)
 
@@ -273,23 +273,32 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
 
 
 class ProgressCallback(Callback):
-    """Epoch and batch bars through a Reporter; the loss is read a few times a second at most."""
+    """Epoch and batch bars through a Reporter; the loss is read a few times a second at most.
 
-    def __init__(self, reporter: Reporter) -> None:
+    After the last epoch the batch bar goes away rather than restart at 0 (the job then shows
+    its own stage, testing and saving)."""
+
+    def __init__(self, reporter: Reporter, epochs_done: int = 0) -> None:
         self.reporter = reporter
+        self.epochs_done = epochs_done  # a resumed run's finished epochs
         self._last_read = 0.0
 
     def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
-        self.epochs = self.reporter.task("epochs", total=epochs)
-        self.batches_total = batches_per_epoch
-        self.batches = self.reporter.task("batches", total=batches_per_epoch)
+        self.epochs = self.reporter.task("epochs", total=epochs, unit="epochs")
+        self.epochs.advance(self.epochs_done)
+        self.total_epochs, self.batches_total = epochs, batches_per_epoch
+        self.batches = self._batch_task(self.epochs_done + 1)
+
+    def _batch_task(self, epoch: int) -> Task:
+        self._batches_name = f"epoch {epoch}/{self.total_epochs} batches"
+        return self.reporter.task(self._batches_name, total=self.batches_total, unit="batches")
 
     def on_batch_end(self, pairs: int, loss: torch.Tensor) -> None:
         self.batches.advance(1)
         now = time.perf_counter()
         if now - self._last_read > 0.25:
             self._last_read = now
-            self.batches.update(description=f"batches  loss {float(loss):.4f}")
+            self.batches.update(description=f"{self._batches_name}  loss {float(loss):.4f}")
 
     def on_epoch_end(self, stats: EpochStats, state: FitState) -> None:
         self.epochs.advance(1)
@@ -297,4 +306,7 @@ class ProgressCallback(Callback):
             description=f"epochs  val AP {stats.val_ap:.4f}  {stats.pairs_per_s:,.0f} pairs/s"
         )
         self.batches.close()
-        self.batches = self.reporter.task("batches", total=self.batches_total)
+        if state.epoch < self.total_epochs and not state.stopped:
+            self.batches = self._batch_task(state.epoch + 1)
+        else:
+            self.epochs.close()
