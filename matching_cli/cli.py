@@ -219,15 +219,15 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 
 def _show_run(result: Any, title: str, as_json: bool) -> None:
+    registered = getattr(result, "registered", None)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"run_id": result.run_id, "status": result.status, "metrics": result.metrics}
-            )
-        )
+        shown = {"run_id": result.run_id, "status": result.status, "metrics": result.metrics}
+        typer.echo(json.dumps(shown | ({"registered": registered} if registered else {})))
     else:
         stdout.print(_metrics_table(title, result.metrics))
         stdout.print(f"MLflow run {result.run_id} ({result.status.lower()})")
+        if registered:
+            stdout.print(f"Registered as {registered}")
 
 
 Device = Annotated[str | None, typer.Option("--device", help=f"{DEVICE_HELP} [train.device].")]
@@ -235,6 +235,23 @@ RunId = Annotated[
     str | None,
     typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
 ]
+Model = Annotated[
+    str | None,
+    typer.Option("--model", help="A registered model: models:/NAME@ALIAS or models:/NAME/VERSION."),
+]
+
+
+def _model_source(run_id: str | None, model: str | None) -> str | None:
+    """What load_model_run takes: a run id, a models:/ URI, or None for the latest run."""
+    if run_id and model:
+        raise typer.BadParameter("give --run-id or --model, not both", param_hint="--model")
+    if model is not None and not model.startswith("models:/"):
+        raise typer.BadParameter(
+            "expected models:/NAME@ALIAS or models:/NAME/VERSION", param_hint="--model"
+        )
+    return model or run_id
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ReportDir = Annotated[
     Path | None,
@@ -271,11 +288,18 @@ def train(
         str | None,
         typer.Option("--resume", help="Continue a stopped run from its last epoch checkpoint."),
     ] = None,
+    register: Annotated[
+        str | None,
+        typer.Option("--register", help="Register the model as a new version of this name."),
+    ] = None,
     report_dir: ReportDir = None,
     data_dir: DataDir = None,
     as_json: Json = False,
 ) -> None:
-    """Train the pair model (preparing the data first when needed); log the run to MLflow."""
+    """Train the pair model (preparing the data first when needed); log the run to MLflow.
+
+    Under `torchrun --nproc-per-node N -m matching_cli train`, N processes train it together
+    (--batch-size is each one's share of a batch)."""
     from matching_cli.jobs import train_job
 
     state: State = ctx.obj
@@ -296,8 +320,9 @@ def train(
         mlflow={"experiment": experiment},
     )
     with state.reporter() as reporter:
-        result = train_job(settings, reporter, run_name, resume, report_dir)
-    _show_run(result, "Test metrics", as_json)
+        result = train_job(settings, reporter, run_name, resume, report_dir, register=register)
+    if result is not None:  # None: a process of several, not the first
+        _show_run(result, "Test metrics", as_json)
 
 
 @app.command()
@@ -305,6 +330,7 @@ def train(
 def evaluate(
     ctx: typer.Context,
     run_id: RunId = None,
+    model: Model = None,
     pairs: Annotated[
         Path | None,
         typer.Option("--pairs", help="Labelled pairs parquet [the run's own test split]."),
@@ -320,7 +346,7 @@ def evaluate(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        result = evaluate_job(settings, run_id, pairs, reporter, report_dir)
+        result = evaluate_job(settings, _model_source(run_id, model), pairs, reporter, report_dir)
     _show_run(result, f"Evaluation on {pairs or 'the test split'}", as_json)
 
 
@@ -331,6 +357,7 @@ def predict(
     pairs: Annotated[Path, typer.Argument(help="Parquet file with variantid1, variantid2.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
     run_id: RunId = None,
+    model: Model = None,
     submission: Annotated[
         bool,
         typer.Option("--submission", help="Write the competition's variantid1,variantid2,target."),
@@ -351,7 +378,15 @@ def predict(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        summary = predict_job(settings, run_id, pairs, output, submission, on_missing, reporter)
+        summary = predict_job(
+            settings,
+            _model_source(run_id, model),
+            pairs,
+            output,
+            submission,
+            on_missing,
+            reporter,
+        )
     dropped = (
         f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
     )
@@ -365,6 +400,7 @@ def predict(
 def match(
     ctx: typer.Context,
     run_id: RunId = None,
+    model: Model = None,
     listings: Annotated[
         Path | None,
         typer.Option("--listings", help="Parquet with a variantid column [every listing]."),
@@ -455,7 +491,9 @@ def match(
             "all_pairs": all_pairs or None,
         },
     )
-    options = MatchOptions(run_id=run_id, listings=listings, threshold=threshold)
+    options = MatchOptions(
+        run_id=_model_source(run_id, model), listings=listings, threshold=threshold
+    )
     with state.reporter() as reporter:
         result = match_job(settings, options, reporter)
     if as_json:
@@ -477,3 +515,22 @@ def _match_table(result: Any) -> Table:
     for name, value in result.quality.items():
         table.add_row(name.replace("_", " "), f"{value:.4f}")
     return table
+
+
+@app.command()
+@handled
+def promote(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registered model name (`train --register NAME`).")],
+    version: Annotated[int, typer.Argument(min=1, help="Its version to promote.")],
+    alias: Annotated[
+        str, typer.Option("--alias", help="The alias that will point at this version.")
+    ] = "champion",
+) -> None:
+    """Point a registered model's alias at a version: `--model models:/NAME@ALIAS` then uses it."""
+    from matching_cli import tracking
+
+    state: State = ctx.obj
+    tracking.configure(state.settings().mlflow)
+    tracking.set_alias(name, version, alias)
+    stdout.print(f"models:/{name}@{alias} is now version {version}.")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from matching_cli.model.train import (
     DevicePairs,
     FitState,
     ProgressCallback,
-    StopFlag,
+    Shard,
     fit,
     items_to_device,
     make_optimizer,
@@ -49,6 +50,7 @@ class RunResult:
     run_id: str
     metrics: dict[str, float]
     status: RunStatus = RunStatus.finished
+    registered: str | None = None  # models:/NAME/VERSION, when the run's model was registered
 
 
 @dataclass
@@ -63,6 +65,7 @@ class TrainSetup:
     optimizer: torch.optim.Optimizer
     resumed: FitState | None
     tags: dict[str, str]
+    shard: Shard  # this process's share of the training
 
 
 def train_job(
@@ -72,16 +75,51 @@ def train_job(
     resume: str | None = None,
     report_dir: Path | None = None,
     callbacks: Sequence[Callback] = (),
-) -> RunResult:
+    register: str | None = None,
+) -> RunResult | None:
     """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run.
 
-    `callbacks` join the loop's own (MLflow, progress, checkpoints)."""
+    `callbacks` join the loop's own (MLflow, progress, checkpoints); `register` names the registered
+    model a finished run's model becomes a new version of. Started by torchrun, each
+    process trains its share and only the first one tracks, saves and returns a result."""
+    with _processes(settings) as shard:
+        if shard.rank != 0:
+            _fit(_setup(settings, NullReporter(), resume, shard), [])
+            return None
+        return _train_and_track(
+            settings, shard, reporter, run_name, resume, report_dir, callbacks, register
+        )
+
+
+@contextmanager
+def _processes(settings: Settings) -> Iterator[Shard]:
+    """This process alone, or its place among the processes torchrun started."""
+    from matching_cli.scale import distributed
+
+    if not distributed.launched():
+        yield Shard()
+        return
+    with distributed.process_group(resolve_device(settings.train.device)) as shard:
+        yield shard
+
+
+def _train_and_track(
+    settings: Settings,
+    shard: Shard,
+    reporter: Reporter | None,
+    run_name: str | None,
+    resume: str | None,
+    report_dir: Path | None,
+    callbacks: Sequence[Callback],
+    register: str | None,
+) -> RunResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    setup = _setup(settings, reporter, resume)
+    setup = _setup(settings, reporter, resume, shard)
     with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
         if resume is None:
             tracking.log_settings(setup.settings)
+            tracking.log_params({"train.processes": shard.processes})
         sinks = [
             tracking.MlflowCallback(),
             ProgressCallback(reporter),
@@ -98,28 +136,36 @@ def train_job(
         metrics = _evaluate(setup, saved, state, report_dir, run.id)
         interrupted = state.stopped == StopReason.interrupted
         run.status = RunStatus.killed if interrupted else RunStatus.finished
+        registered = None
+        if register is not None and not interrupted:  # a stopped run registers once resumed
+            registered = f"models:/{register}/{tracking.register_model(run.id, register)}"
+            log.info("Registered the model as %s", registered)
     if run.status == RunStatus.killed:
         log.warning(
             "Interrupted: the best model so far (epoch %d) is saved in %s; "
-            "`matching train --resume %s` continues",
+            "`matching train --resume %s%s` continues",
             state.best_epoch,
             folder,
             run.id,
+            f" --register {register}" if register else "",
         )
     else:
         log.info("Model saved in %s", folder)
-    return RunResult(run.id, metrics, run.status)
+    return RunResult(run.id, metrics, run.status, registered)
 
 
-def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainSetup:
+def _setup(settings: Settings, reporter: Reporter, resume: str | None, shard: Shard) -> TrainSetup:
+    from matching_cli.scale.distributed import main_first
+
     checkpoint = None
     if resume is not None:
         checkpoint = Checkpoint.read(checkpoint_dir(settings.train.models_dir, resume))
         # Resuming with other settings would not reach the same result.
         settings = trained_settings(checkpoint.settings, settings)
-    device = resolve_device(settings.train.device)
+    device = getattr(shard, "device", None) or resolve_device(settings.train.device)
     settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
-    prepared = ensure_prepared(settings.data, reporter)
+    with main_first(shard):  # one process prepares the data, the others read it
+        prepared = ensure_prepared(settings.data, reporter)
     torch.manual_seed(settings.train.seed)
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks])
     model = PairClassifier(config).to(device)
@@ -140,13 +186,13 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
         "device": str(device),
         "torch_version": torch.__version__,
     }
-    return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags)
+    return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags, shard)
 
 
 def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
     """The loop, the only stretch where a signal means "stop after this batch"; after it, Ctrl-C
     aborts (the run ends KILLED) like anywhere else."""
-    stop = StopFlag()
+    stop = setup.shard.stop_flag()
     with stop.catching():
         state = fit(
             setup.model,
@@ -156,6 +202,7 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
             stop,
             setup.resumed,
             setup.optimizer,
+            setup.shard,
         )
     if state.best_weights is None:
         if state.stopped == StopReason.interrupted:
