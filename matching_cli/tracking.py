@@ -181,6 +181,7 @@ def registered_run_id(uri: str) -> str:
     """The training run behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
     reference = uri.removeprefix(REGISTRY_URI)
     name, at, alias = reference.partition("@")
+    version = ""
     if not at:
         name, _, version = reference.rpartition("/")
     if not name or not (alias or version.isdigit()):

@@ -16,7 +16,6 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -33,13 +32,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-@dataclass
 class ProcessShard(Shard):
     """One process's share: its slice of every batch, its place among the others."""
 
-    rank: int
-    processes: int
-    device: torch.device
+    def __init__(self, rank: int, processes: int, device: torch.device) -> None:
+        self.rank, self.processes, self.device = rank, processes, device
 
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None
