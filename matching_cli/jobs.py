@@ -162,7 +162,7 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None, shard: Sh
         checkpoint = Checkpoint.read(checkpoint_dir(settings.train.models_dir, resume))
         # Resuming with other settings would not reach the same result.
         settings = trained_settings(checkpoint.settings, settings)
-    device = getattr(shard, "device", None) or resolve_device(settings.train.device)
+    device = shard.device or resolve_device(settings.train.device)
     settings = settings.model_copy(update={"train": settings.train.for_device(device.type)})
     with main_first(shard):  # one process prepares the data, the others read it
         prepared = ensure_prepared(settings.data, reporter)

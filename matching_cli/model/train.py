@@ -162,6 +162,7 @@ class Shard:
     of every batch, gradients averaged by DistributedDataParallel, figures agreed between them."""
 
     rank, processes = 0, 1
+    device: torch.device | None = None  # a process of several: the device it was given
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The model as the training step calls it."""
