@@ -35,8 +35,11 @@ def launched() -> bool:
 class ProcessShard(Shard):
     """One process's share: its slice of every batch, its place among the others."""
 
-    def __init__(self, rank: int, processes: int, device: torch.device) -> None:
+    def __init__(
+        self, rank: int, processes: int, device: torch.device, cpu_group: dist.ProcessGroup | None
+    ) -> None:
         self.rank, self.processes, self.device = rank, processes, device
+        self.cpu_group = cpu_group  # for the stop flag: gloo, beside NCCL's GPU group
 
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.device.index] if self.device.type == "cuda" else None
@@ -57,20 +60,23 @@ class ProcessShard(Shard):
         return tuple(shared.tolist())
 
     def stop_flag(self) -> StopFlag:
-        return AgreedStop(self.device)
+        return AgreedStop(self.cpu_group)
 
 
 class AgreedStop(StopFlag):
     """A stop flag the processes agree on: each reading asks all of them, so all stop after the
-    same batch when Ctrl-C (or torchrun's SIGTERM) reaches them at different moments."""
+    same batch when Ctrl-C (or torchrun's SIGTERM) reaches them at different moments.
 
-    def __init__(self, device: torch.device) -> None:
+    The question goes through a CPU (gloo) group: asked through NCCL, reading the answer would wait
+    for the GPU to finish every batch."""
+
+    def __init__(self, group: dist.ProcessGroup | None) -> None:
         super().__init__()
-        self.device = device
+        self.group = group
 
     def __bool__(self) -> bool:
-        flag = torch.tensor([float(self.signal is not None)], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        flag = torch.tensor([float(self.signal is not None)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return bool(flag.item())
 
 
@@ -81,12 +87,13 @@ def process_group(device: torch.device) -> Iterator[ProcessShard]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=None)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    cpu_group = dist.new_group(backend="gloo") if device.type == "cuda" else None
     if rank != 0:  # one process tells the story
         logging.getLogger("matching_cli").setLevel(logging.WARNING)
     log.info("Process %d of %d on %s", rank, processes, device)
     try:
-        yield ProcessShard(rank, processes, device)
+        yield ProcessShard(rank, processes, device, cpu_group)
     finally:
         dist.destroy_process_group()
 
