@@ -35,6 +35,8 @@ def launched() -> bool:
 class ProcessShard(Shard):
     """One process's share: its slice of every batch, its place among the others."""
 
+    device: torch.device
+
     def __init__(
         self, rank: int, processes: int, device: torch.device, cpu_group: dist.ProcessGroup | None
     ) -> None:
