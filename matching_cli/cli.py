@@ -260,11 +260,14 @@ def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
 
 
 def _show_run(result: Any, title: str, as_json: bool) -> None:
+    registered = getattr(result, "registered", None)
     if as_json:
         typer.echo(json.dumps(show.run_json(result)))
     else:
         stdout.print(show.run_table(title, result))
         stdout.print(f"MLflow run {result.run_id} ({result.status.lower()})")
+        if registered:
+            stdout.print(f"Registered as {registered}")
 
 
 Device = Annotated[
@@ -275,6 +278,23 @@ RunId = Annotated[
     str | None,
     typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
 ]
+Model = Annotated[
+    str | None,
+    typer.Option("--model", help="A registered model: models:/NAME@ALIAS or models:/NAME/VERSION."),
+]
+
+
+def _model_source(run_id: str | None, model: str | None) -> str | None:
+    """What load_model_run takes: a run id, a models:/ URI, or None for the latest run."""
+    if run_id and model:
+        raise typer.BadParameter("give --run-id or --model, not both", param_hint="--model")
+    if model is not None and not model.startswith("models:/"):
+        raise typer.BadParameter(
+            "expected models:/NAME@ALIAS or models:/NAME/VERSION", param_hint="--model"
+        )
+    return model or run_id
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ReportDir = Annotated[
     Path | None,
@@ -345,6 +365,10 @@ def train(
         str | None,
         typer.Option("--resume", help="Continue a stopped run from its last epoch checkpoint."),
     ] = None,
+    register: Annotated[
+        str | None,
+        typer.Option("--register", help="Register the model as a new version of this name."),
+    ] = None,
     report_dir: ReportDir = None,
     data_dir: DataDir = None,
     as_json: Json = False,
@@ -352,7 +376,8 @@ def train(
     """Train the pair model and log the run to MLflow.
 
     Prepares the data first when needed, picks the threshold on validation, tests the model
-    and saves it in models/<run id>/ and in the MLflow run.
+    and saves it in models/<run id>/ and in the MLflow run. Under `torchrun --nproc-per-node N
+    -m matching_cli train`, N processes train it together (--batch-size is each one's share).
     """
     from matching_cli.jobs import train_job
 
@@ -374,8 +399,9 @@ def train(
         mlflow={"experiment": experiment},
     )
     with state.reporter() as reporter:
-        result = train_job(settings, reporter, run_name, resume, report_dir)
-    _show_run(result, "Test metrics", as_json)
+        result = train_job(settings, reporter, run_name, resume, report_dir, register=register)
+    if result is not None:  # None: a process of several, not the first
+        _show_run(result, "Test metrics", as_json)
 
 
 @app.command()
@@ -383,6 +409,7 @@ def train(
 def evaluate(
     ctx: typer.Context,
     run_id: RunId = None,
+    model: Model = None,
     pairs: Annotated[
         Path | None,
         typer.Option("--pairs", help="Labelled pairs parquet [the run's own test split]."),
@@ -401,7 +428,7 @@ def evaluate(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        result = evaluate_job(settings, run_id, pairs, reporter, report_dir)
+        result = evaluate_job(settings, _model_source(run_id, model), pairs, reporter, report_dir)
     where = show.short_path(pairs) if pairs else "the test split"
     _show_run(result, f"Evaluation on {where}", as_json)
 
@@ -418,6 +445,7 @@ def predict(
         Path, typer.Option("--output", "-o", help="CSV file to write; - for standard output.")
     ],
     run_id: RunId = None,
+    model: Model = None,
     submission: Annotated[
         bool,
         typer.Option("--submission", help="Write the competition's variantid1,variantid2,target."),
@@ -443,7 +471,9 @@ def predict(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        predicted = predict_job(settings, run_id, pairs, output, submission, on_missing, reporter)
+        predicted = predict_job(
+            settings, _model_source(run_id, model), pairs, output, submission, on_missing, reporter
+        )
     summary = predicted.summary
     dropped = (
         f"; {summary.missing:,} with an unknown listing ({on_missing})" if summary.missing else ""
@@ -460,6 +490,7 @@ def predict(
 def match(
     ctx: typer.Context,
     run_id: RunId = None,
+    model: Model = None,
     listings: Annotated[
         Path | None,
         typer.Option("--listings", help="Parquet with a variantid column [every listing]."),
@@ -567,7 +598,9 @@ def match(
             "all_pairs": all_pairs or None,
         },
     )
-    options = MatchOptions(run_id=run_id, listings=listings, threshold=threshold)
+    options = MatchOptions(
+        run_id=_model_source(run_id, model), listings=listings, threshold=threshold
+    )
     with state.reporter() as reporter:
         result = match_job(settings, options, reporter)
     if as_json:
@@ -577,3 +610,25 @@ def match(
         stdout.print(
             f"Model of training run {result.model_run_id}; this match is MLflow run {result.run_id}."
         )
+
+
+@app.command()
+@handled
+def promote(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registered model name (`train --register NAME`).")],
+    version: Annotated[int, typer.Argument(min=1, help="Its version to promote.")],
+    alias: Annotated[
+        str, typer.Option("--alias", help="The alias that will point at this version.")
+    ] = "champion",
+) -> None:
+    """Point a registered model's alias at one of its versions.
+
+    predict, evaluate and match then take --model models:/NAME@ALIAS.
+    """
+    from matching_cli import tracking
+
+    state: State = ctx.obj
+    tracking.configure(state.settings().mlflow)
+    tracking.set_alias(name, version, alias)
+    stdout.print(f"models:/{name}@{alias} is now version {version}.")

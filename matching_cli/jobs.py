@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from matching_cli.model.train import (
     DevicePairs,
     FitState,
     ProgressCallback,
-    StopFlag,
+    Shard,
     fit,
     items_to_device,
     make_optimizer,
@@ -55,6 +56,7 @@ class RunResult:
     threshold: float | None = None  # the model's decision threshold, chosen on validation
     best_epoch: int | None = None  # training: the epoch whose weights were kept...
     epochs: int | None = None  # ...of the epochs run
+    registered: str | None = None  # models:/NAME/VERSION, when the run's model was registered
 
 
 @dataclass
@@ -75,6 +77,7 @@ class TrainSetup:
     optimizer: torch.optim.Optimizer
     resumed: FitState | None
     tags: dict[str, str]
+    shard: Shard  # this process's share of the training
 
 
 def train_job(
@@ -84,16 +87,51 @@ def train_job(
     resume: str | None = None,
     report_dir: Path | None = None,
     callbacks: Sequence[Callback] = (),
-) -> RunResult:
+    register: str | None = None,
+) -> RunResult | None:
     """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run.
 
-    `callbacks` join the loop's own (MLflow, progress, checkpoints)."""
+    `callbacks` join the loop's own (MLflow, progress, checkpoints); `register` names the registered
+    model a finished run's model becomes a new version of. Started by torchrun, each
+    process trains its share and only the first one tracks, saves and returns a result."""
+    with _processes(settings) as shard:
+        if shard.rank != 0:
+            _fit(_setup(settings, NullReporter(), resume, shard), [])
+            return None
+        return _train_and_track(
+            settings, shard, reporter, run_name, resume, report_dir, callbacks, register
+        )
+
+
+@contextmanager
+def _processes(settings: Settings) -> Iterator[Shard]:
+    """This process alone, or its place among the processes torchrun started."""
+    from matching_cli.scale import distributed
+
+    if not distributed.launched():
+        yield Shard()
+        return
+    with distributed.process_group(resolve_device(settings.train.device)) as shard:
+        yield shard
+
+
+def _train_and_track(
+    settings: Settings,
+    shard: Shard,
+    reporter: Reporter | None,
+    run_name: str | None,
+    resume: str | None,
+    report_dir: Path | None,
+    callbacks: Sequence[Callback],
+    register: str | None,
+) -> RunResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    setup = _setup(settings, reporter, resume)
+    setup = _setup(settings, reporter, resume, shard)
     with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
         if resume is None:
             tracking.log_settings(setup.settings)
+            tracking.log_params({"train.processes": shard.processes})
         sinks = [
             tracking.MlflowCallback(),
             ProgressCallback(reporter, setup.resumed.epoch if setup.resumed else 0),
@@ -112,31 +150,41 @@ def train_job(
         finishing.close()
         interrupted = state.stopped == StopReason.interrupted
         run.status = RunStatus.killed if interrupted else RunStatus.finished
+        registered = None
+        if register is not None and not interrupted:  # a stopped run registers once resumed
+            registered = f"models:/{register}/{tracking.register_model(run.id, register)}"
+            log.info("Registered the model as %s", registered)
     if run.status == RunStatus.killed:
         log.warning(
             "Interrupted: the best model so far (epoch %d) is saved in %s; "
-            "`matching train --resume %s` continues",
+            "`matching train --resume %s%s` continues",
             state.best_epoch,
             folder,
             run.id,
+            f" --register {register}" if register else "",
         )
     else:
         log.info("Model saved in %s", folder)
-    return RunResult(run.id, metrics, run.status, saved.threshold, state.best_epoch, state.epoch)
+    return RunResult(
+        run.id, metrics, run.status, saved.threshold, state.best_epoch, state.epoch, registered
+    )
 
 
-def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainSetup:
+def _setup(settings: Settings, reporter: Reporter, resume: str | None, shard: Shard) -> TrainSetup:
+    from matching_cli.scale.distributed import main_first
+
     checkpoint = None
     if resume is not None:
         checkpoint = Checkpoint.read(checkpoint_dir(settings.train.models_dir, resume))
         # Resuming with other settings would not reach the same result.
         settings = trained_settings(checkpoint.settings, settings)
-    device = resolve_device(settings.train.device)
-    prepared = ensure_prepared(settings.data, reporter)
+    device = shard.device or resolve_device(settings.train.device)
+    with main_first(shard):  # one process prepares the data, the others read it
+        prepared = ensure_prepared(settings.data, reporter)
     train_pairs = len(prepared.splits["train"])
-    auto_choices = settings.train.auto_choices(device.type, train_pairs)
+    auto_choices = settings.train.auto_choices(device.type, train_pairs, shard.processes)
     settings = settings.model_copy(
-        update={"train": settings.train.for_device(device.type, train_pairs)}
+        update={"train": settings.train.for_device(device.type, train_pairs, shard.processes)}
     )
     if auto_choices:
         log.info("auto settings: %s", auto_choices)
@@ -167,13 +215,13 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
         }
         | ({"auto_choices": auto_choices} if auto_choices else {})
     )
-    return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags)
+    return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags, shard)
 
 
 def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
     """The loop, the only stretch where a signal means "stop after this batch"; after it, Ctrl-C
     aborts (the run ends KILLED) like anywhere else."""
-    stop = StopFlag()
+    stop = setup.shard.stop_flag()
     with stop.catching():
         state = fit(
             setup.model,
@@ -183,6 +231,7 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
             stop,
             setup.resumed,
             setup.optimizer,
+            setup.shard,
         )
     if state.best_weights is None:
         if state.stopped == StopReason.interrupted:

@@ -108,20 +108,23 @@ class TrainSettings(_Section):
     def _device_name(cls, name: str) -> str:
         return check_device(name)
 
-    def for_device(self, device_type: str, train_pairs: int | None = None) -> TrainSettings:
+    def for_device(
+        self, device_type: str, train_pairs: int | None = None, processes: int = 1
+    ) -> TrainSettings:
         """A copy with `auto` batch size and learning rate made concrete for this kind of device
-        and this many training pairs (None: as many as a large catalogue has)."""
-        batch = (
-            auto_batch_size(device_type, train_pairs)
-            if self.batch_size == "auto"
-            else self.batch_size
-        )
-        lr = auto_lr(batch) if self.lr == "auto" else self.lr
+        and this many training pairs (None: as many as a large catalogue has). `batch_size` is
+        each of `processes` processes' share: `auto` splits the whole batch among them, and the
+        `auto` learning rate follows the whole batch, so N processes train as one would."""
+        if self.batch_size == "auto":
+            batch = max(auto_batch_size(device_type, train_pairs) // processes, 1)
+        else:
+            batch = self.batch_size
+        lr = auto_lr(batch * processes) if self.lr == "auto" else self.lr
         return self.model_copy(update={"batch_size": batch, "lr": lr})
 
-    def auto_choices(self, device_type: str, train_pairs: int) -> str:
+    def auto_choices(self, device_type: str, train_pairs: int, processes: int = 1) -> str:
         """Why `auto` values came out as they did, for the run's record ("" when none is auto)."""
-        concrete = self.for_device(device_type, train_pairs)
+        concrete = self.for_device(device_type, train_pairs, processes)
         said = []
         if self.batch_size == "auto":
             said.append(

@@ -59,6 +59,8 @@ def run_json(result: RunResult) -> dict[str, Any]:
         out["threshold"] = result.threshold
     if result.best_epoch is not None:
         out["best_epoch"], out["epochs"] = result.best_epoch, result.epochs
+    if result.registered:
+        out["registered"] = result.registered
     return out
 
 

@@ -185,9 +185,62 @@ class MlflowCallback(Callback):
         )
 
 
-def find_training_run(run_id: str | None, experiment: str) -> Run:
-    """The given run, or the latest finished training run of the experiment."""
+REGISTRY_URI = "models:/"
+
+
+def register_model(run_id: str, name: str) -> int:
+    """Register the run's served model as a new version of `name` (created when new): its number."""
+    try:
+        version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    except MlflowException as e:
+        raise ModelError(f"--register {name}: {e.message}") from None
+    return int(version.version)
+
+
+def set_alias(name: str, version: int, alias: str) -> None:
+    """Point `models:/NAME@ALIAS` at a version (moving the alias from any other)."""
     client = mlflow.MlflowClient()
+    try:
+        client.get_model_version(name, str(version))
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException:
+        raise ModelError(
+            f"models:/{name}/{version}: no such registered model version in "
+            f"{mlflow.get_tracking_uri()}"
+        ) from None
+
+
+def registered_run_id(uri: str) -> str:
+    """The training run behind `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
+    reference = uri.removeprefix(REGISTRY_URI)
+    name, at, alias = reference.partition("@")
+    version = ""
+    if not at:
+        name, _, version = reference.rpartition("/")
+    if not name or not (alias or version.isdigit()):
+        raise ModelError(f"--model {uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    client = mlflow.MlflowClient()
+    try:
+        found = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+    except MlflowException:
+        raise ModelError(
+            f"--model {uri}: not in the registry of {mlflow.get_tracking_uri()}"
+        ) from None
+    if not found.run_id:
+        raise ModelError(f"--model {uri}: version {found.version} was not logged by a run")
+    return found.run_id
+
+
+def find_training_run(run_id: str | None, experiment: str) -> Run:
+    """The given run (an id, or a registered model's `models:/...` URI), or the latest finished
+    training run of the experiment."""
+    client = mlflow.MlflowClient()
+    if run_id is not None and run_id.startswith(REGISTRY_URI):
+        run_id = registered_run_id(run_id)
     if run_id is None:
         found = mlflow.search_runs(
             experiment_names=[experiment],

@@ -168,6 +168,36 @@ class StopFlag:
                 signal.signal(s, handler)
 
 
+class Shard:
+    """This process's share of training: all of it, when it trains alone.
+
+    `matching_cli.scale.distributed.ProcessShard` is the share of one of several processes: a slice
+    of every batch, gradients averaged by DistributedDataParallel, figures agreed between them."""
+
+    rank, processes = 0, 1
+    device: torch.device | None = None  # a process of several: the device it was given
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model as the training step calls it."""
+        return model
+
+    def take(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a batch of pair indices."""
+        return batch
+
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of `value` over the processes."""
+        return value
+
+    def from_main(self, *values: float) -> tuple[float, ...]:
+        """The first process's values, so that every process decides alike."""
+        return values
+
+    def stop_flag(self) -> StopFlag:
+        """A flag that stops every process after the same batch."""
+        return StopFlag()
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -177,27 +207,34 @@ def train_one_epoch(
     generator: torch.Generator,
     callbacks: list[Callback],
     stop: StopFlag,
+    shard: Shard | None = None,
 ) -> float:
+    """One pass over `pairs` in batches of `batch_size` (over all processes): the mean loss."""
+    shard = shard or Shard()
     model.train()
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     order = torch.randperm(len(pairs), generator=generator, device="cpu").to(items.device)
-    total, seen = torch.zeros((), device=items.device), 0
+    total, seen = torch.zeros((), device=items.device), torch.zeros((), device=items.device)
     for start in range(0, len(pairs), batch_size):
-        index = order[start : start + batch_size]
+        batch = order[start : start + batch_size]
+        index = shard.take(batch)
         features = None if pairs.features is None else pairs.features[index]
         with autocast(items.device):
             logits = model(items[pairs.left[index]], items[pairs.right[index]], features)
-        loss = loss_fn(logits.float(), pairs.target[index])
+        summed = loss_fn(logits.float(), pairs.target[index])
+        # The mean over the whole batch (sum / n is how torch takes a mean): DDP averages the
+        # processes' gradients, so each scales its share's sum by their number.
+        loss = summed / len(batch) * shard.processes
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(index)
+        total += summed.detach()
         seen += len(index)
         for callback in callbacks:
             callback.on_batch_end(len(index), loss.detach())
         if stop:
             break
-    return float(total) / max(seen, 1)
+    return float(shard.total(total)) / max(float(shard.total(seen)), 1.0)
 
 
 def validate(
@@ -218,28 +255,36 @@ def fit(
     stop: StopFlag,
     state: FitState | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    shard: Shard | None = None,
 ) -> FitState:
     """Train with early stopping on validation average precision; the best weights are loaded at
-    the end. (Not the trapezoid PR-AUC: a constant score gets (1 + positive share) / 2 from it.)"""
+    the end. (Not the trapezoid PR-AUC: a constant score gets (1 + positive share) / 2 from it.)
+
+    `settings.batch_size` is each process's: a batch is that many pairs from every process."""
     state = state or FitState()
+    shard = shard or Shard()
     optimizer = optimizer or make_optimizer(model, settings)
+    trained = shard.wrap(model)
     train, val = data.splits["train"], data.splits["val"]
-    batches = -(-len(train) // settings.batch_size)
+    batch_size = settings.batch_size * shard.processes
+    batches = -(-len(train) // batch_size)
     for callback in callbacks:
         callback.on_train_start(settings.epochs, batches)
     while state.epoch < settings.epochs and not stop and not state.stopped:
         epoch = state.epoch + 1
-        # Seeding per epoch makes a resumed run draw the same batches and dropout as an unbroken one.
-        torch.manual_seed(settings.seed * 100_003 + epoch)
-        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        # Seeding per epoch makes a resumed run draw the same batches and dropout as an unbroken one;
+        # every process draws the same batches, and dropout of its own.
+        epoch_seed = settings.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed * shard.processes + shard.rank)
+        generator = torch.Generator().manual_seed(epoch_seed)
         started = time.perf_counter()
         train_loss = train_one_epoch(
-            model, optimizer, data.items, train, settings.batch_size, generator, callbacks, stop
+            trained, optimizer, data.items, train, batch_size, generator, callbacks, stop, shard
         )
         seconds = time.perf_counter() - started
         if stop:  # the epoch is incomplete: it neither counts nor checkpoints
             break
-        val_loss, val_auc, val_ap = validate(model, data.items, val)
+        val_loss, val_auc, val_ap = shard.from_main(*validate(model, data.items, val))
         stats = EpochStats(
             epoch, train_loss, val_loss, val_auc, seconds, len(train) / seconds, val_ap
         )
