@@ -176,7 +176,7 @@ def test_command_summaries_are_whole_and_predict_usage_names_pairs():
         check=True,
     )
     commands = result.stdout.split("Commands:")[1].strip().splitlines()
-    assert len(commands) == 6
+    assert len(commands) == 7  # download prepare train evaluate predict match promote
     for line in commands:
         assert line.rstrip().endswith(".") and "…" not in line and "..." not in line, line
     assert invoke("predict", "--help").stdout.startswith(
