@@ -74,13 +74,15 @@ def train_job(
     resume: str | None = None,
     report_dir: Path | None = None,
     callbacks: Sequence[Callback] = (),
+    resume_epochs: int | None = None,
 ) -> RunResult:
-    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run.
+    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run, to its
+    own epoch total or to `resume_epochs`.
 
     `callbacks` join the loop's own (MLflow, progress, checkpoints)."""
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    setup = _setup(settings, reporter, resume)
+    setup = _setup(settings, reporter, resume, resume_epochs)
     with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
         if resume is None:
             tracking.log_settings(setup.settings)
@@ -113,12 +115,15 @@ def train_job(
     return RunResult(run.id, metrics, run.status)
 
 
-def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainSetup:
+def _setup(
+    settings: Settings, reporter: Reporter, resume: str | None, resume_epochs: int | None = None
+) -> TrainSetup:
     checkpoint = None
     if resume is not None:
         checkpoint = Checkpoint.read(checkpoint_dir(settings.train.models_dir, resume))
         # Resuming with other settings would not reach the same result.
         settings = trained_settings(checkpoint.settings, settings)
+        settings = _resumed_epochs(settings, checkpoint, resume, resume_epochs)
     device = resolve_device(settings.train.device)
     prepared = ensure_prepared(settings.data, reporter)
     train_pairs = len(prepared.splits["train"])
@@ -158,6 +163,35 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None) -> TrainS
     return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags)
 
 
+def _resumed_epochs(
+    settings: Settings, checkpoint: Checkpoint, run_id: str, epochs: int | None
+) -> Settings:
+    """The epoch total a resumed run trains to; refused (before the run is reopened, so it is
+    neither changed nor logged again) when no epoch would be left to train."""
+    done, total = checkpoint.meta["epoch"], epochs or settings.train.epochs
+    best = checkpoint.meta.get("best_epoch", done)
+    if total <= done:
+        asked = f"--epochs {epochs}" if epochs else f"its total of {total}"
+        raise ModelError(
+            f"run {run_id} has trained {done} epochs and {asked} leaves nothing to train; "
+            f"give --epochs above {done} to continue it"
+        )
+    if epochs is None and done - best >= settings.train.patience:
+        raise ModelError(
+            f"run {run_id} stopped early after epoch {done} (no better validation for "
+            f"{done - best} epochs); give --epochs above {done} to train it further anyway"
+        )
+    if epochs is not None and epochs != settings.train.epochs:
+        log.info(
+            "Continuing run %s to %d epochs (it was set to %d)",
+            run_id,
+            epochs,
+            settings.train.epochs,
+        )
+    train = settings.train.model_copy(update={"epochs": total})
+    return settings.model_copy(update={"train": train})
+
+
 def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
     """The loop, the only stretch where a signal means "stop after this batch"; after it, Ctrl-C
     aborts (the run ends KILLED) like anywhere else."""
@@ -176,7 +210,14 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
         if state.stopped == StopReason.interrupted:
             log.warning("Stopped before the first epoch ended: no model to save")
             raise KeyboardInterrupt
+        if state.stopped == StopReason.diverged:
+            raise ModelError(
+                f"training diverged in epoch {state.epoch + 1} (the loss became NaN or infinite) "
+                f"at learning rate {setup.settings.train.lr:g}: lower it (--lr); no model to save"
+            )
         raise ModelError("training ended without a best epoch: no model to save")
+    if state.stopped == StopReason.diverged:
+        log.warning("Keeping epoch %d, the best before the loss diverged", state.best_epoch)
     return state
 
 
@@ -276,7 +317,7 @@ def evaluate_job(
     reporter: Reporter | None = None,
     report_dir: Path | None = None,
 ) -> RunResult:
-    tracking.configure(settings.mlflow)
+    tracking.configure(settings.mlflow, create=False)
     loaded = load_model_run(settings, run_id, reporter or NullReporter())
     run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
     items = items_to_device(prepared.items.matrix, loaded.device)
@@ -284,7 +325,15 @@ def evaluate_job(
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
         columns = columns_for(prepared.feature_names, loaded.feature_names)
     else:
-        pairs = read_pairs(pairs_path, prepared.items, labelled=True)
+        pairs = read_pairs(pairs_path, prepared.items, labelled=True, both_classes=False)
+        if pairs.target.min() == pairs.target.max():
+            kind = "a match (target 1)" if pairs.target[0] == 1 else "a non-match (target 0)"
+            log.warning(
+                "%s: every pair is %s: reporting accuracy, precision and recall at the "
+                "threshold; PR-AUC, average precision and ROC-AUC need both classes",
+                pairs_path,
+                kind,
+            )
         featurizer = loaded.featurizer()
         host_pairs = PairSet(
             pairs.left,
@@ -323,7 +372,7 @@ def predict_job(
     reporter: Reporter | None = None,
 ) -> PredictSummary:
     reporter = reporter or NullReporter()
-    tracking.configure(settings.mlflow)
+    tracking.configure(settings.mlflow, create=False)
     loaded = load_model_run(settings, run_id, reporter)
     return predict_file(
         loaded.saved.classifier,
