@@ -65,6 +65,7 @@ class StopReason(StrEnum):
 
     early_stopping = "early_stopping"
     interrupted = "interrupted"
+    diverged = "diverged"  # the loss became NaN or infinite: the learning rate is too high
 
 
 class RunStatus(StrEnum):

@@ -93,6 +93,8 @@ def main(
     # MLflow's INFO lines are about its store's migrations, not our work; --verbose shows them.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # urllib3 warns once per retry of an unreachable tracking server; the error says it once.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)
     ctx.obj = State(config=config, verbose=verbose, quiet=quiet)
 
 
@@ -398,10 +400,41 @@ def train(
         },
         mlflow={"experiment": experiment},
     )
+    if resume is not None:
+        _check_resume_options(
+            {
+                "--batch-size": batch_size,
+                "--lr": lr,
+                "--hidden-size": hidden_size,
+                "--num-layers": num_layers,
+                "--pair-features": pair_features,
+                "--seed": seed,
+                "--run-name": run_name,
+            }
+        )
     with state.reporter() as reporter:
-        result = train_job(settings, reporter, run_name, resume, report_dir, register=register)
+        result = train_job(
+            settings,
+            reporter,
+            run_name,
+            resume,
+            report_dir,
+            register=register,
+            resume_epochs=epochs if resume else None,
+        )
     if result is not None:  # None: a process of several, not the first
         _show_run(result, "Test metrics", as_json)
+
+
+def _check_resume_options(options: dict[str, Any]) -> None:
+    """A resumed run goes on as it was trained: options that would change that are refused, not
+    ignored (only --epochs, to continue further, --device and --data-dir apply)."""
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise MatchingError(
+            f"--resume continues a run with its own settings: {', '.join(given)} cannot change "
+            "them; drop them, or train a new run (--epochs may raise the run's total)"
+        )
 
 
 @app.command()

@@ -88,18 +88,28 @@ def train_job(
     report_dir: Path | None = None,
     callbacks: Sequence[Callback] = (),
     register: str | None = None,
+    resume_epochs: int | None = None,
 ) -> RunResult | None:
-    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run.
+    """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run, to its
+    own epoch total or to `resume_epochs`.
 
     `callbacks` join the loop's own (MLflow, progress, checkpoints); `register` names the registered
     model a finished run's model becomes a new version of. Started by torchrun, each
     process trains its share and only the first one tracks, saves and returns a result."""
     with _processes(settings) as shard:
         if shard.rank != 0:
-            _fit(_setup(settings, NullReporter(), resume, shard), [])
+            _fit(_setup(settings, NullReporter(), resume, shard, resume_epochs), [])
             return None
         return _train_and_track(
-            settings, shard, reporter, run_name, resume, report_dir, callbacks, register
+            settings,
+            shard,
+            reporter,
+            run_name,
+            resume,
+            report_dir,
+            callbacks,
+            register,
+            resume_epochs,
         )
 
 
@@ -124,10 +134,11 @@ def _train_and_track(
     report_dir: Path | None,
     callbacks: Sequence[Callback],
     register: str | None,
+    resume_epochs: int | None,
 ) -> RunResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    setup = _setup(settings, reporter, resume, shard)
+    setup = _setup(settings, reporter, resume, shard, resume_epochs)
     with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
         if resume is None:
             tracking.log_settings(setup.settings)
@@ -170,7 +181,13 @@ def _train_and_track(
     )
 
 
-def _setup(settings: Settings, reporter: Reporter, resume: str | None, shard: Shard) -> TrainSetup:
+def _setup(
+    settings: Settings,
+    reporter: Reporter,
+    resume: str | None,
+    shard: Shard,
+    resume_epochs: int | None = None,
+) -> TrainSetup:
     from matching_cli.scale.distributed import main_first
 
     checkpoint = None
@@ -178,6 +195,7 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None, shard: Sh
         checkpoint = Checkpoint.read(checkpoint_dir(settings.train.models_dir, resume))
         # Resuming with other settings would not reach the same result.
         settings = trained_settings(checkpoint.settings, settings)
+        settings = _resumed_epochs(settings, checkpoint, resume, resume_epochs)
     device = shard.device or resolve_device(settings.train.device)
     with main_first(shard):  # one process prepares the data, the others read it
         prepared = ensure_prepared(settings.data, reporter)
@@ -218,6 +236,35 @@ def _setup(settings: Settings, reporter: Reporter, resume: str | None, shard: Sh
     return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags, shard)
 
 
+def _resumed_epochs(
+    settings: Settings, checkpoint: Checkpoint, run_id: str, epochs: int | None
+) -> Settings:
+    """The epoch total a resumed run trains to; refused (before the run is reopened, so it is
+    neither changed nor logged again) when no epoch would be left to train."""
+    done, total = checkpoint.meta["epoch"], epochs or settings.train.epochs
+    best = checkpoint.meta.get("best_epoch", done)
+    if total <= done:
+        asked = f"--epochs {epochs}" if epochs else f"its total of {total}"
+        raise ModelError(
+            f"run {run_id} has trained {done} epochs and {asked} leaves nothing to train; "
+            f"give --epochs above {done} to continue it"
+        )
+    if epochs is None and done - best >= settings.train.patience:
+        raise ModelError(
+            f"run {run_id} stopped early after epoch {done} (no better validation for "
+            f"{done - best} epochs); give --epochs above {done} to train it further anyway"
+        )
+    if epochs is not None and epochs != settings.train.epochs:
+        log.info(
+            "Continuing run %s to %d epochs (it was set to %d)",
+            run_id,
+            epochs,
+            settings.train.epochs,
+        )
+    train = settings.train.model_copy(update={"epochs": total})
+    return settings.model_copy(update={"train": train})
+
+
 def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
     """The loop, the only stretch where a signal means "stop after this batch"; after it, Ctrl-C
     aborts (the run ends KILLED) like anywhere else."""
@@ -237,7 +284,14 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
         if state.stopped == StopReason.interrupted:
             log.warning("Stopped before the first epoch ended: no model to save")
             raise KeyboardInterrupt
+        if state.stopped == StopReason.diverged:
+            raise ModelError(
+                f"training diverged in epoch {state.epoch + 1} (the loss became NaN or infinite) "
+                f"at learning rate {setup.settings.train.lr:g}: lower it (--lr); no model to save"
+            )
         raise ModelError("training ended without a best epoch: no model to save")
+    if state.stopped == StopReason.diverged:
+        log.warning("Keeping epoch %d, the best before the loss diverged", state.best_epoch)
     return state
 
 
@@ -339,7 +393,7 @@ def evaluate_job(
 ) -> RunResult:
     if pairs_path is not None:
         _check_pairs_file(pairs_path, "labelled pairs (variantid1, variantid2, target)")
-    tracking.configure(settings.mlflow)
+    tracking.configure(settings.mlflow, create=False)
     loaded = load_model_run(settings, run_id, reporter or NullReporter())
     run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
     items = items_to_device(prepared.items.matrix, loaded.device)
@@ -347,7 +401,15 @@ def evaluate_job(
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
         columns = columns_for(prepared.feature_names, loaded.feature_names)
     else:
-        pairs = read_pairs(pairs_path, prepared.items, labelled=True)
+        pairs = read_pairs(pairs_path, prepared.items, labelled=True, both_classes=False)
+        if pairs.target.min() == pairs.target.max():
+            kind = "a match (target 1)" if pairs.target[0] == 1 else "a non-match (target 0)"
+            log.warning(
+                "%s: every pair is %s: reporting accuracy, precision and recall at the "
+                "threshold; PR-AUC, average precision and ROC-AUC need both classes",
+                pairs_path,
+                kind,
+            )
         featurizer = loaded.featurizer()
         host_pairs = PairSet(
             pairs.left,
@@ -387,7 +449,7 @@ def predict_job(
 ) -> PredictResult:
     reporter = reporter or NullReporter()
     _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
-    tracking.configure(settings.mlflow)
+    tracking.configure(settings.mlflow, create=False)
     loaded = load_model_run(settings, run_id, reporter)
     summary = predict_file(
         loaded.saved.classifier,

@@ -41,7 +41,16 @@ _UNION_MEMBER = re.compile(r"(constrained-)?(int|float|str)|literal\[.*\]")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan pass `gt=0`; no setting means them, and a learning rate of inf trains NaNs.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# numpy's and torch's generators take seeds up to 2**64 - 1, but the loop derives a seed per epoch
+# (seed * 100003 + epoch), which must stay below that: 32 bits leave room.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# The demo data takes about 2.6 KB of files and 14 KB of memory a pair while it is written: ten
+# million pairs (eight times the real catalogue's 1,168,516) is 26 GB of files already.
+MAX_SYNTHETIC_PAIRS = 10_000_000
 
 
 class DataSettings(_Section):
@@ -53,7 +62,7 @@ class DataSettings(_Section):
     split: Literal["disjoint", "random"] = "disjoint"
     val_size: float = Field(default=0.1, gt=0, lt=1)
     test_size: float = Field(default=0.2, gt=0, lt=1)
-    split_seed: int = 42
+    split_seed: Seed = 42
 
     @model_validator(mode="after")
     def _room_for_training(self) -> DataSettings:
@@ -100,7 +109,7 @@ class TrainSettings(_Section):
     weight_decay: float = Field(default=1e-4, ge=0)
     patience: int = Field(default=5, gt=0)
     device: str = "auto"  # a free string (cuda:N), checked once here
-    seed: int = 42
+    seed: Seed = 42
     models_dir: Path = Path("models")
 
     @field_validator("device")
@@ -140,6 +149,9 @@ class TrainSettings(_Section):
 class MlflowSettings(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "matching"
+    # An http(s) tracking server that does not answer: each request waits this long, and is
+    # tried 3 times in all (MLflow's own defaults, 120 s and 7 retries, take minutes to fail).
+    timeout_s: float = Field(default=30, gt=0)
 
 
 class DownloadSettings(_Section):
@@ -148,7 +160,18 @@ class DownloadSettings(_Section):
     timeout_s: float = Field(default=60, gt=0)
     max_unpacked_gb: float = Field(default=50, gt=0)
     synthetic_pairs: int = Field(default=50_000, gt=0)
-    synthetic_seed: int = 0
+
+    @field_validator("synthetic_pairs")
+    @classmethod
+    def _not_too_many(cls, pairs: int) -> int:
+        if pairs > MAX_SYNTHETIC_PAIRS:
+            raise ValueError(
+                f"at most {MAX_SYNTHETIC_PAIRS:,} demo pairs (about 26 GB of files, eight times "
+                "the real catalogue); more would not fit in memory or on disk"
+            )
+        return pairs
+
+    synthetic_seed: Seed = 0
 
 
 class FeatureSettings(_Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -31,14 +32,59 @@ MODEL_ARTIFACTS = "matching_model"
 KIND_TAG = "matching.kind"
 
 
-def configure(settings: MlflowSettings) -> None:
-    """Point MLflow at the store and experiment: each job calls this first, from its settings alone."""
+def configure(settings: MlflowSettings, create: bool = True) -> None:
+    """Point MLflow at the store and experiment: each job calls this first, from its settings alone.
+
+    With `create` False (commands that read a trained model) a store that does not exist is an
+    error, not a new empty one, and a missing experiment is not created."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    # Read by MLflow at each request: a server that does not answer fails in seconds, not minutes.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(settings.timeout_s)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "2"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    uri = settings.tracking_uri
+    if not create:
+        _check_store_exists(uri)
+    mlflow.set_tracking_uri(uri)
     try:
-        mlflow.set_experiment(settings.experiment)
+        if create or mlflow.MlflowClient().get_experiment_by_name(settings.experiment):
+            mlflow.set_experiment(settings.experiment)
     except MlflowException as e:
-        raise ModelError(f"MLflow store {settings.tracking_uri}: {e.message}") from e
+        if "Max retries exceeded" in e.message or "timed out" in e.message.lower():
+            raise ModelError(
+                f"MLflow tracking server {uri}: no answer after 3 tries ({_cause(e.message)}); "
+                "start it or fix mlflow.tracking_uri (mlflow.timeout_s: how long a try waits)"
+            ) from None
+        raise ModelError(f"MLflow store {uri}: {_first_line(e.message)}") from None
+
+
+def _check_store_exists(uri: str) -> None:
+    """A local store (sqlite:///file, file:/folder or a plain folder) that is not there: opening it
+    would create it empty, and the command would then find no model in it."""
+    scheme, _, rest = uri.partition(":")
+    if scheme == "sqlite":
+        path = rest.removeprefix("///") if rest.startswith("///") else None
+    elif scheme == "file":
+        path = rest.removeprefix("//")
+    elif "://" not in uri:
+        path = uri
+    else:
+        return  # a server: its requests say whether it is there
+    if path and path != ":memory:" and not Path(path).exists():
+        raise ModelError(
+            f"MLflow store {uri}: {path} does not exist; point mlflow.tracking_uri (or "
+            "MLFLOW_TRACKING_URI) at the store that `matching train` wrote"
+        )
+
+
+def _cause(message: str) -> str:
+    """The operating system's reason inside urllib3's long message ("Connection refused")."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(timed out)", message)
+    return next((g for g in found.groups() if g), "no connection") if found else "no connection"
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
 
 
 @dataclass

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from matching_cli.data.tables import (
     read_pairs,
 )
 from matching_cli.errors import DataError, OutputError
-from matching_cli.files import atomic_dir, fingerprint_file
+from matching_cli.files import atomic_dir, content_digest, stat_key
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import DataSettings
 
@@ -46,6 +47,18 @@ KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
 # Settings that change the prepared arrays; the folders themselves do not.
 _SETTINGS_KEYS = ("blocks", "split", "val_size", "test_size", "split_seed")
+
+
+# What reading a store's files cut short raises (numpy, zip, JSON).
+_DAMAGE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+
+
+class DamagedStore(DataError):
+    """A store whose files cannot be read back (cut short by a crash or a full disk)."""
+
+    def __init__(self, store: Path, reason: str):
+        self.reason = reason
+        super().__init__(f"{store}: prepared data is damaged ({reason}); run `matching prepare`")
 
 
 @dataclass
@@ -79,7 +92,10 @@ class Prepared:
 
     def listings(self) -> Listings:
         """The per-listing feature arrays, to compute the features of pairs not prepared here."""
-        return load_listings(self.store)
+        try:
+            return load_listings(self.store)
+        except _DAMAGE as e:
+            raise DamagedStore(self.store, f"{type(e).__name__}: {e}") from e
 
 
 @dataclass
@@ -107,7 +123,10 @@ def _expected_manifest(data: DataSettings) -> dict:
         raise DataError(
             f"data folder {data.dir} not found; run `matching download` (or --synthetic)"
         )
-    sources = {p.name: fingerprint_file(p) for p in source_files(data.dir)}
+    files = source_files(data.dir)
+    stats = {p.name: [str(p.resolve()), *stat_key(p)] for p in files}
+    known = _known_digests(data.prepared_dir)
+    sources = {p.name: known.get(json.dumps(stats[p.name])) or _digest(p) for p in files}
     settings = {k: v for k, v in data.model_dump(mode="json").items() if k in _SETTINGS_KEYS}
     digest = hashlib.sha256(json.dumps([sources, settings], sort_keys=True).encode())
     return {
@@ -115,7 +134,39 @@ def _expected_manifest(data: DataSettings) -> dict:
         "sources": sources,
         "settings": settings,
         "fingerprint": digest.hexdigest()[:FINGERPRINT_CHARS],
+        "source_stats": stats,  # not compared: what lets the next command skip hashing
     }
+
+
+_COMPARED = ("format", "sources", "settings", "fingerprint")
+
+
+def _digest(path: Path) -> str:
+    size = path.stat().st_size
+    if size > 256 << 20:
+        log.info("Hashing %s (%.1f GB) to notice any change in it", path, size / 1e9)
+    return content_digest(path)
+
+
+def _known_digests(prepared_dir: Path) -> dict[str, str]:
+    """Digests the stores recorded, by the file's path and stat: a file that has not been touched
+    since is not read again (hashing 3 GB takes seconds)."""
+    known = {}
+    for store in stores(prepared_dir):
+        manifest = _read_manifest(store)
+        for name, stats in (manifest or {}).get("source_stats", {}).items():
+            if name in manifest.get("sources", {}):
+                known[json.dumps(stats)] = manifest["sources"][name]
+    return known
+
+
+def _read_manifest(store: Path) -> dict | None:
+    """The store's manifest; None when it is missing or damaged (a crash, a full disk)."""
+    try:
+        manifest = json.loads((store / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def store_dir(prepared_dir: Path, fingerprint: str) -> Path:
@@ -155,11 +206,8 @@ def _check_own_folder(prepared_dir: Path) -> None:
 
 
 def _is_fresh(store: Path, expected: dict) -> bool:
-    manifest_path = store / "manifest.json"
-    if not manifest_path.is_file():
-        return False
-    manifest = json.loads(manifest_path.read_text())
-    return all(manifest.get(k) == v for k, v in expected.items())
+    manifest = _read_manifest(store)
+    return manifest is not None and all(manifest.get(k) == expected[k] for k in _COMPARED)
 
 
 def is_fresh(data: DataSettings) -> bool:
@@ -236,7 +284,16 @@ def load_prepared(prepared_dir: Path) -> Prepared:
     manifest_path = prepared_dir / "manifest.json"
     if not manifest_path.is_file():
         raise DataError(f"{prepared_dir}: no prepared data; run `matching prepare`")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(prepared_dir)
+    if manifest is None:
+        raise DamagedStore(prepared_dir, "manifest.json is not JSON")
+    try:
+        return _load_store(prepared_dir, manifest)
+    except _DAMAGE as e:
+        raise DamagedStore(prepared_dir, f"{type(e).__name__}: {e}") from e
+
+
+def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
     if manifest.get("format") != FORMAT:
         raise DataError(f"{prepared_dir}: prepared by another version; run `matching prepare`")
     now = time.time_ns()  # a fine clock: the file system's own ticks are coarser than a command
@@ -270,9 +327,19 @@ def ensure_prepared(data: DataSettings, reporter: Reporter | None = None) -> Pre
     expected = _expected_manifest(data)
     store = store_dir(data.prepared_dir, expected["fingerprint"])
     if _is_fresh(store, expected):
-        return load_prepared(store)
-    reason = "missing" if not (store / "manifest.json").is_file() else "stale"
-    log.info("Prepared data in %s is %s: preparing it now", store, reason)
+        try:
+            return load_prepared(store)
+        except DamagedStore as e:
+            log.warning("Prepared data in %s is damaged (%s): preparing it again", store, e.reason)
+            return prepare(data, reporter)[0]
+    if not (store / "manifest.json").is_file():
+        log.info("Prepared data in %s is missing: preparing it now", store)
+    elif _read_manifest(store) is None:
+        log.warning(
+            "Prepared data in %s is damaged (manifest.json is not JSON): preparing it again", store
+        )
+    else:
+        log.info("Prepared data in %s is stale: preparing it now", store)
     return prepare(data, reporter)[0]
 
 
@@ -284,7 +351,13 @@ def prepared_for(
     store = store_dir(data.prepared_dir, fingerprint)
     if not _sources_present(data.dir) and (store / "manifest.json").is_file():
         log.info("The raw files are gone: using the model's own prepared data in %s", store)
-        return load_prepared(store)
+        try:
+            return load_prepared(store)
+        except DamagedStore as e:
+            raise DataError(
+                f"{store}: the model's prepared data is damaged ({e.reason}) and the raw files "
+                f"in {data.dir} are gone: restore them (`dvc pull`, `matching download`)"
+            ) from e
     return ensure_prepared(data, reporter)
 
 

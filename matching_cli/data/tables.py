@@ -443,7 +443,15 @@ class Pairs:
     dropped: dict[str, int] = field(default_factory=dict)  # label problems -> pairs left out
 
 
-def read_pairs(path: Path, items: Items, labelled: bool, pairs_limit_dropped: float = 0.5) -> Pairs:
+def read_pairs(
+    path: Path,
+    items: Items,
+    labelled: bool,
+    pairs_limit_dropped: float = 0.5,
+    both_classes: bool = True,
+) -> Pairs:
+    """The pairs of `path` as item-matrix rows; `both_classes`: training needs matches and
+    non-matches (evaluation can do with one)."""
     pf = open_parquet(path)
     columns = {"variantid1": "int", "variantid2": "int"} | (
         {"target": "number"} if labelled else {}
@@ -477,7 +485,7 @@ def read_pairs(path: Path, items: Items, labelled: bool, pairs_limit_dropped: fl
     if not keep.any():
         raise DataError(f"{path}: no usable pair is left once {', '.join(dropped)} are left out")
     pairs = Pairs(left[keep], right[keep], target[keep], v1[keep], v2[keep], dropped)
-    if pairs.target.min() == pairs.target.max():
+    if both_classes and pairs.target.min() == pairs.target.max():
         raise DataError(
             f"{path}: every pair has target {int(pairs.target[0])}; training needs both classes"
         )

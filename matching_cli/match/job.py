@@ -97,7 +97,7 @@ def match_job(
     run_name: str | None = None,
 ) -> MatchResult:
     reporter = reporter or NullReporter()
-    tracking.configure(settings.mlflow)
+    tracking.configure(settings.mlflow, create=False)
     clock = Stopwatch(reporter)
     match = settings.match
     out_dir = match.output

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from matching_cli.errors import ModelError
@@ -67,12 +68,28 @@ class Checkpoint:
             raise ModelError(
                 f"{folder}: no checkpoint to resume from (it is written after each finished epoch)"
             )
-        return cls(folder, json.loads((folder / META).read_text()))
+        try:
+            meta = json.loads((folder / META).read_text())
+            Settings.from_snapshot(meta["settings"])
+            if not isinstance(meta["epoch"], int):
+                raise TypeError("epoch is not a number")
+        except (OSError, ValueError, KeyError, TypeError) as e:  # pydantic's error is a ValueError
+            reason = str(e).splitlines()[0]
+            raise ModelError(
+                f"{folder / META}: damaged ({type(e).__name__}: {reason}); the run cannot be "
+                "resumed: train a new run (its saved model, if any, still serves)"
+            ) from None
+        return cls(folder, meta)
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> FitState:
         """Load model and optimizer in place; return the loop state to continue from."""
         device = next(model.parameters()).device
-        tensors = load_file(self.folder / TENSORS, device=str(device))
+        try:
+            tensors = load_file(self.folder / TENSORS, device=str(device))
+        except (OSError, SafetensorError) as e:
+            raise ModelError(
+                f"{self.folder / TENSORS}: damaged ({e}); the run cannot be resumed: train a new run"
+            ) from None
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

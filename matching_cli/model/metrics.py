@@ -68,17 +68,25 @@ def classification(target: np.ndarray, score: np.ndarray, threshold: float) -> d
 def all_metrics(
     target: np.ndarray, score: np.ndarray, threshold: float, category: np.ndarray | None = None
 ) -> dict[str, float]:
-    both_classes = 0 < target.sum() < len(target)
-    metrics = classification(target, score, threshold) | {
+    """Metrics at the threshold; the ranking metrics (PR-AUC, average precision, ROC-AUC) only
+    with both classes: without them there is nothing to rank, and a number would mislead."""
+    metrics = classification(target, score, threshold)
+    if not has_both_classes(target):
+        return metrics
+    metrics |= {
         "pr_auc": pr_auc(target, score),
         "average_precision": average_precision(target, score),
-        "roc_auc": float(roc_auc_score(target, score)) if both_classes else 0.5,
+        "roc_auc": float(roc_auc_score(target, score)),
     }
     if category is not None:
         competition = category_pr_auc(target, score, category)
         if competition is not None:
             metrics["category_pr_auc"] = competition
     return metrics
+
+
+def has_both_classes(target: np.ndarray) -> bool:
+    return bool(0 < target.sum() < len(target))
 
 
 def confusion(target: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:

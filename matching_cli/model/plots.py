@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
-from matching_cli.model.metrics import confusion
+from matching_cli.model.metrics import confusion, has_both_classes
 
 
 def loss_curves(history: list[dict[str, float]]) -> Figure:
@@ -91,10 +91,11 @@ def run_figures(
 ) -> dict[str, Figure]:
     """File name -> figure, for one training or evaluation run."""
     figures = {
-        "pr_curve.png": pr_curve(target, score, threshold),
         "metrics.png": metric_bars(metrics),
         "confusion_matrix.png": confusion_figure(target, score, threshold),
     }
+    if has_both_classes(target):  # a precision-recall curve needs matches and non-matches
+        figures["pr_curve.png"] = pr_curve(target, score, threshold)
     if history:
         figures["loss_curves.png"] = loss_curves(history)
     return figures

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -242,6 +243,8 @@ def validate(
 ) -> tuple[float, float, float]:
     """Loss, trapezoid PR-AUC and average precision on the validation pairs."""
     logits = score_pairs(model, items, pairs.left, pairs.right, pairs.features)
+    if not bool(torch.isfinite(logits).all()):  # diverged: the metrics cannot rank NaN
+        return float("nan"), float("nan"), float("nan")
     loss = float(nn.functional.binary_cross_entropy_with_logits(logits, pairs.target))
     target, score = pairs.target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy()
     return loss, pr_auc(target, score), average_precision(target, score)
@@ -284,7 +287,20 @@ def fit(
         seconds = time.perf_counter() - started
         if stop:  # the epoch is incomplete: it neither counts nor checkpoints
             break
-        val_loss, val_auc, val_ap = shard.from_main(*validate(model, data.items, val))
+        val_loss, val_auc, val_ap = shard.from_main(
+            *(validate(model, data.items, val) if math.isfinite(train_loss) else (train_loss,) * 3)
+        )
+        if not math.isfinite(val_loss):
+            log.warning(
+                "epoch %d: the loss diverged (train %s, validation %s) at learning rate %g: "
+                "stopping",
+                epoch,
+                train_loss,
+                val_loss,
+                settings.lr,
+            )
+            state.stopped = StopReason.diverged
+            break
         stats = EpochStats(
             epoch, train_loss, val_loss, val_auc, seconds, len(train) / seconds, val_ap
         )

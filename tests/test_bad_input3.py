@@ -1,0 +1,253 @@
+"""Bad input, round two (issue 12), cases 4, 6, 8, 9, 14 and 15, and the same review of the pair
+features, the [features] and [match] settings and the per-fingerprint prepared stores.
+
+Each test names its case of the issue; each failed on the code before the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from matching_cli.data import prepare as prepare_module
+from matching_cli.data.prepare import ensure_prepared, is_fresh
+from matching_cli.settings import load_settings
+from tests.conftest import FAST, invoke, store
+from tests.test_bad_input2 import _one_line_error
+
+TEXT = Path("data/text_and_bert.parquet")
+BERT = "name_bert_64"
+TAIL = 65536  # what the old fingerprint read: the size and the last 64 KiB
+
+
+# 4. Any change of a source file's content is noticed, also one that keeps its size and last bytes.
+
+
+def _write_uncompressed(table: pa.Table, path: Path) -> None:
+    # Plain encoding, no compression: swapping values between rows changes neither the size nor
+    # the footer (statistics are the same minimum and maximum).
+    pq.write_table(table, path, compression="none", use_dictionary=False)
+
+
+def test_a_change_keeping_size_and_last_bytes_is_noticed(project):
+    table = pq.read_table(TEXT)
+    _write_uncompressed(table, TEXT)
+    assert invoke("prepare").exit_code == 0
+    before = TEXT.read_bytes()
+    vectors = table.column(BERT).to_pylist()
+    swapped = vectors[1:20] + vectors[:1] + vectors[20:]  # 20 listings' vectors rotated
+    column = pa.array(swapped, type=table.schema.field(BERT).type)
+    _write_uncompressed(table.set_column(table.schema.get_field_index(BERT), BERT, column), TEXT)
+    after = TEXT.read_bytes()
+    assert len(after) == len(before) and after[-TAIL:] == before[-TAIL:] and after != before
+
+    data = load_settings().data
+    assert not is_fresh(data)
+    prepared = ensure_prepared(data)
+    first = prepared.items.rows(np.array([table.column("variantid")[0].as_py()]))[0]
+    block = prepared.items.blocks[0]
+    assert block.name == BERT
+    row = np.asarray(prepared.items.matrix[first, block.offset : block.offset + block.dim])
+    expected = np.asarray(swapped[0], dtype=np.float32)  # the new vector, L2-normalised
+    np.testing.assert_allclose(row, expected / np.linalg.norm(expected), rtol=1e-5)
+
+
+def test_an_untouched_source_file_is_not_hashed_again(project, monkeypatch):
+    assert invoke("prepare").exit_code == 0
+    manifest = json.loads((store() / "manifest.json").read_text())
+    assert set(manifest["source_stats"]) == set(manifest["sources"])
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr(prepare_module, "content_digest", no_hashing)
+    assert is_fresh(load_settings().data)
+    os.utime(TEXT)  # touched, not changed: hashed again, and still the same store
+    monkeypatch.undo()
+    monkeypatch.chdir(project)
+    assert is_fresh(load_settings().data)
+
+
+# 6. --resume refuses options it cannot honour; --epochs continues to a new total, or says there
+# is nothing to train, without reopening the run.
+
+
+def _train_two_epochs() -> str:
+    result = invoke("train", *FAST[2:], "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["run_id"]
+
+
+def test_resume_refuses_options_it_cannot_honour(project):
+    run_id = _train_two_epochs()
+    before = mlflow.MlflowClient().get_run(run_id).info
+    result = invoke("train", "--resume", run_id, "--epochs", "6", "--lr", "1e-4", "--seed", "1")
+    _one_line_error(result, "--lr, --seed", "cannot change")
+    nothing = invoke("train", "--resume", run_id)
+    _one_line_error(nothing, f"run {run_id} has trained 2 epochs", "nothing to train")
+    fewer = invoke("train", "--resume", run_id, "--epochs", "2")
+    _one_line_error(fewer, "--epochs 2 leaves nothing to train")
+    after = mlflow.MlflowClient().get_run(run_id).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)  # not reopened
+
+
+def test_resume_with_more_epochs_continues_to_the_new_total(project):
+    run_id = _train_two_epochs()
+    result = invoke("train", "--resume", run_id, "--epochs", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert f"Continuing run {run_id} to 3 epochs" in " ".join(result.stderr.split())
+    checkpoint = json.loads(Path(f"models/{run_id}/checkpoint/checkpoint.json").read_text())
+    assert checkpoint["epoch"] == 3
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+# 8. Damaged local state: a store is prepared again, saying so; a checkpoint is named.
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "items.npy", "pair_features.npy"])
+def test_a_damaged_prepared_store_is_prepared_again(project, name):
+    assert invoke("prepare").exit_code == 0
+    damaged = store() / name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    result = invoke("train", *FAST[2:], "--epochs", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "damaged" in result.stderr and "again" in result.stderr, result.stderr
+    assert np.load(store() / "items.npy").shape[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("checkpoint.json", lambda b: b[: len(b) // 2]),
+        ("checkpoint.json", lambda b: b'{"epoch": 2}'),
+        ("state.safetensors", lambda b: b[: len(b) // 2]),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_before_resuming(project, name, damage):
+    run_id = _train_two_epochs()
+    path = Path(f"models/{run_id}/checkpoint/{name}")
+    path.write_bytes(damage(path.read_bytes()))
+    result = invoke("train", "--resume", run_id, "--epochs", "3")
+    _one_line_error(result, str(path), "damaged", "cannot be resumed")
+    assert mlflow.MlflowClient().get_run(run_id).info.status == "FINISHED"
+
+
+# 9. Values out of range: refused when the settings are read, before anything runs.
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["prepare"], {"MATCHING_DATA__SPLIT_SEED": "-1"}, "data.split_seed"),
+        (["download", "--synthetic", "--seed", "-1", "--data-dir", "d"], {}, "synthetic_seed"),
+        (["train", "--seed", str(2**62)], {}, "train.seed"),
+        (["train", "--lr", "inf"], {}, "train.lr"),
+        (["train", "--lr", "nan"], {}, "train.lr"),
+        (["download", "--synthetic", "--pairs", str(10**12), "--data-dir", "d"], {}, "10,000,000"),
+    ],
+)
+def test_values_out_of_range_are_refused_at_once(project, monkeypatch, args, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = mlflow.MlflowClient()
+    runs = len(client.search_runs([client.get_experiment_by_name("tests").experiment_id]))
+    started = time.perf_counter()
+    _one_line_error(invoke(*args), "invalid settings", expected)
+    assert time.perf_counter() - started < 10
+    assert len(client.search_runs([client.get_experiment_by_name("tests").experiment_id])) == runs
+    assert not Path("d").exists()
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_message(project):
+    result = invoke("train", *FAST[2:4], "--epochs", "2", "--lr", "1e10")
+    _one_line_error(result, "training diverged in epoch 1", "lower it (--lr)")
+    assert "ValueError" not in result.stderr and "NaN" in result.stderr
+
+
+# 14. evaluate --pairs with one class: what can be computed is reported, the rest named.
+
+
+def test_evaluate_on_matches_only_reports_recall(in_trained, tmp_path):
+    pairs = pq.read_table("data/train.parquet").to_pandas()
+    matches = pairs[pairs["target"] == 1].head(60)
+    path = tmp_path / "matches_only.parquet"
+    matches.to_parquet(path, index=False)
+    result = invoke("evaluate", "--pairs", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)["metrics"]
+    assert 0 < metrics["recall"] <= 1 and "pr_auc" not in metrics and "roc_auc" not in metrics
+    said = " ".join(result.stderr.split())
+    assert "every pair is a match" in said and "need both classes" in said
+
+
+# 15. Reading commands never create a tracking store; an unreachable server fails in seconds.
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///typo/mlflow.db", "sqlite:///mlfow.db", "./mlrns"])
+@pytest.mark.parametrize(
+    "command", [["evaluate"], ["predict", "data/test.parquet", "-o", "s.csv"], ["match"]]
+)
+def test_a_reading_command_does_not_create_a_store(project, monkeypatch, uri, command):
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", uri)
+    before = sorted(p.name for p in Path(".").iterdir())
+    _one_line_error(invoke(*command), uri, "does not exist")
+    assert sorted(p.name for p in Path(".").iterdir()) == before
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["train", "--epochs", "1"]])
+def test_an_unreachable_tracking_server_fails_in_seconds(project, monkeypatch, command):
+    for name in ("TIMEOUT", "MAX_RETRIES", "BACKOFF_FACTOR"):  # restored after the test
+        monkeypatch.setenv(f"MLFLOW_HTTP_REQUEST_{name}", os.environ.get(name, "1"))
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MATCHING_MLFLOW__TRACKING_URI", uri)
+    monkeypatch.setenv("MATCHING_MLFLOW__TIMEOUT_S", "2")
+    started = time.perf_counter()
+    result = invoke(*command)
+    _one_line_error(result, uri, "no answer after 3 tries", "Connection refused")
+    assert time.perf_counter() - started < 15
+    assert "Retrying" not in result.stderr
+
+
+# The review repeated for what this session added: [features], [match], prepared stores.
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MATCHING_FEATURES__FAMILIES": '["text", "colour"]'}, "features.families"),
+        ({"MATCHING_MATCH__K": "0"}, "match.k"),
+        ({"MATCHING_MATCH__JOIN_THRESHOLD": "nan"}, "match.join_threshold"),
+        ({"MATCHING_TRAIN__WEIGHT_DECAY": "inf"}, "train.weight_decay"),
+        ({"MATCHING_DOWNLOAD__TIMEOUT_S": "inf"}, "download.timeout_s"),
+    ],
+)
+def test_sibling_settings_out_of_range_are_named(project, monkeypatch, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _one_line_error(invoke("prepare"), "invalid settings", expected)
+
+
+def test_the_models_own_store_damaged_with_the_raw_files_gone_is_one_line(project):
+    run_id = _train_two_epochs()
+    shutil.copy("data/test.parquet", "pairs.parquet")
+    damaged = store() / "pair_features.npy"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    shutil.rmtree("data")
+    result = invoke("predict", "pairs.parquet", "--run-id", run_id, "-o", "s.csv")
+    _one_line_error(result, "prepared data is damaged", "raw files in data are gone")
