@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -114,7 +116,8 @@ def handled(command: F) -> F:
         ctx = kwargs.get("ctx")
         state: State = (ctx.obj if ctx is not None else None) or State()
         try:
-            return command(*args, **kwargs)
+            with _terminate_as_interrupt():
+                return command(*args, **kwargs)
         except MatchingError as e:
             if state.verbose:
                 stderr.print_exception()
@@ -125,6 +128,26 @@ def handled(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) ends a command as Ctrl-C does: its MLflow run is
+    marked KILLED and nothing half-written is left, instead of the process dying mid-way. The
+    training loop catches both itself, to stop after the current batch."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def setting_help(text: str, key: str) -> str:

@@ -58,16 +58,28 @@ def test_signal_then_resume_reaches_the_uninterrupted_result(project, trained, m
     assert client.get_run(stopped.run_id).info.status == "FINISHED"
 
 
-def test_ctrl_c_after_the_loop_aborts_and_the_run_ends_killed(project, monkeypatch, mlflow_uri):
-    # Ctrl-C while the model is logged: the loop is over, so nothing "stops after this batch".
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_after_the_loop_aborts_and_the_run_ends_killed(
+    project, monkeypatch, mlflow_uri, sent
+):
+    # Ctrl-C (or a SIGTERM, as a scheduler sends) while the model is logged: the loop is over, so
+    # nothing "stops after this batch"; the run must not be left RUNNING.
     log_saved_model = tracking.log_saved_model
 
     def interrupted(*args):
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), sent)
         log_saved_model(*args)
 
     monkeypatch.setattr(tracking, "log_saved_model", interrupted)
-    result = invoke("train", *FAST, "--json")
+
+    def unhandled(signum, frame):  # what reaches here, the command left to Python's default
+        raise AssertionError("the command did not handle SIGTERM: the run would stay RUNNING")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        result = invoke("train", *FAST, "--json")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == 130, result.stdout
     assert "stopping after this batch" not in result.stderr
     client = mlflow.MlflowClient(mlflow_uri)
