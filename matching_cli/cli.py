@@ -319,6 +319,15 @@ def evaluate(
     device: Device = None,
     report_dir: ReportDir = None,
     data_dir: DataDir = None,
+    errors: Annotated[
+        int,
+        typer.Option(
+            "--errors",
+            min=0,
+            help="Also show (and log as evaluation/errors.csv) the N most confident false "
+            "matches and the N most confident missed matches.",
+        ),
+    ] = 0,
     as_json: Json = False,
 ) -> None:
     """Score a training run's model on its test split (or on --pairs) and log the metrics to that run."""
@@ -327,8 +336,32 @@ def evaluate(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        result = evaluate_job(settings, run_id, pairs, reporter, report_dir)
+        result = evaluate_job(settings, run_id, pairs, reporter, report_dir, errors)
     _show_run(result, f"Evaluation on {pairs or 'the test split'}", as_json)
+    if result.mistakes is not None and not as_json:
+        stdout.print(_mistakes_table(result.mistakes))
+
+
+def _mistakes_table(mistakes: Any) -> Table:
+    from matching_cli.mistakes import shown_features
+
+    features = shown_features(mistakes)
+    table = Table(title="The most confident mistakes (all features: evaluation/errors.csv)")
+    for column in ("kind", "name 1", "name 2", "score", *features):
+        table.add_column(
+            column,
+            justify="left" if column[0] in "kn" else "right",
+            no_wrap=column != "name 1" and column != "name 2",
+        )
+    for row in mistakes.itertuples(index=False):
+        names = [_short(row.name1 or str(row.variantid1)), _short(row.name2 or str(row.variantid2))]
+        values = [f"{getattr(row, f):.2f}" for f in features]
+        table.add_row(row.kind, *names, f"{row.score:.3f}", *values)
+    return table
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()
