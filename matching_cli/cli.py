@@ -343,24 +343,27 @@ def evaluate(
 
 
 def _mistakes_table(mistakes: Any) -> Table:
+    """One row per mistake: both names stacked in one cell, so a narrow terminal still shows them."""
     from matching_cli.mistakes import shown_features
 
     features = shown_features(mistakes)
     table = Table(title="The most confident mistakes (all features: evaluation/errors.csv)")
-    for column in ("kind", "name 1", "name 2", "score", *features):
-        table.add_column(
-            column,
-            justify="left" if column[0] in "kn" else "right",
-            no_wrap=column != "name 1" and column != "name 2",
-        )
+    table.add_column("kind", min_width=6)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("listings", min_width=20, ratio=1)
+    for name in features:  # headers wrap at the underscores, values stay whole
+        table.add_column(name.replace("_", " "), justify="right", min_width=5)
     for row in mistakes.itertuples(index=False):
-        names = [_short(row.name1 or str(row.variantid1)), _short(row.name2 or str(row.variantid2))]
+        names = "\n".join(
+            _short(str(name) if isinstance(name, str) else str(variantid))
+            for name, variantid in ((row.name1, row.variantid1), (row.name2, row.variantid2))
+        )
         values = [f"{getattr(row, f):.2f}" for f in features]
-        table.add_row(row.kind, *names, f"{row.score:.3f}", *values)
+        table.add_row(row.kind, f"{row.score:.3f}", names, *values)
     return table
 
 
-def _short(text: str, width: int = 40) -> str:
+def _short(text: str, width: int = 36) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -24,9 +24,8 @@ TELLING = (
     "digit_jaccard",
     "unit_conflicts",
     "attr_equal_share",
-    "pic_best_cos",
 )
-SHOWN_FEATURES = 5
+SHOWN_FEATURES = 4
 PAIR_COLUMNS = ("kind", "variantid1", "variantid2", "name1", "name2", "target", "score")
 
 
