@@ -74,8 +74,12 @@ CODES = tokens([0, 2], [0, 2], [1, 2], [1, 2], [1, 2], [2, 3])
 
 
 def test_listings_sharing_a_rare_token_are_paired():
-    left, right = shared_token_pairs(CODES, np.arange(6), TextBlocking(cap=5, per_listing=10))
+    codes = CODES.copy()
+    left, right = shared_token_pairs(codes, np.arange(6), TextBlocking(cap=5, per_listing=10))
     assert set(zip(left.tolist(), right.tolist(), strict=True)) == {(0, 1), (2, 3), (2, 4), (3, 4)}
+    # The listings' arrays, which the featurizer scores with next, are untouched.
+    for part in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(codes, part), getattr(CODES, part))
 
 
 def test_text_pairs_are_bounded_per_listing_and_kept_to_queries_and_groups():

@@ -39,13 +39,10 @@ def shared_token_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unordered pairs of rows (left < right, unique) where a query row shares a token held by
     2..cap rows (binary `tokens`, one row per listing); of the same group when `groups` is given."""
-    tokens = sp.csr_matrix(tokens, dtype=np.float32)
     df = np.bincount(tokens.indices, minlength=tokens.shape[1])
-    rare = (df >= 2) & (df <= params.cap)
-    kept = sp.csr_matrix(
-        (tokens.data * rare[tokens.indices], tokens.indices, tokens.indptr), shape=tokens.shape
-    )
-    kept.eliminate_zeros()
+    rare = np.flatnonzero((df >= 2) & (df <= params.cap))
+    # A new matrix of the rare columns only: `tokens` (the featurizer's own) is left as it is.
+    kept = sp.csr_matrix(tokens[:, rare], dtype=np.float32)
     by_token = kept.T.tocsr()
     lefts, rights = [], []
     for start in range(0, len(queries), _QUERY_CHUNK):
