@@ -473,6 +473,15 @@ def evaluate(
     device: Device = None,
     report_dir: ReportDir = None,
     data_dir: DataDir = None,
+    errors: Annotated[
+        int,
+        typer.Option(
+            "--errors",
+            min=0,
+            help="Also show (and log as evaluation/errors.csv) the N most confident false "
+            "matches and the N most confident missed matches.",
+        ),
+    ] = 0,
     as_json: Json = False,
 ) -> None:
     """Score a trained model on labelled pairs.
@@ -484,9 +493,13 @@ def evaluate(
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
-        result = evaluate_job(settings, _model_source(run_id, model), pairs, reporter, report_dir)
+        result = evaluate_job(
+            settings, _model_source(run_id, model), pairs, reporter, report_dir, errors
+        )
     where = show.short_path(pairs) if pairs else "the test split"
     _show_run(result, f"Evaluation on {where}", as_json)
+    if result.mistakes is not None and not as_json:
+        stdout.print(show.mistakes_table(result.mistakes))
 
 
 @app.command(cls=PlainUsage)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from matching_cli import tracking
@@ -20,8 +23,14 @@ from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import check_input_file, read_pairs
 from matching_cli.errors import DataError, ModelError
 from matching_cli.loading import load_model_run, trained_settings
+from matching_cli.mistakes import mistakes_table
 from matching_cli.model.checkpoint import Checkpoint, CheckpointCallback, checkpoint_dir
-from matching_cli.model.metrics import all_metrics, best_f1_threshold, pr_auc
+from matching_cli.model.metrics import (
+    all_metrics,
+    best_f1_threshold,
+    pr_auc,
+    precision_threshold,
+)
 from matching_cli.model.network import ModelConfig, PairClassifier
 from matching_cli.model.plots import run_figures
 from matching_cli.model.saved import SavedModel, save_model
@@ -57,6 +66,7 @@ class RunResult:
     best_epoch: int | None = None  # training: the epoch whose weights were kept...
     epochs: int | None = None  # ...of the epochs run
     registered: str | None = None  # models:/NAME/VERSION, when the run's model was registered
+    mistakes: pd.DataFrame | None = None  # `evaluate --errors`: the most confident mistakes
 
 
 @dataclass
@@ -298,15 +308,14 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
 def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedModel, Path]:
     """The threshold chosen on validation, the model saved locally and logged to the run."""
     val = setup.data.splits["val"]
-    threshold = best_f1_threshold(
-        val.target.cpu().numpy(), _probabilities(setup.model, setup.data.items, val)
-    )
+    target, scores = val.target.cpu().numpy(), _probabilities(setup.model, setup.data.items, val)
     saved = SavedModel(
         setup.model,
-        threshold,
+        best_f1_threshold(target, scores),
         setup.prepared.items.blocks,
         setup.settings,
         setup.prepared.fingerprint,
+        _group_threshold(target, scores, setup.settings.match.group_precision),
     )
     folder = setup.settings.train.models_dir / run_id
     save_model(folder, saved)
@@ -317,6 +326,19 @@ def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedMod
     text_model = setup.prepared.store / TEXT_MODEL if setup.model.config.feature_names else None
     tracking.log_saved_model(folder, text_model, example)
     return saved, folder
+
+
+def _group_threshold(target: np.ndarray, scores: np.ndarray, precision: float) -> float | None:
+    """What `match` groups by: pairs must be right `precision` of the time, since one wrong edge
+    can merge two whole groups."""
+    threshold = precision_threshold(target, scores, precision)
+    if threshold is None:
+        log.warning(
+            "No threshold reaches a validation precision of %.2f ([match] group_precision): "
+            "match groups by the F1 threshold",
+            precision,
+        )
+    return threshold
 
 
 def _evaluate(
@@ -339,7 +361,12 @@ def _evaluate(
         train.target.cpu().numpy(), _probabilities(saved.classifier, data.items, train)
     )
     tracking.log_metrics(
-        {"best_epoch": state.best_epoch, "threshold": saved.threshold, "train_pr_auc": train_pr_auc}
+        {
+            "best_epoch": state.best_epoch,
+            "threshold": saved.threshold,
+            "group_threshold": saved.grouping_threshold,
+            "train_pr_auc": train_pr_auc,
+        }
     )
     if report_dir is not None:
         _write_report(report_dir, run_id, metrics, history)
@@ -359,8 +386,10 @@ def _test_and_log(
     prefix: str,
     figures_folder: str = "plots",
     report_dir: Path | None = None,
+    scores: np.ndarray | None = None,
 ) -> dict[str, float]:
-    scores = _probabilities(saved.classifier, items, pairs)
+    if scores is None:
+        scores = _probabilities(saved.classifier, items, pairs)
     target = host_pairs.target
     metrics = all_metrics(target, scores, saved.threshold, host_pairs.category)
     tracking.log_metrics(metrics, prefix=prefix)
@@ -390,7 +419,10 @@ def evaluate_job(
     pairs_path: Path | None = None,
     reporter: Reporter | None = None,
     report_dir: Path | None = None,
+    errors: int = 0,
 ) -> RunResult:
+    """Score the run's model on its test split (or on `pairs_path`) and log the metrics to the run;
+    with `errors`, also its `errors` most confident false and missed matches (evaluation/errors.csv)."""
     if pairs_path is not None:
         _check_pairs_file(pairs_path, "labelled pairs (variantid1, variantid2, target)")
     tracking.configure(settings.mlflow, create=False)
@@ -422,20 +454,50 @@ def evaluate_job(
         prefix, folder = f"eval_{pairs_path.stem}_", f"evaluation/{pairs_path.stem}"
     if len(host_pairs) == 0:
         raise DataError("no pairs to evaluate")
+    device_pairs = pairs_to_device(host_pairs, loaded.device, columns)
+    scores = _probabilities(saved.classifier, items, device_pairs)
+    mistakes = None
     with tracking.run("evaluate", run_id=run_id, keep_status=True):
         metrics = _test_and_log(
             saved,
             items,
-            pairs_to_device(host_pairs, loaded.device, columns),
+            device_pairs,
             host_pairs,
             None,
             prefix=prefix,
             figures_folder=folder,
             report_dir=report_dir,
+            scores=scores,
         )
+        if errors > 0:
+            mistakes = mistakes_table(
+                prepared.items.ids,
+                host_pairs.left,
+                host_pairs.right,
+                host_pairs.target,
+                scores,
+                host_pairs.features[:, columns],
+                loaded.feature_names,
+                saved.threshold,
+                errors,
+                loaded.settings.data.dir,
+            )
+            _log_mistakes(mistakes, folder, report_dir)
     if report_dir is not None:
         _write_report(report_dir, run_id, metrics, None)
-    return RunResult(run_id, metrics, threshold=saved.threshold)
+    return RunResult(run_id, metrics, threshold=saved.threshold, mistakes=mistakes)
+
+
+def _log_mistakes(mistakes: pd.DataFrame, folder: str, report_dir: Path | None) -> None:
+    """errors.csv into the run's `folder` (and `report_dir`): every feature column, not only the
+    few a terminal shows."""
+    with tempfile.TemporaryDirectory() as staging:
+        path = Path(staging) / "errors.csv"
+        mistakes.to_csv(path, index=False)
+        tracking.log_files([path], folder)
+        if report_dir is not None:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, report_dir / "errors.csv")
 
 
 def predict_job(

@@ -192,6 +192,14 @@ class MatchSettings(_Section):
     # near-certain edge, and no group grows past a size that one product rarely reaches. 0: off.
     join_threshold: float = Field(default=0.99, ge=0, le=1)
     max_group: int = Field(default=50, ge=0)
+    # Grouping accepts the pairs scored at or above the lowest threshold with this precision on
+    # validation (chosen when training, stored with the model); `--threshold` overrides it.
+    group_precision: float = Field(default=0.9, gt=0, le=1)
+    # Blocking also pairs listings that share a rare digit-bearing name token (a model code): one
+    # in at least 2 and at most `text_token_cap` names, at most `text_per_listing` extra pairs each.
+    text_blocking: bool = True
+    text_token_cap: int = Field(default=20, ge=2)
+    text_per_listing: int = Field(default=10, ge=1)
     hnsw_m: int = Field(default=16, ge=2)  # links per node; twice that at the bottom layer
     hnsw_ef_construction: int = Field(default=128, ge=1)
     hnsw_ef_search: int = Field(default=64, ge=1)

@@ -121,3 +121,28 @@ def dvc_next_step(tracked: Tracked, target: Path) -> str:
         f"{commit}. No DVC remote is configured: to share the files, "
         "`dvc remote add -d NAME URL`, then `dvc push`."
     )
+
+
+def mistakes_table(mistakes: Any) -> Table:
+    """One row per mistake: both names stacked in one cell, so a narrow terminal still shows them."""
+    from matching_cli.mistakes import shown_features
+
+    features = shown_features(mistakes)
+    table = Table(title="The most confident mistakes (all features: evaluation/errors.csv)")
+    table.add_column("kind", min_width=6)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("listings", min_width=20, ratio=1)
+    for name in features:  # headers wrap at the underscores, values stay whole
+        table.add_column(name.replace("_", " "), justify="right", min_width=5)
+    for row in mistakes.itertuples(index=False):
+        names = "\n".join(
+            _cut(str(name) if isinstance(name, str) else str(variantid))
+            for name, variantid in ((row.name1, row.variantid1), (row.name2, row.variantid2))
+        )
+        values = [f"{getattr(row, f):.2f}" for f in features]
+        table.add_row(row.kind, f"{row.score:.3f}", names, *values)
+    return table
+
+
+def _cut(text: str, width: int = 36) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -201,11 +201,16 @@ def test_match_writes_pairs_clusters_summary_and_a_run(in_trained):
     assert (sizes == clusters["cluster_size"]).all()
     smallest = clusters.groupby("cluster_id")["variantid"].min()
     assert (smallest.index == smallest.to_numpy()).all()  # a group is named by its smallest id
-    threshold = json.loads((folder / "models" / run_id / "model.json").read_text())["threshold"]
+    model = json.loads((folder / "models" / run_id / "model.json").read_text())
+    threshold = model["group_threshold"]  # grouping by the validation-precision threshold
+    assert threshold is not None
     assert (pairs["score"] >= threshold).all() and (pairs["variantid1"] < pairs["variantid2"]).all()
     counts = summary["counts"]
     assert counts["listings"] == len(listings) and counts["accepted_pairs"] == len(pairs)
-    assert len(listings) * 5 / 2 <= counts["candidates"] <= len(listings) * 5
+    text_pairs = json.loads(
+        mlflow.MlflowClient().get_run(summary["run_id"]).data.params["methods_used"]
+    )["text"]
+    assert len(listings) * 5 / 2 <= counts["candidates"] - text_pairs <= len(listings) * 5
     assert (
         sum(summary["groups_by_size"].values())
         == counts["groups"]

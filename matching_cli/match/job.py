@@ -33,7 +33,13 @@ from matching_cli.match.files import (
     write_pairs,
 )
 from matching_cli.match.quality import measure_quality
+from matching_cli.match.text_blocking import (
+    TextBlocking,
+    shared_token_pairs,
+    with_text_candidates,
+)
 from matching_cli.model.network import PairClassifier
+from matching_cli.model.saved import SavedModel
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter, Task
@@ -50,7 +56,7 @@ class MatchOptions:
 
     run_id: str | None = None
     listings: Path | None = None  # parquet with `variantid`; None: the whole catalogue
-    threshold: float | None = None  # None: the training run's threshold
+    threshold: float | None = None  # None: the model's grouping threshold
 
 
 @dataclass
@@ -111,7 +117,8 @@ def match_job(
             loaded.device,
         )
         queries = listing_rows(prepared.items, options.listings)
-    threshold = saved.threshold if options.threshold is None else options.threshold
+    threshold = saved.grouping_threshold if options.threshold is None else options.threshold
+    featurizer = loaded.featurizer()
     tags = tracking.git_tags() | {
         "model_run_id": model_run_id,
         "device": str(device),
@@ -132,7 +139,15 @@ def match_job(
                 hnsw=HnswParams.of(match),
                 reporter=reporter,
             )
-        tracking.log_params(_params(match, options, threshold, model_run_id, device, candidates))
+            if match.text_blocking:
+                listings = featurizer.listings if featurizer else prepared.listings()
+                extra = shared_token_pairs(
+                    listings.name_digits, queries, TextBlocking.of(match), groups
+                )
+                candidates = with_text_candidates(candidates, prepared.items.matrix, *extra)
+        tracking.log_params(
+            _params(match, options, saved, threshold, model_run_id, device, candidates)
+        )
         with clock("scoring"):
             scores = score_candidates(
                 saved.classifier,
@@ -140,7 +155,7 @@ def match_job(
                 candidates,
                 device,
                 reporter,
-                loaded.featurizer(),
+                featurizer,
             )
         accepted = scores >= threshold
         with clock("clustering", int(accepted.sum()), "accepted pairs") as task:
@@ -221,6 +236,7 @@ def score_candidates(
 def _params(
     match: MatchSettings,
     options: MatchOptions,
+    saved: SavedModel,
     threshold: float,
     model_run_id: str,
     device: torch.device,
@@ -231,7 +247,7 @@ def _params(
         "listings": str(options.listings or "all"),
         "k": match.k,
         "threshold": threshold,
-        "threshold_from": "run" if options.threshold is None else "option",
+        "threshold_from": _threshold_from(saved, options),
         "method": str(match.method),
         "methods_used": json.dumps(candidates.methods),
         "exact_max": match.exact_max,
@@ -244,7 +260,16 @@ def _params(
         "device": str(device),
         "out_dir": str(match.output.resolve()),
         "all_pairs": match.all_pairs,
+        "text_blocking": match.text_blocking,
+        "text_token_cap": match.text_token_cap,
+        "text_per_listing": match.text_per_listing,
     }
+
+
+def _threshold_from(saved: SavedModel, options: MatchOptions) -> str:
+    if options.threshold is not None:
+        return "option"
+    return "run" if saved.group_threshold is None else "group_precision"
 
 
 def _log_result(result: MatchResult, files: list[Path], folder: Path) -> None:

@@ -91,3 +91,11 @@ def has_both_classes(target: np.ndarray) -> bool:
 
 def confusion(target: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
     return confusion_matrix(target.astype(int), (score >= threshold).astype(int), labels=[0, 1])
+
+
+def precision_threshold(target: np.ndarray, score: np.ndarray, precision: float) -> float | None:
+    """The lowest score threshold at which the pairs scored at or above it are at least `precision`
+    matches (None when no threshold reaches it); scores >= threshold are matches."""
+    found, _, thresholds = precision_recall_curve(target, score)
+    reached = np.flatnonzero(found[:-1] >= precision)
+    return float(thresholds[reached[0]]) if len(reached) else None

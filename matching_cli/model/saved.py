@@ -31,6 +31,13 @@ class SavedModel:
     blocks: list[Block]  # the embedding blocks it expects, in item-matrix order
     settings: Settings  # every setting the model was trained with
     data_fingerprint: str
+    # The lowest threshold with validation precision >= [match] group_precision: what `match`
+    # groups by. None (a model saved before it, or a target no threshold reached): `threshold`.
+    group_threshold: float | None = None
+
+    @property
+    def grouping_threshold(self) -> float:
+        return self.threshold if self.group_threshold is None else self.group_threshold
 
 
 def check_blocks(expected: list[Block], found: list[Block]) -> None:
@@ -54,6 +61,7 @@ def save_model(folder: Path, saved: SavedModel) -> None:
         "format": FORMAT,
         "model": saved.classifier.config.to_dict(),
         "threshold": saved.threshold,
+        "group_threshold": saved.group_threshold,
         "blocks": [asdict(b) for b in saved.blocks],
         "settings": saved.settings.model_dump(mode="json"),
         "data_fingerprint": saved.data_fingerprint,
@@ -89,6 +97,12 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
     classifier.eval()
     if [b.dim for b in blocks] != list(config.block_dims):
         raise ModelError(f"{meta_path}: its blocks and its model disagree on the widths")
+    group = meta.get("group_threshold")
     return SavedModel(
-        classifier, float(meta["threshold"]), blocks, settings, meta.get("data_fingerprint", "")
+        classifier,
+        float(meta["threshold"]),
+        blocks,
+        settings,
+        meta.get("data_fingerprint", ""),
+        None if group is None else float(group),
     )
