@@ -118,13 +118,13 @@ def _arrow(values: pd.Series) -> pa.Array:
 
 
 def request_frame(
-    data_dir: Path, variantid1: np.ndarray, variantid2: np.ndarray, names: list[str]
+    data_dir: Path | str, variantid1: np.ndarray, variantid2: np.ndarray, names: list[str]
 ) -> pd.DataFrame:
     """A request for the pairs (variantid1[k], variantid2[k]) built from the raw files: the columns
     `names` (without side suffix) of each listing, wherever a file of the folder has them."""
     wanted = set(int(v) for v in np.concatenate([variantid1, variantid2]))
     found: dict[str, dict[int, Any]] = {}
-    for path in sorted(data_dir.glob("*.parquet")):
+    for path in sorted(Path(data_dir).glob("*.parquet")):
         schema = pq.read_schema(path)
         here = [n for n in names if n in schema.names and n not in found]
         if "variantid" not in schema.names or not here:
