@@ -48,7 +48,8 @@ def write_features(
     pictures, offsets = _picture_columns(data_dir, ids)
     task.close()
     task = reporter.task("features: text model", total=None)
-    text_model = fit_text_model(normalise_all(columns["name"]))
+    names = normalise_all(columns["name"])
+    text_model = fit_text_model(names)
     task.close()
     task = reporter.task("features: listings", total=None)
     listings = listing_features(
@@ -57,13 +58,16 @@ def write_features(
         columns["description"],
         columns["characteristic_attributes_mapping"],
         columns["categories"],
+        normalised_names=names,
     )
     listings = replace(listings, pictures=pictures, picture_offsets=offsets)
     task.close()
     listings.save(out / LISTINGS_DIR)
     save_text_model(text_model, out / TEXT_MODEL)
-    names = feature_names()
-    rows = np.lib.format.open_memmap(out / PAIR_FEATURES, "w+", np.float32, (len(left), len(names)))
+    columns_out = feature_names()
+    rows = np.lib.format.open_memmap(
+        out / PAIR_FEATURES, "w+", np.float32, (len(left), len(columns_out))
+    )
     task = reporter.task("features: labelled pairs", total=len(left), unit="pairs")
     for start in range(0, len(left), 1 << 18):
         stop = start + (1 << 18)
@@ -71,8 +75,8 @@ def write_features(
         task.advance(len(rows[start:stop]))
     task.close()
     rows.flush()
-    log.info("Pair features: %d columns in %d families", len(names), len(FAMILIES))
-    return names
+    log.info("Pair features: %d columns in %d families", len(columns_out), len(FAMILIES))
+    return columns_out
 
 
 def load_listings(store: Path) -> Listings:

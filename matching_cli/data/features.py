@@ -244,10 +244,12 @@ def listing_features(
     categories: Sequence[str | None] | None = None,
     main_pictures: Sequence | None = None,
     extra_pictures: Sequence | None = None,
+    normalised_names: list[str] | None = None,
 ) -> Listings:
-    """Raw columns (None = the catalogue lacks the column) -> `Listings`, one row per name."""
+    """Raw columns (None = the catalogue lacks the column) -> `Listings`, one row per name.
+    `normalised_names`: `normalise_all(names)` when the caller has it already (prepare does)."""
     n = len(names)
-    name_text = normalise_all(names)
+    name_text = normalised_names if normalised_names is not None else normalise_all(names)
     desc_text = normalise_all(descriptions, DESCRIPTION_CHARS) if descriptions is not None else []
     desc_text = desc_text or [""] * n
     name_words = [tokens(text) for text in name_text]
