@@ -17,7 +17,14 @@ from rich.logging import RichHandler
 from typer.core import TyperCommand
 
 from matching_cli import __version__, show
-from matching_cli.choices import DEVICE_HELP, BlockingMethod, OnMissing, PairFeatures, Source
+from matching_cli.choices import (
+    DEVICE_HELP,
+    BlockingMethod,
+    Engine,
+    OnMissing,
+    PairFeatures,
+    Source,
+)
 from matching_cli.errors import MatchingError
 from matching_cli.progress import rich_reporter
 from matching_cli.settings import (
@@ -492,6 +499,16 @@ def predict(
     ] = OnMissing.error,
     device: Device = None,
     data_dir: DataDir = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local: this process; spark: Apache Spark with the run's served model (see README).",
+        ),
+    ] = Engine.local,
+    spark_master: Annotated[
+        str, typer.Option("--spark-master", help="Spark master URL, with --engine spark.")
+    ] = "local[2]",
 ) -> None:
     """Write match probabilities for a file of pairs.
 
@@ -505,7 +522,15 @@ def predict(
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
         predicted = predict_job(
-            settings, _model_source(run_id, model), pairs, output, submission, on_missing, reporter
+            settings,
+            _model_source(run_id, model),
+            pairs,
+            output,
+            submission,
+            on_missing,
+            reporter,
+            engine,
+            spark_master,
         )
     summary = predicted.summary
     dropped = (
