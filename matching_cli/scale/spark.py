@@ -55,19 +55,23 @@ def session(master: str = "local[2]", app_name: str = "matching") -> SparkSessio
         raise MatchingError(f"--engine spark needs pyspark, which is not installed: {INSTALL}")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    if master.startswith("local"):
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    local = master.startswith("local")
+    if local:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no warning about the hostname
     from pyspark.errors import PySparkException
     from pyspark.sql import SparkSession
 
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    if local:  # Spark's 200 shuffle partitions are 200 tasks, each with its start-up costs
+        builder = builder.config("spark.sql.shuffle.partitions", _cores(master))
     try:
-        spark = (
-            SparkSession.builder.master(master)
-            .appName(app_name)
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.ui.showConsoleProgress", "false")
-            .getOrCreate()
-        )
+        spark = builder.getOrCreate()
     except PySparkException as e:
         raise MatchingError(
             f"Spark did not start at {master} ({str(e).strip().splitlines()[0]}); "
@@ -75,6 +79,11 @@ def session(master: str = "local[2]", app_name: str = "matching") -> SparkSessio
         ) from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _cores(master: str) -> str:
+    inside = master.partition("[")[2].partition("]")[0].partition(",")[0]
+    return inside if inside.isdigit() else str(os.cpu_count() or 2)
 
 
 def read_listings(spark: SparkSession, data_dir: str | Path) -> DataFrame:
