@@ -48,10 +48,14 @@ KNOWN = "_known"  # set on a joined pair when both of its listings were found
 INSTALL = "pip install 'matching-cli[spark]'"
 
 
+def pyspark_installed() -> bool:
+    return importlib.util.find_spec("pyspark") is not None
+
+
 def session(master: str = "local[2]", app_name: str = "matching") -> SparkSession:
     """A Spark session whose Python workers run this interpreter (with this package and torch),
     not whatever `python3` is first on the PATH."""
-    if importlib.util.find_spec("pyspark") is None:
+    if not pyspark_installed():
         raise MatchingError(f"--engine spark needs pyspark, which is not installed: {INSTALL}")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -199,12 +203,21 @@ def missing_error(
 def spark_predict(
     master: str, data_dir: Path, model_uri: str, pairs_path: Path, out_path: Path, **options
 ) -> PredictSummary:
-    """`predict_file_spark` in a session of its own, stopped at the end."""
+    """`predict_file_spark` in a session of its own, stopped at the end; in a process that has a
+    session already (a notebook, the tests), in that one, left running."""
+    active = pyspark_installed() and _active_session() is not None
     spark = session(master, "matching predict")
     try:
         return predict_file_spark(spark, data_dir, model_uri, pairs_path, out_path, **options)
     finally:
-        spark.stop()
+        if not active:
+            spark.stop()
+
+
+def _active_session() -> SparkSession | None:
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
 
 
 ROW = "_row"  # the pairs file's order, kept through the joins
