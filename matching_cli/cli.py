@@ -14,6 +14,7 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from typer.core import TyperCommand
 
 from matching_cli import __version__, show
@@ -125,7 +126,10 @@ def handled(command: F) -> F:
         except MatchingError as e:
             if state.verbose:
                 stderr.print_exception()
-            stderr.print(f"[red]Error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            # escape: a message may hold brackets (`matching-cli[spark]`, `local[2]`)
+            stderr.print(
+                f"[red]Error:[/red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]Interrupted.[/yellow]")

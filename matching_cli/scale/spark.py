@@ -102,10 +102,10 @@ def read_listings(spark: SparkSession, data_dir: str | Path) -> DataFrame:
         raise DataError(
             f"{data_dir}: neither {TEXT_FILE} nor an image table ({' or '.join(IMAGE_FILES)})"
         )
-    tables = [spark.read.parquet(str(p)) for p in item_tables]
+    tables = [spark.read.parquet(str(p.resolve())) for p in item_tables]
     attributes = data_dir / ATTRIBUTES_FILE
     if attributes.is_file():
-        tables.append(spark.read.parquet(str(attributes)))
+        tables.append(spark.read.parquet(str(attributes.resolve())))
     seen = {"variantid"}
     for i, table in enumerate(tables):  # a column two files share is taken from the first
         tables[i] = table.select("variantid", *[c for c in table.columns if c not in seen])
@@ -279,9 +279,9 @@ def _read_pairs(spark: SparkSession, path: Path) -> DataFrame:
     from pyspark.sql import functions as F
 
     if path.suffix.lower() == ".csv":
-        pairs = spark.read.csv(str(path), header=True)
+        pairs = spark.read.csv(str(path.resolve()), header=True)
     else:
-        pairs = spark.read.parquet(str(path))
+        pairs = spark.read.parquet(str(path.resolve()))
     absent = [c for c in ("variantid1", "variantid2") if c not in pairs.columns]
     if absent:
         raise DataError(
