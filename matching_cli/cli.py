@@ -522,6 +522,9 @@ def predict(
     from matching_cli.files import is_stdout
     from matching_cli.jobs import predict_job
 
+    if engine != Engine.spark and spark_master != "local[2]":
+        raise typer.BadParameter("only with --engine spark", param_hint="--spark-master")
+
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:

@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 KNOWN = "_known"  # set on a joined pair when both of its listings were found
-
-
 INSTALL = "pip install 'matching-cli[spark]'"
 
 
@@ -201,14 +199,29 @@ def missing_error(
 
 
 def spark_predict(
-    master: str, data_dir: Path, model_uri: str, pairs_path: Path, out_path: Path, **options
+    master: str,
+    data_dir: Path,
+    model_uri: str,
+    pairs_path: Path,
+    out_path: Path,
+    *,
+    submission: bool = False,
+    on_missing: OnMissing = OnMissing.error,
 ) -> PredictSummary:
     """`predict_file_spark` in a session of its own, stopped at the end; in a process that has a
     session already (a notebook, the tests), in that one, left running."""
     active = pyspark_installed() and _active_session() is not None
     spark = session(master, "matching predict")
     try:
-        return predict_file_spark(spark, data_dir, model_uri, pairs_path, out_path, **options)
+        return predict_file_spark(
+            spark,
+            data_dir,
+            model_uri,
+            pairs_path,
+            out_path,
+            submission=submission,
+            on_missing=on_missing,
+        )
     finally:
         if not active:
             spark.stop()
@@ -236,20 +249,24 @@ def predict_file_spark(
 ) -> PredictSummary:
     """`matching predict --engine spark`: what `predict.predict_file` writes, in the pairs file's
     order, atomically; Spark joins and scores, the driver streams the result into the CSV."""
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     if str(out_path) != "-":
         resolve_output(out_path, "--output")  # refuse a folder or a loop before any work
     pairs = _read_pairs(spark, pairs_path).withColumn(ROW, F.monotonically_increasing_id())
     listings = read_listings(spark, data_dir)
-    total = pairs.count()
+    total, nulls = pairs.agg(
+        F.count("*"), F.count_if(F.col("variantid1").isNull() | F.col("variantid2").isNull())
+    ).first()
+    if nulls:  # null in the file, or a CSV value that is not an integer
+        raise DataError(f"{pairs_path}: {nulls} pairs have a null or non-integer variantid")
     missing, examples = unknown_pairs(joined_pairs(pairs, listings, request_columns(model_uri)))
     if missing and on_missing == OnMissing.error:
         raise missing_error(str(pairs_path), missing, total, examples, "--on-missing zero or drop")
     # No unknown listing is left to refuse: "zero" scores the same without counting them again.
     rule = OnMissing.zero if on_missing == OnMissing.error else on_missing
-    scored = score_pairs(spark, pairs, listings, model_uri, rule).persist(StorageLevel.DISK_ONLY)
+    # Cached: the sort below first samples its input, which would otherwise score every pair twice.
+    scored = score_pairs(spark, pairs, listings, model_uri, rule).persist()
     score_name = "target" if submission else "score"
     schema = pa.schema(
         [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
