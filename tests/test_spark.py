@@ -116,3 +116,9 @@ def test_spark_engine_without_pyspark_says_how_to_install_it(in_trained, monkeyp
     assert result.exit_code == 1
     assert "pip install 'matching-cli[spark]'" in result.output
     assert not (folder / "x.csv").exists()
+
+
+def test_spark_master_needs_the_spark_engine(in_trained):
+    result = invoke("predict", "data/test.parquet", "-o", "x.csv", "--spark-master", "local[4]")
+    assert result.exit_code == 2
+    assert "--engine spark" in result.output
