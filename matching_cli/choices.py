@@ -34,6 +34,13 @@ class OnMissing(StrEnum):
     drop = "drop"  # leave it out of the output
 
 
+class Engine(StrEnum):
+    """What scores the pairs of `matching predict`."""
+
+    local = "local"  # this process, from the prepared store
+    spark = "spark"  # Apache Spark, from the raw files, with the run's served MLflow model
+
+
 class PairFeatures(StrEnum):
     """How the pair model combines two listings' embeddings."""
 

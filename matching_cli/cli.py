@@ -16,10 +16,18 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from typer.core import TyperCommand
 
 from matching_cli import __version__, show
-from matching_cli.choices import DEVICE_HELP, BlockingMethod, OnMissing, PairFeatures, Source
+from matching_cli.choices import (
+    DEVICE_HELP,
+    BlockingMethod,
+    Engine,
+    OnMissing,
+    PairFeatures,
+    Source,
+)
 from matching_cli.errors import MatchingError
 from matching_cli.progress import rich_reporter
 from matching_cli.settings import (
@@ -121,7 +129,10 @@ def handled(command: F) -> F:
         except MatchingError as e:
             if state.verbose:
                 stderr.print_exception()
-            stderr.print(f"[red]Error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            # escape: a message may hold brackets (`matching-cli[spark]`, `local[2]`)
+            stderr.print(
+                f"[red]Error:[/red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]Interrupted.[/yellow]")
@@ -528,6 +539,16 @@ def predict(
     ] = OnMissing.error,
     device: Device = None,
     data_dir: DataDir = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local: this process; spark: Apache Spark with the run's served model (see README).",
+        ),
+    ] = Engine.local,
+    spark_master: Annotated[
+        str, typer.Option("--spark-master", help="Spark master URL, with --engine spark.")
+    ] = "local[2]",
 ) -> None:
     """Write match probabilities for a file of pairs.
 
@@ -537,11 +558,22 @@ def predict(
     from matching_cli.files import is_stdout
     from matching_cli.jobs import predict_job
 
+    if engine != Engine.spark and spark_master != "local[2]":
+        raise typer.BadParameter("only with --engine spark", param_hint="--spark-master")
+
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir}, train={"device": device})
     with state.reporter() as reporter:
         predicted = predict_job(
-            settings, _model_source(run_id, model), pairs, output, submission, on_missing, reporter
+            settings,
+            _model_source(run_id, model),
+            pairs,
+            output,
+            submission,
+            on_missing,
+            reporter,
+            engine,
+            spark_master,
         )
     summary = predicted.summary
     dropped = (

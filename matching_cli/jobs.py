@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from matching_cli import tracking
-from matching_cli.choices import OnMissing, RunStatus, StopReason
+from matching_cli.choices import Engine, OnMissing, RunStatus, StopReason
 from matching_cli.data.feature_store import TEXT_MODEL, columns_for
 from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
@@ -508,10 +508,26 @@ def predict_job(
     submission: bool,
     on_missing: OnMissing,
     reporter: Reporter | None = None,
+    engine: Engine = Engine.local,
+    spark_master: str = "local[2]",
 ) -> PredictResult:
     reporter = reporter or NullReporter()
     _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
     tracking.configure(settings.mlflow, create=False)
+    if engine == Engine.spark:
+        from matching_cli.scale.spark import spark_predict
+
+        run_id = tracking.find_training_run(run_id, settings.mlflow.experiment).info.run_id
+        summary = spark_predict(
+            spark_master,
+            settings.data.dir,
+            f"runs:/{run_id}/model",
+            pairs_path,
+            out_path,
+            submission=submission,
+            on_missing=on_missing,
+        )
+        return PredictResult(run_id, summary)
     loaded = load_model_run(settings, run_id, reporter)
     summary = predict_file(
         loaded.saved.classifier,
