@@ -510,7 +510,7 @@ def evaluate(
     where = show.short_path(pairs) if pairs else "the test split"
     _show_run(result, f"Evaluation on {where}", as_json)
     if result.mistakes is not None and not as_json:
-        stdout.print(show.mistakes_table(result.mistakes))
+        stdout.print(show.mistakes_rich_table(result.mistakes))
 
 
 @app.command(cls=PlainUsage)

@@ -123,7 +123,7 @@ def dvc_next_step(tracked: Tracked, target: Path) -> str:
     )
 
 
-def mistakes_table(mistakes: Any) -> Table:
+def mistakes_rich_table(mistakes: Any) -> Table:
     """One row per mistake: both names stacked in one cell, so a narrow terminal still shows them."""
     from matching_cli.mistakes import shown_features
 

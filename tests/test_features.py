@@ -178,3 +178,21 @@ def test_pictures_in_slices_equal_brute_force(monkeypatch):
         cosines = a @ b.T
         assert values[k, 0] == pytest.approx(cosines.max(), abs=1e-6)
         assert values[k, 1] == pytest.approx(cosines.mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_listings_made_in_chunks_and_processes_equal_one_pass(monkeypatch, cpus):
+    """prepare turns the listings into features in chunks, in a process per core."""
+    from matching_cli.data import feature_store
+    from matching_cli.data.text import normalise_all
+    from matching_cli.progress import NullReporter
+
+    monkeypatch.setattr(feature_store.os, "cpu_count", lambda: cpus)
+    model = fit_text_model(normalise_all(NAMES))
+    whole = listing_features(model, NAMES, DESCRIPTIONS, ATTRIBUTES, CATEGORIES)
+    fields = [NAMES, DESCRIPTIONS, ATTRIBUTES, CATEGORIES, normalise_all(NAMES)]
+    task = NullReporter().task("", total=None)
+    chunked = feature_store._listings_in_chunks(model, fields, task, chunk=4)  # 4 + 2 rows
+    pairs = np.array([0, 0, 1, 3, 5]), np.array([1, 2, 2, 4, 0])
+    np.testing.assert_array_equal(pair_features(chunked, *pairs), pair_features(whole, *pairs))
+    assert len(chunked) == len(NAMES) and chunked.picture_offsets.shape == (len(NAMES) + 1,)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
 from matching_cli.data.tables import check_columns, image_file, lookup, open_parquet, read_columns
 from matching_cli.data.text import normalise_all
 from matching_cli.errors import DataError
-from matching_cli.progress import Reporter
+from matching_cli.progress import Reporter, Task
 
 log = logging.getLogger(__name__)
 LISTINGS_DIR = "features"
@@ -30,6 +33,7 @@ PAIR_FEATURES = "pair_features.npy"
 TEXT_MODEL = "text_model"
 MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
+LISTINGS_CHUNK = 50_000  # listings a process turns into features at a time
 MAX_EXTRA_PICTURES = 8  # per listing: a few more pictures say what they can; dozens cost memory
 
 
@@ -51,15 +55,15 @@ def write_features(
     names = normalise_all(columns["name"])
     text_model = fit_text_model(names)
     task.close()
-    task = reporter.task("features: listings", total=None)
-    listings = listing_features(
-        text_model,
+    task = reporter.task("features: listings", total=len(ids), unit="listings")
+    fields = [
         columns["name"],
         columns["description"],
         columns["characteristic_attributes_mapping"],
         columns["categories"],
-        normalised_names=names,
-    )
+        names,
+    ]
+    listings = _listings_in_chunks(text_model, fields, task)
     listings = replace(listings, pictures=pictures, picture_offsets=offsets)
     task.close()
     listings.save(out / LISTINGS_DIR)
@@ -77,6 +81,41 @@ def write_features(
     rows.flush()
     log.info("Pair features: %d columns in %d families", len(columns_out), len(FAMILIES))
     return columns_out
+
+
+def _chunk_features(text_model: TextModel, fields: list[list]) -> Listings:
+    name, description, attributes, categories, normalised = fields
+    return listing_features(
+        text_model, name, description, attributes, categories, normalised_names=normalised
+    )
+
+
+def _listings_in_chunks(
+    text_model: TextModel, fields: list[list], task: Task, chunk: int = LISTINGS_CHUNK
+) -> Listings:
+    """`listing_features` over row chunks, in as many processes as there are cores: it is pure
+    Python text work, and the one stage of `prepare` that grows with the catalogue's text."""
+    n = len(fields[0])
+    bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    parts_in = [[column[a:b] for column in fields] for a, b in bounds]
+    workers = min(len(bounds), os.cpu_count() or 1)
+    if workers <= 1:
+        parts = []
+        for part in parts_in:
+            parts.append(_chunk_features(text_model, part))
+            task.advance(len(part[0]))
+        return Listings.stack(parts)
+    # The text model and each chunk travel to the workers in memory (multiprocessing pickles
+    # them between processes; nothing is written, nothing is read back from a file).
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = []
+        for part, done in zip(
+            pool.map(_chunk_features, [text_model] * len(parts_in), parts_in), parts_in, strict=True
+        ):
+            parts.append(part)
+            task.advance(len(done[0]))
+    return Listings.stack(parts)
 
 
 def load_listings(store: Path) -> Listings:

@@ -127,6 +127,26 @@ class Listings:
     def __len__(self) -> int:
         return self.has_desc.shape[0]
 
+    @classmethod
+    def stack(cls, parts: list[Listings]) -> Listings:
+        """Consecutive row blocks as one; every part's pictures must be absent (filled later)."""
+        values = {}
+        for field in fields(cls):
+            if field.name in ("pictures", "picture_offsets"):
+                continue
+            column = [getattr(part, field.name) for part in parts]
+            values[field.name] = (
+                sp.vstack(column, format="csr")
+                if sp.issparse(column[0])
+                else np.concatenate(column)
+            )
+        n = sum(len(part) for part in parts)
+        return cls(
+            **values,
+            pictures=np.zeros((0, 1), np.float32),
+            picture_offsets=np.zeros(n + 1, np.int64),
+        )
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for field in fields(self):
