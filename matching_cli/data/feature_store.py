@@ -19,10 +19,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching_cli.data.features import Listings, TextModel, fit_text_model, listing_features
+from matching_cli.data.features import (
+    DESCRIPTION_CHARS,
+    Listings,
+    TextModel,
+    fit_text_model,
+    listing_features,
+)
 from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
-from matching_cli.data.tables import check_columns, image_file, lookup, open_parquet, read_columns
+from matching_cli.data.tables import (
+    BATCH_ROWS,
+    check_columns,
+    corrupt_inside,
+    image_file,
+    lookup,
+    open_parquet,
+    read_columns,
+)
 from matching_cli.data.text import normalise_all
 from matching_cli.errors import DataError
 from matching_cli.progress import Reporter, Task
@@ -154,7 +168,10 @@ def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, list[str | Non
             pf = open_parquet(path)
             check_columns(pf, path, {"variantid": "int", name: "string"})
             table = read_columns(pf, path, ["variantid", name])
-            out[name] = _aligned(ids, table.column(0), table.column(1))
+            values = table.column(1)
+            if name == "description":  # only its start is read: no need to hold the rest
+                values = pc.utf8_slice_codeunits(values, 0, DESCRIPTION_CHARS)
+            out[name] = _aligned(ids, table.column(0), values)
     return out
 
 
@@ -179,15 +196,18 @@ def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.nd
     present = [c for c in (MAIN_PICTURE, EXTRA_PICTURES) if c in pf.schema_arrow.names]
     if not present:
         return np.zeros((0, 1), np.float32), np.zeros(len(ids) + 1, np.int64)
-    table = read_columns(pf, path, ["variantid", *present])
-    rows = lookup(ids, table.column("variantid").to_numpy())
     owners, vectors, order = [], [], []
-    for rank, name in enumerate(present):
-        owner, position, values = _flat_vectors(table.column(name))
-        keep = (rows[owner] >= 0) & (position < (1 if rank == 0 else MAX_EXTRA_PICTURES))
-        owners.append(rows[owner][keep])
-        vectors.append(values[keep])
-        order.append(rank * (MAX_EXTRA_PICTURES + 1) + position[keep])
+    # A batch at a time: decoding every picture of a large catalogue as float64 at once took
+    # several times the memory of the float32 result.
+    batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=["variantid", *present])
+    for batch in corrupt_inside(path, batches):
+        rows = lookup(ids, batch.column(0).to_numpy(zero_copy_only=False))
+        for rank in range(len(present)):
+            owner, position, values = _flat_vectors(batch.column(rank + 1))
+            keep = (rows[owner] >= 0) & (position < (1 if rank == 0 else MAX_EXTRA_PICTURES))
+            owners.append(rows[owner][keep])
+            vectors.append(values[keep])
+            order.append(rank * (MAX_EXTRA_PICTURES + 1) + position[keep])
     widths = {v.shape[1] for v in vectors if len(v)}
     if len(widths) != 1:  # no picture at all, or main and extra pictures of other widths
         return np.zeros((0, 1), np.float32), np.zeros(len(ids) + 1, np.int64)
@@ -200,10 +220,11 @@ def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.nd
     return stacked, offsets.astype(np.int64)
 
 
-def _flat_vectors(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A list<list<double>> column -> (table row, position in its row, vector) of each non-null,
     finite vector of the most common width."""
-    column = column.combine_chunks()
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
     inner = pc.list_flatten(column)
     owner = np.repeat(np.arange(len(column)), counts)
