@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,22 @@ from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def scores_csv(out_path: Path, submission: bool) -> Iterator[Callable[..., None]]:
+    """`write(variantid1, variantid2, scores)` appends rows to the CSV that every engine writes:
+    `variantid1,variantid2,score` (`target` with `submission`), an unquoted header, atomically."""
+    score_name = "target" if submission else "score"
+    schema = pa.schema(
+        [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
+    )
+    options = pacsv.WriteOptions(quoting_style="needed", quoting_header="none")
+    with (
+        output_stream(out_path, "--output") as stream,
+        pacsv.CSVWriter(stream, schema, write_options=options) as writer,
+    ):
+        yield lambda *columns: writer.write_table(pa.table(list(columns), schema=schema))
 
 
 @dataclass
@@ -58,20 +75,9 @@ def predict_file(
     # A zero row at the end stands in for listings absent from every table (`--on-missing zero`).
     matrix = items_to_device(items.matrix, device, zero_rows=1)
     zero_row = len(items.ids)
-    score_name = "target" if submission else "score"
-    schema = pa.schema(
-        [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
-    )
     summary, examples = PredictSummary(0, 0, 0), []
     task = reporter.task("scoring pairs", total=total, unit="pairs")
-    with (
-        output_stream(out_path, "--output") as stream,
-        pacsv.CSVWriter(
-            stream,
-            schema,
-            write_options=pacsv.WriteOptions(quoting_style="needed", quoting_header="none"),
-        ) as writer,
-    ):
+    with scores_csv(out_path, submission) as write:
         for batch in batches:
             v1, v2 = (_ids(batch.column(i), pairs_path) for i in (0, 1))
             left, right = items.rows(v1), items.rows(v2)
@@ -100,7 +106,7 @@ def predict_file(
             )
             scores = scores.cpu().numpy()
             scores[absent] = 0.0  # `--on-missing zero`: no listing, no evidence of a match
-            writer.write_table(pa.table([v1, v2, scores], schema=schema))
+            write(v1, v2, scores)
             summary.written += len(v1)
             task.advance(seen)
         if on_missing == OnMissing.error and summary.missing:

@@ -29,14 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from matching_cli.choices import OnMissing
 from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
 from matching_cli.errors import DataError, MatchingError
-from matching_cli.files import output_stream, resolve_output
-from matching_cli.predict import PredictSummary
+from matching_cli.files import resolve_output
+from matching_cli.predict import PredictSummary, scores_csv
 from matching_cli.serving import SIDES
 
 if TYPE_CHECKING:
@@ -267,24 +265,12 @@ def predict_file_spark(
     rule = OnMissing.zero if on_missing == OnMissing.error else on_missing
     # Cached: the sort below first samples its input, which would otherwise score every pair twice.
     scored = score_pairs(spark, pairs, listings, model_uri, rule).persist()
-    score_name = "target" if submission else "score"
-    schema = pa.schema(
-        [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
-    )
     written = 0
     try:
         rows = scored.orderBy(ROW).select("variantid1", "variantid2", "score").toLocalIterator()
-        with (
-            output_stream(out_path, "--output") as stream,
-            pacsv.CSVWriter(
-                stream,
-                schema,
-                write_options=pacsv.WriteOptions(quoting_style="needed", quoting_header="none"),
-            ) as writer,
-        ):
+        with scores_csv(out_path, submission) as write:
             for chunk in iter(lambda: list(islice(rows, chunk_rows)), []):
-                columns = [[row[i] for row in chunk] for i in range(3)]
-                writer.write_table(pa.table(columns, schema=schema))
+                write(*([row[i] for row in chunk] for i in range(3)))
                 written += len(chunk)
     finally:
         scored.unpersist()
