@@ -218,6 +218,12 @@ def _setup(
         log.info("auto settings: %s", auto_choices)
     torch.manual_seed(settings.train.seed)
     names = tuple(feature_names(tuple(settings.features.families)))
+    if names and not prepared.feature_names:
+        log.warning(
+            "data.listing_features is off: the model reads the embeddings only "
+            "(features.families is ignored)"
+        )
+        names = ()
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
     model = PairClassifier(config).to(device)
     optimizer = make_optimizer(model, settings.train)

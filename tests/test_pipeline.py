@@ -157,6 +157,20 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained):
     )
 
 
+def test_without_listing_features_prepare_and_the_model_read_embeddings_only(project, monkeypatch):
+    """The way to the real data on a machine with little memory: no features stage at all."""
+    monkeypatch.setenv("MATCHING_DATA__LISTING_FEATURES", "false")
+    result = invoke("train", *FAST, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert not (store() / "features").exists()
+    run_id = json.loads(result.stdout)["run_id"]
+    from matching_cli.model.saved import load_model
+
+    assert load_model(project / "models" / run_id).classifier.config.feature_names == ()
+    assert invoke("predict", "data/test.parquet", "-o", "s.csv", "--run-id", run_id).exit_code == 0
+    assert len(pd.read_csv("s.csv")) == len(pd.read_parquet("data/test.parquet"))
+
+
 def test_same_seed_gives_the_same_metrics(project, trained):
     result = invoke("train", *FAST, "--json")
     assert result.exit_code == 0, result.stderr

@@ -46,7 +46,7 @@ FINGERPRINT_CHARS = 16  # a store is named by its fingerprint: the only folders 
 KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
 # Settings that change the prepared arrays; the folders themselves do not.
-_SETTINGS_KEYS = ("blocks", "split", "val_size", "test_size", "split_seed")
+_SETTINGS_KEYS = ("blocks", "split", "val_size", "test_size", "split_seed", "listing_features")
 
 
 # What reading a store's files cut short raises (numpy, zip, JSON).
@@ -246,7 +246,13 @@ def _write_store(
         pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
         item_category, category_names = read_categories(data.dir, items.ids)
         split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
-        feature_names = write_features(data.dir, items.ids, pairs.left, pairs.right, out, reporter)
+        if data.listing_features:
+            feature_names = write_features(
+                data.dir, items.ids, pairs.left, pairs.right, out, reporter
+            )
+        else:  # embeddings only: an empty feature table keeps the store's shape
+            np.save(out / PAIR_FEATURES, np.zeros((len(pairs.left), 0), np.float32))
+            feature_names = []
         manifest |= {
             "pair_features": feature_names,
             "blocks": [asdict(b) for b in items.blocks],
