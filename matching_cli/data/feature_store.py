@@ -159,33 +159,33 @@ def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, list[str | Non
     out: dict[str, list[str | None]] = {}
     for file, names in wanted.items():
         path = data_dir / file
-        present = open_parquet(path).schema_arrow.names if path.is_file() else []
-        for name in names:
-            if name not in present:
-                log.info("%s: no column '%s'; its features are marked missing", path, name)
-                out[name] = [None] * len(ids)
-                continue
-            pf = open_parquet(path)
-            check_columns(pf, path, {"variantid": "int", name: "string"})
-            table = read_columns(pf, path, ["variantid", name])
-            values = table.column(1)
+        pf = open_parquet(path) if path.is_file() else None
+        present = [n for n in names if pf is not None and n in pf.schema_arrow.names]
+        for name in set(names) - set(present):
+            log.info("%s: no column '%s'; its features are marked missing", path, name)
+            out[name] = [None] * len(ids)
+        if pf is None or not present:
+            continue
+        check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
+        # Where each listing's row is, found once per file; the columns then come one at a time.
+        index = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
+        for name in present:
+            values = read_columns(pf, path, [name]).column(0)
             if name == "description":  # only its start is read: no need to hold the rest
                 values = pc.utf8_slice_codeunits(values, 0, DESCRIPTION_CHARS)
-            out[name] = _aligned(ids, table.column(0), values)
+            column = pa.concat_arrays([values.combine_chunks(), pa.nulls(1, values.type)])
+            out[name] = column.take(index).to_pylist()
     return out
 
 
-def _aligned(ids: np.ndarray, variantid: pa.ChunkedArray, values: pa.ChunkedArray) -> list:
-    """`values` in the order of `ids` (None for ids the table lacks; a repeated id: its last row)."""
+def _row_of(ids: np.ndarray, variantid: pa.ChunkedArray) -> pa.Array:
+    """The table row of each of `ids` (a repeated id: its last row); the table's length (one past
+    its end: a null appended there) for ids the table lacks."""
     rows = lookup(ids, variantid.to_numpy())
     inside = np.flatnonzero(rows >= 0)
-    index = np.full(len(ids), len(values), np.int64)
+    index = np.full(len(ids), len(variantid), np.int64)
     index[rows[inside]] = inside
-    return (
-        pa.concat_arrays([values.combine_chunks(), pa.nulls(1, values.type)])
-        .take(pa.array(index))
-        .to_pylist()
-    )
+    return pa.array(index)
 
 
 def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
