@@ -216,14 +216,10 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
-def test_predict_with_no_room_keeps_the_old_file(in_trained, tmp_path):
-    out, pairs = tmp_path / "scores.csv", tmp_path / "pairs.parquet"
-    out.write_text("old scores\n")
-    test_pairs = pq.read_table("data/test.parquet", columns=["variantid1", "variantid2"])
-    pq.write_table(pa.concat_tables([test_pairs] * (100_000 // test_pairs.num_rows + 1)), pairs)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+def _fails_for_room(env: dict[str, str], *args: str) -> None:
+    """`matching ARGS` in a process that may write no file past 1 MB: one clean error."""
     result = subprocess.run(
-        [sys.executable, "-m", "matching_cli", "predict", str(pairs), "-o", str(out)],
+        [sys.executable, "-m", "matching_cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -232,6 +228,15 @@ def test_predict_with_no_room_keeps_the_old_file(in_trained, tmp_path):
     )
     assert result.returncode == 1, result.stderr
     assert "no room to write it" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_with_no_room_keeps_the_old_file(in_trained, tmp_path):
+    out, pairs = tmp_path / "scores.csv", tmp_path / "pairs.parquet"
+    out.write_text("old scores\n")
+    test_pairs = pq.read_table("data/test.parquet", columns=["variantid1", "variantid2"])
+    pq.write_table(pa.concat_tables([test_pairs] * (100_000 // test_pairs.num_rows + 1)), pairs)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    _fails_for_room(env, "predict", str(pairs), "-o", str(out))
     assert out.read_text() == "old scores\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.parquet", "scores.csv"]
 
@@ -349,16 +354,7 @@ def test_prepare_with_no_room_keeps_the_old_prepared_folder(project):
         "PYTHONPATH": str(Path(__file__).parents[1]),
         "MATCHING_DATA__SPLIT_SEED": "12345",  # the prepared data is stale: prepare runs again
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "matching_cli", "prepare"],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=_limit_file_size,
-        timeout=120,
-    )
-    assert result.returncode == 1, result.stderr
-    assert "no room to write it" in result.stderr and "Traceback" not in result.stderr
+    _fails_for_room(env, "prepare")
     assert _folder(project / "prepared") == before
     assert [p.name for p in (project / "prepared").iterdir() if p.name.startswith(".")] == []
 
