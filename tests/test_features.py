@@ -14,6 +14,7 @@ from matching_cli.data.features import (
 )
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
 from matching_cli.data.text import digit_tokens, normalise, tokens
+from matching_cli.data.words import Words, as_strings
 
 NAMES = [
     "Смартфон Apple iPhone 13 128 ГБ синий",  # 0
@@ -110,7 +111,7 @@ def test_attributes_categories_pictures(listings):
 
 def test_missing_fields_give_neutral_values_and_flags(listings):
     f = features(listings, [(5, 0), (3, 4)])
-    assert f["desc_missing"][0] == 1 and f["desc_char_cos"][0] == 0
+    assert f["desc_missing"][0] == 1 and f["desc_word_cos"][0] == 0
     assert f["attr_missing"].tolist() == [1, 1] and f["attr_shared_keys"].tolist() == [0, 0]
     assert f["cat_missing"].tolist() == [1, 1] and f["cat2_same"].tolist() == [0, 0]
     assert f["pic_missing"].tolist() == [1, 1] and f["pic_best_cos"].tolist() == [0, 0]
@@ -180,19 +181,86 @@ def test_pictures_in_slices_equal_brute_force(monkeypatch):
         assert values[k, 1] == pytest.approx(cosines.mean(), abs=1e-6)
 
 
-@pytest.mark.parametrize("cpus", [1, 2])
-def test_listings_made_in_chunks_and_processes_equal_one_pass(monkeypatch, cpus):
-    """prepare turns the listings into features in chunks, in a process per core."""
-    from matching_cli.data import feature_store
-    from matching_cli.data.text import normalise_all
-    from matching_cli.progress import NullReporter
+TEXTS = [
+    *NAMES,
+    *[d for d in DESCRIPTIONS if d],
+    "Диск 1,5 ТБ, 8 гб; 2.5 Gb x515ea-bq",
+    "<ul><li>Бренд:&nbsp;Realme</li><li>256 ГБ</li></ul>",
+    '  Чёрный   ВЕС 3 кг\tразмер 42 "',
+    "8 гбайт",
+    "Кот\u00a0и\u2009пёс &amp; ﬁlter ＡＢＣ１２ сом",
+    "",
+]
 
-    monkeypatch.setattr(feature_store.os, "cpu_count", lambda: cpus)
-    model = fit_text_model(normalise_all(NAMES))
-    whole = listing_features(model, NAMES, DESCRIPTIONS, ATTRIBUTES, CATEGORIES)
-    fields = [NAMES, DESCRIPTIONS, ATTRIBUTES, CATEGORIES, normalise_all(NAMES)]
-    task = NullReporter().task("", total=None)
-    chunked = feature_store._listings_in_chunks(model, fields, task, chunk=4)  # 4 + 2 rows
-    pairs = np.array([0, 0, 1, 3, 5]), np.array([1, 2, 2, 4, 0])
-    np.testing.assert_array_equal(pair_features(chunked, *pairs), pair_features(whole, *pairs))
-    assert len(chunked) == len(NAMES) and chunked.picture_offsets.shape == (len(NAMES) + 1,)
+
+def test_words_per_distinct_word_equal_normalising_each_text():
+    """prepare normalises each distinct word once; every row must get the tokens that
+    normalising its whole text gives."""
+    words = Words.of(as_strings(TEXTS, len(TEXTS)))
+    counts = words.token_counts().toarray()
+    for row, text in enumerate(TEXTS):
+        expected = sorted(tokens(normalise(text)))
+        got = sorted(
+            t for t, c in zip(words.token_strings, counts[row], strict=True) for _ in range(int(c))
+        )
+        assert got == expected, text
+
+
+def test_char_tfidf_equals_scikit_learns():
+    """The TF-IDF computed per distinct word, n-grams as keys, is scikit-learn's sublinear
+    char_wb TF-IDF."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from matching_cli.data.ngrams import term_key
+
+    model = fit_text_model(NAMES)
+    normalised = [normalise(name) for name in NAMES]
+    reference = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+    expected = reference.fit_transform(normalised).toarray()
+    terms = sorted(reference.vocabulary_, key=lambda t: int(term_key(t)))
+    assert model.char_keys.tolist() == [int(term_key(t)) for t in terms]
+    np.testing.assert_allclose(
+        model.char_idf, reference.idf_[[reference.vocabulary_[t] for t in terms]]
+    )
+    got = model.char_tfidf(Words.of(as_strings(NAMES, len(NAMES)))).toarray()
+    np.testing.assert_allclose(
+        got, expected[:, [reference.vocabulary_[t] for t in terms]], atol=1e-6
+    )
+
+
+def test_ngram_keys_are_char_wb_ngrams():
+    from collections import Counter
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from matching_cli.data.ngrams import ngram_keys, term_key
+
+    texts = ["a", "ab", "abc", "apple iphone", "", "x515ea-bq", "чёрный  кот", "128gb"]
+    analyse = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5)).build_analyzer()
+    owner, keys = ngram_keys(texts)
+    for i, text in enumerate(texts):
+        assert Counter(keys[owner == i].tolist()) == Counter(
+            int(term_key(gram)) for gram in analyse(text)
+        ), text
+
+
+def test_attributes_split_into_entries_equal_parsing_each_text():
+    """Attribute texts are split into entries parsed once each; texts of other shapes are parsed
+    whole: every row must get what parsing its own text gives."""
+    from matching_cli.data.fields import _entries, _hash_rows, _parse_json, attribute_rows
+
+    texts = [
+        *ATTRIBUTES,
+        json.dumps({"Вес": "3 кг", "Цвет": ["синий", "белый"]}),  # a scalar value
+        json.dumps({"Модель": ['X], "Y'], "Бренд": ["Apple"]}),  # the separator inside a value
+        '{ "Бренд" : [ "Apple" ] , "Объем": ["3 л"] }',
+        "{}",
+        "[1, 2]",
+        "",
+    ]
+    matrices = attribute_rows(as_strings(texts, len(texts)))
+    entries = [_entries(_parse_json(text)) for text in texts]
+    for kind, matrix in enumerate(matrices):
+        expected = _hash_rows([[e[kind] for e in row if e[kind] >= 0] for row in entries])
+        assert (matrix != expected).nnz == 0, kind
+    assert (np.diff(matrices[0].indptr) > 0).tolist() == [bool(row) for row in entries]

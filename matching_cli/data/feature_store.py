@@ -12,20 +12,14 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from matching_cli.data.features import (
-    DESCRIPTION_CHARS,
-    Listings,
-    TextModel,
-    fit_text_model,
-    listing_features,
-)
+from matching_cli.data.features import Listings, TextModel, features_of, fit_text_model
+from matching_cli.data.fields import DESCRIPTION_CHARS, Fields, parse_others
 from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
 from matching_cli.data.tables import (
@@ -37,9 +31,9 @@ from matching_cli.data.tables import (
     open_parquet,
     read_columns,
 )
-from matching_cli.data.text import normalise_all
+from matching_cli.data.words import Words
 from matching_cli.errors import DataError
-from matching_cli.progress import Reporter, Task
+from matching_cli.progress import Reporter
 
 log = logging.getLogger(__name__)
 LISTINGS_DIR = "features"
@@ -47,7 +41,6 @@ PAIR_FEATURES = "pair_features.npy"
 TEXT_MODEL = "text_model"
 MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
-LISTINGS_CHUNK = 50_000  # listings a process turns into features at a time
 MAX_EXTRA_PICTURES = 8  # per listing: a few more pictures say what they can; dozens cost memory
 
 
@@ -65,20 +58,11 @@ def write_features(
     columns = _string_columns(data_dir, ids)
     pictures, offsets = _picture_columns(data_dir, ids)
     task.close()
-    task = reporter.task("features: text model", total=None)
-    names = normalise_all(columns["name"])
-    text_model = fit_text_model(names)
-    task.close()
-    task = reporter.task("features: listings", total=len(ids), unit="listings")
-    fields = [
-        columns["name"],
-        columns["description"],
-        columns["characteristic_attributes_mapping"],
-        columns["categories"],
-        names,
-    ]
-    listings = _listings_in_chunks(text_model, fields, task)
-    listings = replace(listings, pictures=pictures, picture_offsets=offsets)
+    task = reporter.task("features: listings' words, text model and rows", total=None)
+    text_model, fields = _parse_and_fit(columns)
+    del columns
+    listings = features_of(text_model, fields, pictures, offsets)
+    del fields
     task.close()
     listings.save(out / LISTINGS_DIR)
     save_text_model(text_model, out / TEXT_MODEL)
@@ -97,39 +81,35 @@ def write_features(
     return columns_out
 
 
-def _chunk_features(text_model: TextModel, fields: list[list]) -> Listings:
-    name, description, attributes, categories, normalised = fields
-    return listing_features(
-        text_model, name, description, attributes, categories, normalised_names=normalised
+def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields]:
+    """The names parsed and the text model fitted here while a second process parses the other
+    fields, when there is a second core: the two halves take about the same time."""
+    others = (
+        len(columns["name"]),
+        columns["description"],
+        columns["characteristic_attributes_mapping"],
+        columns["categories"],
     )
+    if (os.cpu_count() or 1) < 2:
+        names = Words.of(columns["name"])
+        return fit_text_model(names), Fields(names, *parse_others(*others))
+    global _FOR_THE_WORKER
+    _FOR_THE_WORKER = others  # the worker is forked with it: no copy of the columns is sent
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            parsed = pool.submit(_parse_others_forked)
+            names = Words.of(columns["name"])
+            text_model = fit_text_model(names)
+            return text_model, Fields(names, *parsed.result())
+    finally:
+        _FOR_THE_WORKER = ()
 
 
-def _listings_in_chunks(
-    text_model: TextModel, fields: list[list], task: Task, chunk: int = LISTINGS_CHUNK
-) -> Listings:
-    """`listing_features` over row chunks, in as many processes as there are cores: it is pure
-    Python text work, and the one stage of `prepare` that grows with the catalogue's text."""
-    n = len(fields[0])
-    bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
-    parts_in = [[column[a:b] for column in fields] for a, b in bounds]
-    workers = min(len(bounds), os.cpu_count() or 1)
-    if workers <= 1:
-        parts = []
-        for part in parts_in:
-            parts.append(_chunk_features(text_model, part))
-            task.advance(len(part[0]))
-        return Listings.stack(parts)
-    # The text model and each chunk travel to the workers in memory (multiprocessing pickles
-    # them between processes; nothing is written, nothing is read back from a file).
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        parts = []
-        for part, done in zip(
-            pool.map(_chunk_features, [text_model] * len(parts_in), parts_in), parts_in, strict=True
-        ):
-            parts.append(part)
-            task.advance(len(done[0]))
-    return Listings.stack(parts)
+_FOR_THE_WORKER: tuple = ()
+
+
+def _parse_others_forked() -> tuple:
+    return parse_others(*_FOR_THE_WORKER)
 
 
 def load_listings(store: Path) -> Listings:
@@ -150,20 +130,20 @@ def load_text_model(folder: Path) -> TextModel:
     return TextModel.from_arrays(arrays, meta)
 
 
-def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, list[str | None]]:
-    """name, description, categories and attributes of each listing, None where absent."""
+def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, pa.Array]:
+    """name, description, categories and attributes of each listing, null where absent."""
     wanted = {
         TEXT_FILE: ("name", "description"),
         ATTRIBUTES_FILE: ("categories", "characteristic_attributes_mapping"),
     }
-    out: dict[str, list[str | None]] = {}
+    out: dict[str, pa.Array] = {}
     for file, names in wanted.items():
         path = data_dir / file
         pf = open_parquet(path) if path.is_file() else None
         present = [n for n in names if pf is not None and n in pf.schema_arrow.names]
         for name in set(names) - set(present):
             log.info("%s: no column '%s'; its features are marked missing", path, name)
-            out[name] = [None] * len(ids)
+            out[name] = pa.nulls(len(ids), pa.string())
         if pf is None or not present:
             continue
         check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
@@ -174,7 +154,7 @@ def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, list[str | Non
             if name == "description":  # only its start is read: no need to hold the rest
                 values = pc.utf8_slice_codeunits(values, 0, DESCRIPTION_CHARS)
             column = pa.concat_arrays([values.combine_chunks(), pa.nulls(1, values.type)])
-            out[name] = column.take(index).to_pylist()
+            out[name] = column.take(index)
     return out
 
 

@@ -1,10 +1,12 @@
 """Per-listing features from the listings' own fields, computed once and stored as arrays.
 
-`fit_text_model` learns the TF-IDF vocabularies from all listings' names; `listing_features` turns
+`fit_text_model` learns the TF-IDF vocabularies from the listings' names; `listing_features` turns
 the raw columns into sparse rows and small arrays (`Listings`); `matching_cli.data.pairs` compares
-two rows of them. Everything is saved with `np.save` / `scipy.sparse.save_npz` without pickle, and
-the fitted TF-IDF as JSON terms plus an idf array, so a served model computes the same features for
-listings it has never seen.
+two rows of them. The text work is done once per distinct word (`data/words.py`) and per distinct
+attribute or category text, so millions of listings cost little more than their vocabulary.
+Everything is saved with `np.save` / `scipy.sparse.save_npz` without pickle, and the TF-IDF as
+JSON terms plus idf arrays, so a served model computes the same features for listings it has
+never seen.
 
 Every input may be absent (a whole column, or a value): absent text is "", absent attributes an
 empty dict, absent categories code -1, absent pictures zero vectors; the pair step turns them into
@@ -13,94 +15,141 @@ neutral values plus a "missing" flag.
 
 from __future__ import annotations
 
-import json
-import zlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from functools import lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
-from sklearn.feature_extraction import FeatureHasher
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 
-from matching_cli.data.text import UNITS, digit_tokens, normalise, normalise_all, tokens
+from matching_cli.data.fields import Fields
+from matching_cli.data.ngrams import ngram_keys
+from matching_cli.data.text import UNITS
+from matching_cli.data.words import (
+    HASH_FEATURES,
+    Words,
+    as_strings,
+    hashed,
+    remap_columns,
+    token_hash,
+)
 
-# Descriptions are cut before normalising: the first part names the product, the rest costs time
-# and memory (each kept character adds up to three char n-grams to the listing's TF-IDF row: at
-# 1,000 characters 2.25M listings would need tens of GB; demo descriptions are under 240).
-DESCRIPTION_CHARS = 300
-HASH_FEATURES = 1 << 22
-CATEGORY_LEVELS = ("2", "3", "4")
-_UNIT_SUFFIXES = tuple(sorted(set(UNITS.values()), key=len, reverse=True))
-
-
-def _char_vectorizer(**kwargs) -> TfidfVectorizer:
-    return TfidfVectorizer(
-        analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, dtype=np.float32, **kwargs
-    )
-
-
-def _given_tokens(words: list[str]) -> list[str]:
-    return words
-
-
-def _word_vectorizer(**kwargs) -> TfidfVectorizer:
-    """Word TF-IDF over token lists made by `tokens` (made once, also used for the hashed sets)."""
-    return TfidfVectorizer(
-        analyzer=_given_tokens, sublinear_tf=True, lowercase=False, dtype=np.float32, **kwargs
-    )
+# Descriptions' words count, their character n-grams do not: at 300 characters they were half of
+# prepare's memory on the full data, and the names' n-grams carry the spelling variants.
+# A "128gb"-like token: a number and one of the units `normalise` writes (longest tried first).
+_UNIT_VALUE = re.compile(
+    r"(?:\d+\.?\d*|\.\d+)("
+    + "|".join(sorted(map(re.escape, set(UNITS.values())), key=len, reverse=True))
+    + ")"
+)
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass
 class TextModel:
-    """TF-IDF of names, by character n-grams (3-5, within words) and by word tokens."""
+    """TF-IDF of names, by character n-grams (3-5, within words; `data/ngrams.py`, kept as 64-bit
+    keys in ascending order) and by word tokens (terms in index order), each with its idf,
+    ln((1 + n) / (1 + df)) + 1 over n names; counts enter as 1 + ln(count) and rows are
+    L2-normalised (scikit-learn's sublinear TF-IDF)."""
 
-    char: TfidfVectorizer
-    word: TfidfVectorizer
+    char_keys: np.ndarray
+    char_idf: np.ndarray
+    word_terms: list[str]
+    word_idf: np.ndarray
+
+    @cached_property
+    def _word_index(self) -> dict[str, int]:
+        return {term: i for i, term in enumerate(self.word_terms)}
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The idf weights as arrays and the vocabularies as JSON-ready lists (index order)."""
-        arrays = {"char_idf": self.char.idf_.astype(np.float64), "word_idf": self.word.idf_}
-        meta = {
-            "char_terms": _terms(self.char.vocabulary_),
-            "word_terms": _terms(self.word.vocabulary_),
-        }
-        return arrays, meta
+        """The n-gram keys and idf weights as arrays, the word terms as a JSON-ready list."""
+        arrays = {"char_keys": self.char_keys, "char_idf": self.char_idf, "word_idf": self.word_idf}
+        return arrays, {"word_terms": self.word_terms}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> TextModel:
-        char = _char_vectorizer(vocabulary={t: i for i, t in enumerate(meta["char_terms"])})
-        word = _word_vectorizer(vocabulary={t: i for i, t in enumerate(meta["word_terms"])})
-        char.idf_ = np.asarray(arrays["char_idf"], dtype=np.float64)
-        word.idf_ = np.asarray(arrays["word_idf"], dtype=np.float64)
-        return cls(char=char, word=word)
+        return cls(
+            char_keys=np.asarray(arrays["char_keys"], dtype=np.uint64),
+            char_idf=np.asarray(arrays["char_idf"], dtype=np.float64),
+            word_terms=list(meta["word_terms"]),
+            word_idf=np.asarray(arrays["word_idf"], dtype=np.float64),
+        )
+
+    def word_tfidf(self, words: Words, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """Rows' word TF-IDF from their token counts (`words.token_counts()`)."""
+        index = self._word_index
+        column_of = np.array([index.get(t, -1) for t in words.token_strings], dtype=np.int64)
+        return _tfidf(remap_columns(counts, column_of, len(index)), self.word_idf)
+
+    def char_tfidf(self, words: Words) -> sp.csr_matrix:
+        """Rows' character n-gram TF-IDF, the n-grams of each distinct word found once."""
+        owner, keys = ngram_keys(words.normalised)
+        column = np.minimum(np.searchsorted(self.char_keys, keys), len(self.char_keys) - 1)
+        known = self.char_keys[column] == keys if len(self.char_keys) else keys < 0
+        shape = (len(words.normalised), len(self.char_keys))
+        grams = _word_grams(owner[known], column[known], shape)
+        return _tfidf((words.rows @ grams).tocsr(), self.char_idf)
 
 
-def _terms(vocabulary: dict[str, int]) -> list[str]:
-    terms = [""] * len(vocabulary)
-    for term, index in vocabulary.items():
-        terms[index] = term
-    return terms
+def _word_grams(owner: np.ndarray, column: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """(distinct words, terms) n-gram counts from (word, term) pairs."""
+    grams = sp.csr_matrix((np.ones(len(owner), np.float32), (owner, column)), shape=shape)
+    grams.sum_duplicates()
+    return grams
+
+
+def _tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+    """Sublinear TF-IDF rows, L2-normalised (an all-zero row stays zero)."""
+    x = counts.astype(np.float32, copy=True)
+    np.log(x.data, out=x.data)
+    x.data += 1.0
+    x.data *= idf.astype(np.float32)[x.indices]
+    return normalize(x, copy=False)
 
 
 def fit_text_model(
-    normalised_names: Sequence[str], max_features: int = 1 << 18, max_names: int = 300_000
+    names: Words | Sequence[str | None], max_features: int = 1 << 18, max_names: int = 300_000
 ) -> TextModel:
-    """Fit both vocabularies on the (normalised) names of the listings.
+    """Fit both vocabularies on the names of the listings.
 
-    Above `max_names` an evenly spaced sample is used: the idf of any term that matters is stable
-    long before millions of names, and fitting on all of them would dominate prepare's time.
+    Above `max_names` non-empty names an evenly spaced sample is used: the idf of any term that
+    matters is stable long before millions of names. Terms in fewer than 2 names are dropped
+    (from 1,000 names on), and the `max_features` most frequent kept.
     """
-    names = [name for name in normalised_names if name] or ["empty"]
-    if len(names) > max_names:
-        names = [names[i] for i in np.linspace(0, len(names) - 1, max_names).astype(np.int64)]
-    min_df = 2 if len(names) >= 1000 else 1
-    char = _char_vectorizer(min_df=min_df, max_features=max_features).fit(names)
-    word = _word_vectorizer(min_df=min_df, max_features=max_features)
-    word.fit([tokens(name) for name in names])
-    return TextModel(char=char, word=word)
+    if not isinstance(names, Words):
+        names = Words.of(as_strings(names, len(names)))
+    rows = np.flatnonzero(names.has_text())
+    if len(rows) > max_names:
+        rows = rows[np.linspace(0, len(rows) - 1, max_names).astype(np.int64)]
+    sample = names.rows[rows]
+    n = len(rows)
+    min_df = 2 if n >= 1000 else 1
+    kept, word_idf = _vocabulary((sample @ names.word_tokens).tocsr(), n, min_df, max_features)
+    order = sorted(range(len(kept)), key=lambda i: names.token_strings[kept[i]])
+    word_terms = [names.token_strings[kept[i]] for i in order]
+    used = np.flatnonzero(np.asarray(sample.sum(axis=0)).ravel() > 0)
+    owner, keys = ngram_keys([names.normalised[word] for word in used])
+    distinct_keys, column = np.unique(keys, return_inverse=True)
+    grams = _word_grams(used[owner], column, (len(names.normalised), len(distinct_keys)))
+    kept, char_idf = _vocabulary((sample @ grams).tocsr(), n, min_df, max_features)
+    return TextModel(distinct_keys[kept], char_idf, word_terms, word_idf[order])
+
+
+def _vocabulary(
+    counts: sp.csr_matrix, n: int, min_df: int, max_features: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The columns kept, ascending, and their idf."""
+    width = counts.shape[1]
+    df = np.bincount(counts.indices, minlength=width)[:width]
+    tf = np.bincount(counts.indices, counts.data, minlength=width)[:width]
+    kept = np.flatnonzero(df >= min_df)
+    if len(kept) > max_features:
+        kept = np.sort(kept[np.argsort(-tf[kept], kind="stable")[:max_features]])
+    return kept, np.log((1 + n) / (1 + df[kept].astype(np.float64))) + 1
 
 
 @dataclass
@@ -109,7 +158,6 @@ class Listings:
 
     name_char: sp.csr_matrix  # TF-IDF rows, L2-normalised (all-zero for an empty name)
     name_word: sp.csr_matrix
-    desc_char: sp.csr_matrix
     desc_word: sp.csr_matrix
     name_tokens: sp.csr_matrix  # binary, hashed word tokens of the name
     name_digits: sp.csr_matrix  # binary, hashed digit-bearing tokens of the name
@@ -129,32 +177,13 @@ class Listings:
     def __len__(self) -> int:
         return self.has_desc.shape[0]
 
-    @classmethod
-    def stack(cls, parts: list[Listings]) -> Listings:
-        """Consecutive row blocks as one; every part's pictures must be absent (filled later)."""
-        values = {}
-        for field in fields(cls):
-            if field.name in ("pictures", "picture_offsets"):
-                continue
-            column = [getattr(part, field.name) for part in parts]
-            values[field.name] = (
-                sp.vstack(column, format="csr")
-                if sp.issparse(column[0])
-                else np.concatenate(column)
-            )
-        n = sum(len(part) for part in parts)
-        return cls(
-            **values,
-            pictures=np.zeros((0, 1), np.float32),
-            picture_offsets=np.zeros(n + 1, np.int64),
-        )
-
     def save(self, folder: Path) -> None:
+        """Uncompressed: compressing gigabytes of sparse rows took longer than computing them."""
         folder.mkdir(parents=True, exist_ok=True)
         for field in fields(self):
             value = getattr(self, field.name)
             if sp.issparse(value):
-                sp.save_npz(folder / f"{field.name}.npz", value.tocsr())
+                sp.save_npz(folder / f"{field.name}.npz", value.tocsr(), compressed=False)
             else:
                 np.save(folder / f"{field.name}.npy", value, allow_pickle=False)
 
@@ -168,68 +197,6 @@ class Listings:
             else:
                 values[field.name] = np.load(folder / f"{field.name}.npy", allow_pickle=False)
         return cls(**values)
-
-
-def _hashed(rows: list[list[str]], binary: bool = True) -> sp.csr_matrix:
-    hasher = FeatureHasher(HASH_FEATURES, input_type="string", alternate_sign=False)
-    matrix = hasher.transform(rows).tocsr()
-    if binary:
-        matrix.data[:] = 1.0
-    return matrix.astype(np.float32)
-
-
-def _unit_of(token: str) -> str | None:
-    for unit in _UNIT_SUFFIXES:
-        if token.endswith(unit) and token[: -len(unit)].replace(".", "", 1).isdigit():
-            return unit
-    return None
-
-
-def _parse_json(text: str | None) -> dict:
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError, RecursionError):  # deep nesting breaks the parser itself
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-@lru_cache(maxsize=1 << 17)
-def _attribute_text(text: str) -> str:
-    """Attribute names and values repeat across listings ("Бренд", "Китай"): normalise each once."""
-    return normalise(text)
-
-
-def _attribute_rows(attributes: Sequence[str | None]) -> tuple[list[list[str]], ...]:
-    keys, values, numeric_keys, numeric_values = [], [], [], []
-    for text in attributes:
-        mapping = _parse_json(text)
-        k, v, nk, nv = [], [], [], []
-        for key, raw in mapping.items():
-            key = _attribute_text(str(key))
-            items = raw if isinstance(raw, list) else [raw]
-            value = "|".join(sorted(_attribute_text(str(x)) for x in items))
-            k.append(key)
-            v.append(f"{key}={value}")
-            number = value.split(" ")[0].rstrip("abcdefghijklmnopqrstuvwxyz")
-            if number.replace(".", "", 1).isdigit():
-                nk.append(key)
-                nv.append(f"{key}={float(number)}")
-        keys.append(k), values.append(v), numeric_keys.append(nk), numeric_values.append(nv)
-    return keys, values, numeric_keys, numeric_values
-
-
-def category_codes(categories: Sequence[str | None]) -> np.ndarray:
-    """(n, 3) codes of category levels 2, 3, 4 (crc32 of the name, stable anywhere), -1 = missing."""
-    codes = np.full((len(categories), len(CATEGORY_LEVELS)), -1, dtype=np.int64)
-    for row, text in enumerate(categories):
-        mapping = _parse_json(text)
-        for column, level in enumerate(CATEGORY_LEVELS):
-            name = mapping.get(level)
-            if name:
-                codes[row, column] = zlib.crc32(str(name).strip().lower().encode())
-    return codes
 
 
 def picture_arrays(
@@ -258,50 +225,74 @@ def picture_arrays(
     return stacked / np.where(norms > 0, norms, 1.0), offsets
 
 
+def _token_kinds(words: Words) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Per token of `words`: its hash, whether it carries a digit, and its unit ("gb") if any."""
+    digits = np.array([bool(_DIGIT.search(t)) for t in words.token_strings], dtype=bool)
+    units = [
+        (m.group(1) if (m := _UNIT_VALUE.fullmatch(t)) else None) if d else None
+        for t, d in zip(words.token_strings, digits, strict=True)
+    ]
+    return words.token_hashes(), digits, units
+
+
+def _unit_matrices(sides: list[tuple[sp.csr_matrix, Words]]) -> tuple[sp.csr_matrix, ...]:
+    """Binary "128gb"-like tokens of all sides together, and per unit how many of them a listing
+    has (columns: the unit's hash)."""
+    values = None
+    unit_of_hash = np.full(HASH_FEATURES, -1, np.int64)
+    for counts, words in sides:
+        hashes, _, units = _token_kinds(words)
+        has_unit = np.array([u is not None for u in units], dtype=bool)
+        unit_of_hash[hashes[has_unit]] = [token_hash(u) for u in units if u is not None]
+        side = hashed(counts, hashes, has_unit)
+        values = side if values is None else values + side
+    values = values.tocsr()
+    values.data[:] = 1.0
+    return values, remap_columns(values, unit_of_hash, HASH_FEATURES)
+
+
 def listing_features(
     text_model: TextModel,
-    names: Sequence[str | None],
-    descriptions: Sequence[str | None] | None = None,
-    attributes: Sequence[str | None] | None = None,
-    categories: Sequence[str | None] | None = None,
+    names: Sequence[str | None] | pa.Array,
+    descriptions: Sequence[str | None] | pa.Array | None = None,
+    attributes: Sequence[str | None] | pa.Array | None = None,
+    categories: Sequence[str | None] | pa.Array | None = None,
     main_pictures: Sequence | None = None,
     extra_pictures: Sequence | None = None,
-    normalised_names: list[str] | None = None,
 ) -> Listings:
-    """Raw columns (None = the catalogue lacks the column) -> `Listings`, one row per name.
-    `normalised_names`: `normalise_all(names)` when the caller has it already (prepare does)."""
-    n = len(names)
-    name_text = normalised_names if normalised_names is not None else normalise_all(names)
-    desc_text = normalise_all(descriptions, DESCRIPTION_CHARS) if descriptions is not None else []
-    desc_text = desc_text or [""] * n
-    name_words = [tokens(text) for text in name_text]
-    desc_words = [tokens(text) for text in desc_text]
-    name_digit_words = [digit_tokens(words) for words in name_words]
-    desc_digit_words = [digit_tokens(words) for words in desc_words]
-    unit_values, unit_names = [], []
-    for a, b in zip(name_digit_words, desc_digit_words, strict=True):
-        values = sorted({word for word in a + b if _unit_of(word)})
-        unit_values.append(values)
-        unit_names.append([_unit_of(word) for word in values])
-    keys, values, numeric_keys, numeric_values = _attribute_rows(attributes or [None] * n)
-    pictures, offsets = picture_arrays(main_pictures, extra_pictures, n)
+    """Raw columns (None = the catalogue lacks the column) -> `Listings`, one row per name."""
+    fields = Fields.parse(names, descriptions, attributes, categories)
+    return features_of(
+        text_model, fields, *picture_arrays(main_pictures, extra_pictures, len(names))
+    )
+
+
+def features_of(
+    text_model: TextModel, fields: Fields, pictures: np.ndarray, picture_offsets: np.ndarray
+) -> Listings:
+    """`Listings` from parsed fields and picture arrays (`picture_arrays`)."""
+    name, desc = fields.names, fields.descriptions
+    name_counts, desc_counts = name.token_counts(), desc.token_counts()
+    name_hashes, name_digit, _ = _token_kinds(name)
+    desc_hashes, desc_digit, _ = _token_kinds(desc)
+    unit_values, unit_counts = _unit_matrices([(name_counts, name), (desc_counts, desc)])
+    keys, values, numeric_keys, numeric_values = fields.attributes
     return Listings(
-        name_char=text_model.char.transform(name_text).tocsr(),
-        name_word=text_model.word.transform(name_words).tocsr(),
-        desc_char=text_model.char.transform(desc_text).tocsr(),
-        desc_word=text_model.word.transform(desc_words).tocsr(),
-        name_tokens=_hashed(name_words),
-        name_digits=_hashed(name_digit_words),
-        desc_digits=_hashed(desc_digit_words),
-        unit_values=_hashed(unit_values),
-        unit_counts=_hashed(unit_names, binary=False),
-        attr_keys=_hashed(keys),
-        attr_values=_hashed(values),
-        attr_numeric_keys=_hashed(numeric_keys),
-        attr_numeric_values=_hashed(numeric_values),
-        has_desc=np.array([bool(text) for text in desc_text]),
-        has_attrs=np.array([bool(k) for k in keys]),
-        categories=category_codes(categories or [None] * n),
+        name_char=text_model.char_tfidf(name),
+        name_word=text_model.word_tfidf(name, name_counts),
+        desc_word=text_model.word_tfidf(desc, desc_counts),
+        name_tokens=hashed(name_counts, name_hashes),
+        name_digits=hashed(name_counts, name_hashes, name_digit),
+        desc_digits=hashed(desc_counts, desc_hashes, desc_digit),
+        unit_values=unit_values,
+        unit_counts=unit_counts,
+        attr_keys=keys,
+        attr_values=values,
+        attr_numeric_keys=numeric_keys,
+        attr_numeric_values=numeric_values,
+        has_desc=desc.has_text(),
+        has_attrs=np.diff(keys.indptr) > 0,
+        categories=fields.categories,
         pictures=pictures,
-        picture_offsets=offsets,
+        picture_offsets=picture_offsets,
     )

@@ -6,7 +6,7 @@ listing lacks it). No column is ever NaN, so both trees and the MLP read them as
 
 | family     | columns |
 |------------|---------|
-| text       | name char/word TF-IDF cosine, description char/word cosine, name-vs-description
+| text       | name char/word TF-IDF cosine, description word cosine, name-vs-description word
 |            | cosine (the larger of the two directions), name token Jaccard and overlap, desc_missing |
 | digits     | Jaccard and shared count of digit-bearing name tokens, unmatched ones, unit conflicts
 |            | ("128gb" vs "256gb"), "both have codes and none shared", a name code found in the
@@ -25,8 +25,8 @@ from matching_cli.data.features import Listings
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "text": (
-        "name_char_cos", "name_word_cos", "desc_char_cos", "desc_word_cos",
-        "cross_char_cos", "cross_word_cos", "name_jaccard", "name_overlap", "desc_missing",
+        "name_char_cos", "name_word_cos", "desc_word_cos", "cross_word_cos",
+        "name_jaccard", "name_overlap", "desc_missing",
     ),
     "digits": (
         "digit_jaccard", "digit_shared", "digit_unmatched", "unit_conflicts",
@@ -64,16 +64,12 @@ def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 def _text(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     shared = _dot(f.name_tokens, a, f.name_tokens, b)
     na, nb = _nnz(f.name_tokens, a), _nnz(f.name_tokens, b)
-    cross = [
-        np.maximum(_dot(name, a, desc, b), _dot(desc, a, name, b))
-        for name, desc in ((f.name_char, f.desc_char), (f.name_word, f.desc_word))
-    ]
+    cross = np.maximum(_dot(f.name_word, a, f.desc_word, b), _dot(f.desc_word, a, f.name_word, b))
     return [
         _dot(f.name_char, a, f.name_char, b),
         _dot(f.name_word, a, f.name_word, b),
-        _dot(f.desc_char, a, f.desc_char, b),
         _dot(f.desc_word, a, f.desc_word, b),
-        *cross,
+        cross,
         _ratio(shared, na + nb - shared),
         _ratio(shared, np.minimum(na, nb)),
         (~(f.has_desc[a] & f.has_desc[b])).astype(np.float32),

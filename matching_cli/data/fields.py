@@ -1,0 +1,178 @@
+"""The listings' fields parsed, before any fitted model: `Fields` is what `features_of` reads.
+
+Names and descriptions become `Words` (`data/words.py`); attribute texts (Ozon's
+{"name": ["value", ...]} JSON) become hashed rows of names, "name=values" and numeric values;
+category texts the codes of levels 2-4. Each distinct text, attribute entry or word is parsed once.
+Descriptions are cut at DESCRIPTION_CHARS before any of this: the first part names the product,
+the rest costs time and memory.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from matching_cli.data.text import normalise
+from matching_cli.data.words import HASH_FEATURES, Words, as_strings, distinct, token_hash
+
+DESCRIPTION_CHARS = 300
+CATEGORY_LEVELS = ("2", "3", "4")
+
+
+@dataclass
+class Fields:
+    names: Words
+    descriptions: Words
+    attributes: list[sp.csr_matrix]  # hashed names, name=values, numeric names, name=number
+    categories: np.ndarray  # (n, 3) int64 codes of levels 2/3/4, -1 = missing
+
+    @classmethod
+    def parse(
+        cls,
+        names: Sequence[str | None] | pa.Array,
+        descriptions: Sequence[str | None] | pa.Array | None = None,
+        attributes: Sequence[str | None] | pa.Array | None = None,
+        categories: Sequence[str | None] | pa.Array | None = None,
+    ) -> Fields:
+        """Raw columns (None = the catalogue lacks the column), one row per listing."""
+        n = len(names)
+        return cls(
+            Words.of(as_strings(names, n)), *parse_others(n, descriptions, attributes, categories)
+        )
+
+
+def parse_others(
+    n: int,
+    descriptions: Sequence[str | None] | pa.Array | None,
+    attributes: Sequence[str | None] | pa.Array | None,
+    categories: Sequence[str | None] | pa.Array | None,
+) -> tuple[Words, list[sp.csr_matrix], np.ndarray]:
+    """Every field but the names (which the text model is fitted on first)."""
+    return (
+        Words.of(as_strings(descriptions, n), DESCRIPTION_CHARS),
+        attribute_rows(as_strings(attributes, n)),
+        category_codes(as_strings(categories, n)),
+    )
+
+
+def _parse_json(text: str | None) -> dict:
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):  # deep nesting breaks the parser itself
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@lru_cache(maxsize=1 << 17)
+def _attribute_text(text: str) -> str:
+    """Attribute names and values repeat across listings ("Бренд", "Китай"): normalise each once."""
+    return normalise(text)
+
+
+@lru_cache(maxsize=1 << 18)
+def _attribute_entry(key: str, items: tuple[str, ...]) -> tuple[int, int, int, int]:
+    """Hashed name, "name=values", and for a numeric value the name and "name=number" (-1, -1
+    when the value is not a number)."""
+    key = _attribute_text(key)
+    value = "|".join(sorted(_attribute_text(x) for x in items))
+    number = value.split(" ")[0].rstrip("abcdefghijklmnopqrstuvwxyz")
+    if not number.replace(".", "", 1).isdigit():
+        return token_hash(key), token_hash(f"{key}={value}"), -1, -1
+    return (
+        token_hash(key),
+        token_hash(f"{key}={value}"),
+        token_hash(key),
+        token_hash(f"{key}={float(number)}"),
+    )
+
+
+# Ozon's attribute texts are {"name": ["value", ...], ...}: split at `], "` they fall into entries
+# that repeat across listings ("Страна-изготовитель": ["Китай"]), each then parsed once. A text of
+# another shape (scalar values, `], "` inside a value) does not split into valid entries and is
+# parsed whole instead.
+_ENTRY_END = r'\]\s*,\s*"'
+
+
+def _entry(piece: str) -> list[tuple[int, int, int, int]] | None:
+    """The hashes of one split piece of a mapping: [] for none, None when it is no entry."""
+    core = piece.strip().removeprefix("{").lstrip().removeprefix('"')
+    core = core.rstrip().removesuffix("}").rstrip().removesuffix("]")
+    if not core:
+        return []
+    mapping = _parse_json('{"' + core + "]}")
+    return _entries(mapping) if len(mapping) == 1 else None
+
+
+def _entries(mapping: dict) -> list[tuple[int, int, int, int]]:
+    return [
+        _attribute_entry(str(key), tuple(map(str, raw if isinstance(raw, list) else [raw])))
+        for key, raw in mapping.items()
+    ]
+
+
+def _hash_rows(rows: list[list[int]]) -> sp.csr_matrix:
+    """Binary (len(rows), HASH_FEATURES) matrix whose row i holds the hashes rows[i]."""
+    counts = [len(r) for r in rows]
+    matrix = sp.csr_matrix(
+        (
+            np.ones(sum(counts), np.float32),
+            np.fromiter((h for r in rows for h in r), np.int64, sum(counts)),
+            np.concatenate([[0], np.cumsum(counts)]),
+        ),
+        shape=(len(rows), HASH_FEATURES),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
+    """The four hashed attribute matrices: names, name=values, numeric names, name=number."""
+    split = pc.split_pattern_regex(pc.fill_null(column, ""), _ENTRY_END)
+    lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes, pieces = distinct(pc.list_flatten(split))
+    rows = sp.csr_matrix(
+        (np.ones(len(codes), np.float32), codes, np.concatenate([[0], np.cumsum(lengths)])),
+        shape=(len(lengths), len(pieces)),
+    )
+    entries = [_entry(piece) for piece in pieces]
+    whole = (rows @ np.array([e is None for e in entries], np.float32)) > 0
+    redo = np.flatnonzero(whole)
+    redone = [_entries(_parse_json(column[int(i)].as_py())) for i in redo]
+    keep = sp.diags((~whole).astype(np.float32))
+    matrices = []
+    for kind in range(4):
+        per_piece = _hash_rows(
+            [[e[kind] for e in found or [] if e[kind] >= 0] for found in entries]
+        )
+        fixed = sp.csr_matrix((len(lengths), HASH_FEATURES), dtype=np.float32)
+        if len(redo):
+            fixed[redo] = _hash_rows([[e[kind] for e in found if e[kind] >= 0] for found in redone])
+        matrix = (keep @ (rows @ per_piece) + fixed).tocsr()
+        matrix.data[:] = 1.0
+        matrices.append(matrix)
+    return matrices
+
+
+def category_codes(categories: Sequence[str | None] | pa.Array) -> np.ndarray:
+    """(n, 3) codes of category levels 2, 3, 4 (crc32 of the name, stable anywhere), -1 = missing;
+    each distinct text is parsed once."""
+    codes, texts = distinct(as_strings(categories, len(categories)))
+    table = np.full((len(texts) + 1, len(CATEGORY_LEVELS)), -1, dtype=np.int64)
+    for row, text in enumerate(texts):
+        mapping = _parse_json(text)
+        for column, level in enumerate(CATEGORY_LEVELS):
+            name = mapping.get(level)
+            if name:
+                table[row, column] = zlib.crc32(str(name).strip().lower().encode())
+    return table[np.where(codes < 0, len(texts), codes)]

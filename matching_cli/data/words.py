@@ -1,0 +1,164 @@
+"""Text columns as their distinct words: the Python text work done once per distinct word.
+
+Millions of listings repeat a few hundred thousand words ("смартфон", "128гб", "<li>Бренд:").
+`Words.of` does in Arrow what reaches across spaces (HTML tags and entities, NFKC, lower case, a
+unit written after a space), splits at white space, and gives each distinct word to `normalise`
+and `tokens` (in Python, once); a row's tokens are then a sparse product, rows x words x tokens.
+The result equals `tokens(normalise(text))` row by row, but for case the Arrow pass cannot see
+(an entity other than the common ones that expands to a space, a tag split over two rows).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from matching_cli.data.text import UNITS, normalise, tokens
+
+HASH_FEATURES = 1 << 22
+_ENTITIES = {
+    "&nbsp;": " ", "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'",
+    "&apos;": "'",
+}  # fmt: skip
+# A number, white space, then a unit ("8 гб") becomes one word ("8гб") before the split; the unit
+# must end there (not "8 гбайт..."), as in `text.normalise`.
+_UNIT_AFTER_SPACE = (
+    r"(\d)\s+("
+    + "|".join(sorted(map(re.escape, UNITS), key=len, reverse=True))
+    + r")([^a-zа-я0-9]|$)"
+)
+
+
+# Words that normalise to themselves and are one token: Latin letters only, or Russian letters
+# only with at least one that has no Latin look-alike (a word of look-alikes alone is mapped).
+_PLAIN = "^(?:[a-z]+|[а-я]*[бгджзийлпфцчшщъыьэюя][а-я]*)$"
+
+
+def as_strings(values: Sequence | pa.Array | pa.ChunkedArray | None, n: int) -> pa.Array:
+    """A text column as an Arrow string array of length n; None (no such column), NaN and
+    non-strings are null."""
+    if values is None:
+        return pa.nulls(n, pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array([v if isinstance(v, str) else None for v in values], pa.string())
+
+
+def prenormalise(column: pa.Array, max_chars: int | None = None) -> pa.Array:
+    """The part of `text.normalise` that crosses spaces, over a whole column in Arrow (NFKC and
+    the rest are done per word)."""
+    text = pc.fill_null(column, "")
+    if max_chars is not None:
+        text = pc.utf8_slice_codeunits(text, 0, max_chars)
+    with_entity = pc.match_substring(text, "&")
+    if pc.any(with_entity).as_py():  # few texts have one: replace in those alone
+        some = text.filter(with_entity)
+        for entity, char in _ENTITIES.items():
+            some = pc.replace_substring(some, entity, char)
+        text = pc.replace_with_mask(text, with_entity, some)
+    text = pc.utf8_lower(pc.replace_substring_regex(text, r"<[^>]*>", " "))
+    return pc.replace_substring_regex(text, _UNIT_AFTER_SPACE, r"\1\2\3")
+
+
+def distinct(column: pa.Array) -> tuple[np.ndarray, list]:
+    """(code of each row's value, -1 for null; the distinct values as Python objects)."""
+    codes, dictionary = distinct_array(column)
+    return codes, dictionary.to_pylist()
+
+
+def distinct_array(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    encoded = pc.dictionary_encode(column)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary
+
+
+def token_hash(token: str) -> int:
+    """A token's column among HASH_FEATURES: crc32, the same in every process and version."""
+    return zlib.crc32(token.encode()) % HASH_FEATURES
+
+
+@dataclass
+class Words:
+    """A text column as `rows` (n x distinct words, counts) and, per distinct word, its normalised
+    form and its tokens (`word_tokens`, distinct words x `token_strings`, counts)."""
+
+    rows: sp.csr_matrix
+    normalised: list[str]
+    word_tokens: sp.csr_matrix
+    token_strings: list[str]
+
+    @classmethod
+    def of(cls, column: pa.Array, max_chars: int | None = None) -> Words:
+        split = pc.utf8_split_whitespace(prenormalise(column, max_chars))
+        lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
+        codes, dictionary = distinct_array(pc.list_flatten(split))
+        # Most distinct words are plain Latin or Russian words that `normalise` leaves as they
+        # are and `tokens` keeps whole; the rest (codes, numbers, look-alikes) go through both.
+        plain = pc.match_substring_regex(dictionary, _PLAIN).to_numpy(zero_copy_only=False)
+        words = dictionary.to_pylist()
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        rows = sp.csr_matrix(
+            (np.ones(len(codes), np.float32), codes, indptr), shape=(len(lengths), len(words))
+        )
+        rows.sum_duplicates()
+        normalised = [w if keep else normalise(w) for w, keep in zip(words, plain, strict=True)]
+        token_ids: dict[str, int] = {}
+        columns, counts = [], []
+        for text, keep in zip(normalised, plain, strict=True):
+            found = [text] if keep else tokens(text)
+            columns.append([token_ids.setdefault(token, len(token_ids)) for token in found])
+            counts.append(len(found))
+        word_tokens = sp.csr_matrix(
+            (
+                np.ones(sum(counts), np.float32),
+                np.fromiter((c for row in columns for c in row), np.int64, sum(counts)),
+                np.concatenate([[0], np.cumsum(counts)]),
+            ),
+            shape=(len(words), len(token_ids)),
+        )
+        word_tokens.sum_duplicates()
+        return cls(rows, normalised, word_tokens, list(token_ids))
+
+    def token_counts(self) -> sp.csr_matrix:
+        """(n, len(token_strings)): how often each token occurs in each row."""
+        return (self.rows @ self.word_tokens).tocsr()
+
+    def has_text(self) -> np.ndarray:
+        """Rows with at least one non-empty normalised word."""
+        nonempty = np.array([bool(text) for text in self.normalised], dtype=np.float32)
+        return (self.rows @ nonempty) > 0
+
+    def token_hashes(self) -> np.ndarray:
+        return np.fromiter(map(token_hash, self.token_strings), np.int64, len(self.token_strings))
+
+
+def remap_columns(
+    matrix: sp.csr_matrix, column_of: np.ndarray, width: int, binary: bool = False
+) -> sp.csr_matrix:
+    """`matrix` with column j moved to column_of[j] (dropped where it is -1), values that meet in
+    one column summed (or 1 when `binary`)."""
+    columns = column_of[matrix.indices]
+    keep = columns >= 0
+    before = np.concatenate([[0], np.cumsum(keep)])
+    out = sp.csr_matrix(
+        (matrix.data[keep], columns[keep], before[matrix.indptr]), shape=(matrix.shape[0], width)
+    )
+    out.sum_duplicates()
+    if binary:
+        out.data[:] = 1.0
+    return out.astype(np.float32, copy=False)
+
+
+def hashed(matrix: sp.csr_matrix, hashes: np.ndarray, keep: np.ndarray | None = None):
+    """Binary (n, HASH_FEATURES) rows of the columns of `matrix` (tokens) that `keep` selects."""
+    column_of = hashes if keep is None else np.where(keep, hashes, -1)
+    return remap_columns(matrix, column_of, HASH_FEATURES, binary=True)
