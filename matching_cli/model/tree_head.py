@@ -8,7 +8,8 @@ the same safetensors file as the MLP's weights, and nothing is pickled.
 What the trees read: the pair features from the listings' fields, then one cosine per embedding
 block. The raw embedding interactions (|a-b|, a*b per dimension) that the MLP reads made the trees
 worse on WDC computers (test AP 0.853 against 0.880 without them): dozens of noisy columns per
-block, each split on alone. A block's cosine is one column that sums them up.
+block, each split on alone. The block cosines tie on WDC's validation split and add about 0.03
+validation AP on the demo data, where the name vector tells what the text features do not.
 """
 
 from __future__ import annotations
