@@ -447,7 +447,7 @@ def train(
         },
         mlflow={"experiment": experiment},
     )
-    if settings.model.head == Head.trees:
+    if resume is None and settings.model.head == Head.trees:
         _check_tree_options(
             {
                 "--epochs": epochs,
@@ -456,7 +456,6 @@ def train(
                 "--hidden-size": hidden_size,
                 "--num-layers": num_layers,
                 "--pair-features": pair_features,
-                "--resume": resume,
                 f"--device {device}": device if device not in (None, "auto", "cpu") else None,
             }
         )
@@ -468,6 +467,7 @@ def train(
                 "--hidden-size": hidden_size,
                 "--num-layers": num_layers,
                 "--pair-features": pair_features,
+                "--head": head,
                 "--seed": seed,
                 "--run-name": run_name,
             }

@@ -107,10 +107,10 @@ def train_job(
     model a finished run's model becomes a new version of. Started by torchrun, each
     process trains its share and only the first one tracks, saves and returns a result.
     `[model] head = "trees"` fits gradient-boosted trees instead (`train_trees.py`)."""
-    if settings.model.head == Head.trees:
+    if settings.model.head == Head.trees and resume is None:  # a resumed run keeps its head
         from matching_cli.train_trees import train_trees_job
 
-        return train_trees_job(settings, reporter, run_name, resume, report_dir, register)
+        return train_trees_job(settings, reporter, run_name, report_dir, register)
     with _processes(settings) as shard:
         if shard.rank != 0:
             _fit(_setup(settings, NullReporter(), resume, shard, resume_epochs), [])

@@ -2,8 +2,8 @@
 the same threshold, test, figures, saved model and MLflow run as the MLP (`jobs.py`).
 
 No epochs, batches, learning rate, device or checkpoints: the trees fit on the CPU and choose
-their own number of trees. What only the MLP reads is refused here when it cannot mean anything
-(a resumed run, torchrun's processes); `cli.py` refuses the MLP's options given on the command line.
+their own number of trees. torchrun's processes are refused here; `cli.py` refuses the MLP's
+options given on the command line; a resumed run is an MLP's and goes on as one (`jobs.py`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,12 @@ def train_trees_job(
     settings: Settings,
     reporter: Reporter | None = None,
     run_name: str | None = None,
-    resume: str | None = None,
     report_dir: Path | None = None,
     register: str | None = None,
 ) -> RunResult:
     """Fit the trees on the train split, pick the thresholds on validation, test, save and track."""
     from matching_cli.scale import distributed
 
-    if resume is not None:
-        raise ModelError("--resume continues an MLP's epochs; the trees head has none to resume")
     if distributed.launched():
         raise ModelError(
             "torchrun trains the MLP head only; run `matching train` alone for head = trees"

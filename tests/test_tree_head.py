@@ -137,7 +137,6 @@ def test_the_served_model_and_match_score_like_predict(in_trees):
         (["--epochs", "3"], "--epochs"),
         (["--lr", "0.01", "--hidden-size", "8"], "--lr, --hidden-size"),
         (["--device", "cuda"], "--device cuda"),
-        (["--resume", "0123abcd"], "--resume"),
     ],
 )
 def test_the_mlps_options_are_refused_with_trees(project, options, named):
@@ -149,6 +148,12 @@ def test_the_mlps_options_are_refused_with_trees(project, options, named):
     text = " ".join(result.stderr.split())
     assert f"{named}: only for the MLP head" in text, result.stderr
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+
+
+def test_resume_keeps_its_runs_head(project):
+    result = invoke("train", "--head", "trees", "--resume", "0123abcd")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "--head cannot change them" in " ".join(result.stderr.split()), result.stderr
 
 
 def test_the_head_comes_from_the_settings_and_torchrun_is_refused(project, monkeypatch):
