@@ -48,6 +48,13 @@ class PairFeatures(StrEnum):
     concat = "concat"  # the original project's [a, b]
 
 
+class Head(StrEnum):
+    """What turns a pair's features into a match probability."""
+
+    mlp = "mlp"  # a neural network on the embedding interactions and the pair features
+    trees = "trees"  # gradient-boosted trees on the pair features and the embeddings' cosines
+
+
 class FeatureFamily(StrEnum):
     """Families of pair features from the listings' own fields (see `data/pairs.py`)."""
 

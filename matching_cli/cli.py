@@ -24,6 +24,7 @@ from matching_cli.choices import (
     DEVICE_HELP,
     BlockingMethod,
     Engine,
+    Head,
     OnMissing,
     PairFeatures,
     Source,
@@ -375,6 +376,16 @@ def train(
             "--num-layers", help=setting_help("Number of hidden layers", "model.num_layers")
         ),
     ] = None,
+    head: Annotated[
+        Head | None,
+        typer.Option(
+            "--head",
+            help=setting_help(
+                "mlp: a neural network; trees: gradient-boosted trees on the pair features",
+                "model.head",
+            ),
+        ),
+    ] = None,
     pair_features: Annotated[
         PairFeatures | None,
         typer.Option(
@@ -414,6 +425,7 @@ def train(
     Prepares the data first when needed, picks the threshold on validation, tests the model
     and saves it in models/<run id>/ and in the MLflow run. Under `torchrun --nproc-per-node N
     -m matching_cli train`, N processes train it together (--batch-size is each one's share).
+    With --head trees, gradient-boosted trees are fitted on the CPU instead of the MLP.
     """
     from matching_cli.jobs import train_job
 
@@ -431,9 +443,22 @@ def train(
             "hidden_size": hidden_size,
             "num_layers": num_layers,
             "pair_features": pair_features,
+            "head": head,
         },
         mlflow={"experiment": experiment},
     )
+    if resume is None and settings.model.head == Head.trees:
+        _check_tree_options(
+            {
+                "--epochs": epochs,
+                "--batch-size": batch_size,
+                "--lr": lr,
+                "--hidden-size": hidden_size,
+                "--num-layers": num_layers,
+                "--pair-features": pair_features,
+                f"--device {device}": device if device not in (None, "auto", "cpu") else None,
+            }
+        )
     if resume is not None:
         _check_resume_options(
             {
@@ -442,6 +467,7 @@ def train(
                 "--hidden-size": hidden_size,
                 "--num-layers": num_layers,
                 "--pair-features": pair_features,
+                "--head": head,
                 "--seed": seed,
                 "--run-name": run_name,
             }
@@ -458,6 +484,17 @@ def train(
         )
     if result is not None:  # None: a process of several, not the first
         _show_run(result, "Test metrics", as_json)
+
+
+def _check_tree_options(options: dict[str, Any]) -> None:
+    """The MLP's options given with head = trees are refused, not ignored: a run that silently
+    trained something else than asked is worse than a one-line error."""
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise MatchingError(
+            f"{', '.join(given)}: only for the MLP head; the trees (head = trees) fit on the CPU "
+            "and choose their number of trees themselves. Drop them, or give --head mlp"
+        )
 
 
 def _check_resume_options(options: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from matching_cli import tracking
-from matching_cli.choices import Engine, OnMissing, RunStatus, StopReason
+from matching_cli.choices import Engine, Head, OnMissing, RunStatus, StopReason
 from matching_cli.data.feature_store import TEXT_MODEL, columns_for
 from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
@@ -33,7 +33,7 @@ from matching_cli.model.metrics import (
 )
 from matching_cli.model.network import ModelConfig, PairClassifier
 from matching_cli.model.plots import run_figures
-from matching_cli.model.saved import SavedModel, save_model
+from matching_cli.model.saved import Classifier, SavedModel, save_model
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import (
     Callback,
@@ -83,8 +83,8 @@ class TrainSetup:
     device: torch.device
     prepared: Prepared
     data: DeviceData
-    model: PairClassifier
-    optimizer: torch.optim.Optimizer
+    model: Classifier
+    optimizer: torch.optim.Optimizer | None  # None: a head fitted without a loop (trees)
     resumed: FitState | None
     tags: dict[str, str]
     shard: Shard  # this process's share of the training
@@ -105,7 +105,12 @@ def train_job(
 
     `callbacks` join the loop's own (MLflow, progress, checkpoints); `register` names the registered
     model a finished run's model becomes a new version of. Started by torchrun, each
-    process trains its share and only the first one tracks, saves and returns a result."""
+    process trains its share and only the first one tracks, saves and returns a result.
+    `[model] head = "trees"` fits gradient-boosted trees instead (`train_trees.py`)."""
+    if settings.model.head == Head.trees and resume is None:  # a resumed run keeps its head
+        from matching_cli.train_trees import train_trees_job
+
+        return train_trees_job(settings, reporter, run_name, report_dir, register)
     with _processes(settings) as shard:
         if shard.rank != 0:
             _fit(_setup(settings, NullReporter(), resume, shard, resume_epochs), [])
@@ -166,8 +171,9 @@ def _train_and_track(
         ]
         state = _fit(setup, sinks)
         finishing = reporter.task("testing and saving the model", total=None)
-        saved, folder = _finalize(setup, state, run.id)
-        metrics = _evaluate(setup, saved, state, report_dir, run.id)
+        saved, folder = finalize_model(setup, run.id)
+        history = [s.as_dict() for s in state.history]
+        metrics = test_model(setup, saved, history, state.best_epoch, report_dir, run.id)
         finishing.close()
         interrupted = state.stopped == StopReason.interrupted
         run.status = RunStatus.killed if interrupted else RunStatus.finished
@@ -217,13 +223,7 @@ def _setup(
     if auto_choices:
         log.info("auto settings: %s", auto_choices)
     torch.manual_seed(settings.train.seed)
-    names = tuple(feature_names(tuple(settings.features.families)))
-    if names and not prepared.feature_names:
-        log.warning(
-            "data.listing_features is off: the model reads the embeddings only "
-            "(features.families is ignored)"
-        )
-        names = ()
+    names = model_feature_names(settings, prepared)
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
     model = PairClassifier(config).to(device)
     optimizer = make_optimizer(model, settings.train)
@@ -240,16 +240,31 @@ def _setup(
         f"{len(data.splits['train']):,}",
         f"{len(data.splits['val']):,}",
     )
-    tags = (
-        tracking.git_tags()
-        | {
-            "data_fingerprint": prepared.fingerprint,
-            "device": str(device),
-            "torch_version": torch.__version__,
-        }
-        | ({"auto_choices": auto_choices} if auto_choices else {})
+    tags = run_tags(prepared, device, settings.model.head) | (
+        {"auto_choices": auto_choices} if auto_choices else {}
     )
     return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags, shard)
+
+
+def model_feature_names(settings: Settings, prepared: Prepared) -> tuple[str, ...]:
+    """The pair features the model reads: `[features] families`, when the data has them."""
+    names = tuple(feature_names(tuple(settings.features.families)))
+    if names and not prepared.feature_names:
+        log.warning(
+            "data.listing_features is off: the model reads the embeddings only "
+            "(features.families is ignored)"
+        )
+        return ()
+    return names
+
+
+def run_tags(prepared: Prepared, device: torch.device, head: Head) -> dict[str, str]:
+    return tracking.git_tags() | {
+        "head": str(head),
+        "data_fingerprint": prepared.fingerprint,
+        "device": str(device),
+        "torch_version": torch.__version__,
+    }
 
 
 def _resumed_epochs(
@@ -311,7 +326,7 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
     return state
 
 
-def _finalize(setup: TrainSetup, state: FitState, run_id: str) -> tuple[SavedModel, Path]:
+def finalize_model(setup: TrainSetup, run_id: str) -> tuple[SavedModel, Path]:
     """The threshold chosen on validation, the model saved locally and logged to the run."""
     val = setup.data.splits["val"]
     target, scores = val.target.cpu().numpy(), _probabilities(setup.model, setup.data.items, val)
@@ -347,11 +362,16 @@ def _group_threshold(target: np.ndarray, scores: np.ndarray, precision: float) -
     return threshold
 
 
-def _evaluate(
-    setup: TrainSetup, saved: SavedModel, state: FitState, report_dir: Path | None, run_id: str
+def test_model(
+    setup: TrainSetup,
+    saved: SavedModel,
+    history: list[dict],
+    best_epoch: int | None,
+    report_dir: Path | None,
+    run_id: str,
 ) -> dict[str, float]:
+    """Test metrics and figures of a trained model, logged to the run (and `report_dir`)."""
     data = setup.data
-    history = [s.as_dict() for s in state.history]
     metrics = _test_and_log(
         saved,
         data.items,
@@ -367,8 +387,8 @@ def _evaluate(
         train.target.cpu().numpy(), _probabilities(saved.classifier, data.items, train)
     )
     tracking.log_metrics(
-        {
-            "best_epoch": state.best_epoch,
+        ({"best_epoch": best_epoch} if best_epoch is not None else {})
+        | {
             "threshold": saved.threshold,
             "group_threshold": saved.grouping_threshold,
             "train_pr_auc": train_pr_auc,
@@ -379,7 +399,7 @@ def _evaluate(
     return metrics
 
 
-def _probabilities(model: torch.nn.Module, items: torch.Tensor, pairs: DevicePairs) -> np.ndarray:
+def _probabilities(model: Classifier, items: torch.Tensor, pairs: DevicePairs) -> np.ndarray:
     return predict_proba(model, items, pairs.left, pairs.right, pairs.features).cpu().numpy()
 
 

@@ -38,8 +38,7 @@ from matching_cli.match.text_blocking import (
     shared_token_pairs,
     with_text_candidates,
 )
-from matching_cli.model.network import PairClassifier
-from matching_cli.model.saved import SavedModel
+from matching_cli.model.saved import Classifier, SavedModel
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter, Task
@@ -207,7 +206,7 @@ def match_job(
 
 
 def score_candidates(
-    model: PairClassifier,
+    model: Classifier,
     matrix: np.ndarray,
     candidates: Candidates,
     device: torch.device,

@@ -14,10 +14,15 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from matching_cli.choices import Head
 from matching_cli.data.tables import Block
 from matching_cli.errors import ModelError
 from matching_cli.model.network import ModelConfig, PairClassifier
+from matching_cli.model.tree_head import TreeClassifier
 from matching_cli.settings import Settings
+
+# Either head scores a pair the same way (`scoring.predict_proba`); `model.json` says which it is.
+Classifier = PairClassifier | TreeClassifier
 
 FORMAT = 1
 WEIGHTS = "weights.safetensors"
@@ -26,7 +31,7 @@ META = "model.json"
 
 @dataclass
 class SavedModel:
-    classifier: PairClassifier
+    classifier: Classifier
     threshold: float
     blocks: list[Block]  # the embedding blocks it expects, in item-matrix order
     settings: Settings  # every setting the model was trained with
@@ -89,11 +94,9 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
         raise ModelError(
             f"{weights_path}: not a safetensors file ({e}); refusing to load it"
         ) from e
-    classifier = PairClassifier(config).to(device)
-    try:
-        classifier.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ModelError(f"{weights_path}: weights do not fit the model in {META}") from e
+    classifier = _classifier(config, weights, device)
+    if classifier is None:
+        raise ModelError(f"{weights_path}: weights do not fit the model in {META}")
     classifier.eval()
     if [b.dim for b in blocks] != list(config.block_dims):
         raise ModelError(f"{meta_path}: its blocks and its model disagree on the widths")
@@ -106,3 +109,17 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
         meta.get("data_fingerprint", ""),
         None if group is None else float(group),
     )
+
+
+def _classifier(
+    config: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device | str
+) -> Classifier | None:
+    """The head `config` names with `weights` in it; None when they do not fit it."""
+    try:
+        if config.head == Head.trees:
+            return TreeClassifier.from_weights(config, weights).to(device)
+        classifier = PairClassifier(config).to(device)
+        classifier.load_state_dict(weights)
+        return classifier
+    except (RuntimeError, KeyError, ValueError, IndexError):
+        return None

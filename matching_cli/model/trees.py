@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from sklearn.ensemble import HistGradientBoostingClassifier
+
+if TYPE_CHECKING:  # scoring needs numpy only; scikit-learn is imported when fitting
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 WEIGHTS_FILE = "trees.safetensors"
 META_FILE = "trees.json"
-_ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "missing_left", "roots")
+ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "missing_left", "roots")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class TreeSettings:
 
 def fit(x: np.ndarray, y: np.ndarray, settings: TreeSettings = TreeSettings()) -> TreeEnsemble:
     """Fit scikit-learn's histogram boosting on (x, y) and export it to arrays."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     model = HistGradientBoostingClassifier(
         max_iter=settings.max_iter,
         learning_rate=settings.learning_rate,
@@ -99,7 +104,7 @@ class TreeEnsemble:
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(
-            {name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS},
+            {name: np.ascontiguousarray(getattr(self, name)) for name in ARRAYS},
             folder / WEIGHTS_FILE,
         )
         meta = {

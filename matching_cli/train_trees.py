@@ -1,0 +1,103 @@
+"""`matching train` with `[model] head = "trees"`: gradient-boosted trees fitted in one call, then
+the same threshold, test, figures, saved model and MLflow run as the MLP (`jobs.py`).
+
+No epochs, batches, learning rate, device or checkpoints: the trees fit on the CPU and choose
+their own number of trees. torchrun's processes are refused here; `cli.py` refuses the MLP's
+options given on the command line; a resumed run is an MLP's and goes on as one (`jobs.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from matching_cli import tracking
+from matching_cli.data.feature_store import columns_for
+from matching_cli.data.prepare import ensure_prepared
+from matching_cli.errors import ModelError
+from matching_cli.jobs import (
+    RunResult,
+    TrainSetup,
+    finalize_model,
+    model_feature_names,
+    run_tags,
+    test_model,
+)
+from matching_cli.model.network import ModelConfig
+from matching_cli.model.train import Shard, to_device
+from matching_cli.model.tree_head import fit_trees
+from matching_cli.progress import NullReporter, Reporter
+from matching_cli.settings import Settings
+
+log = logging.getLogger(__name__)
+CPU = torch.device("cpu")
+
+
+def train_trees_job(
+    settings: Settings,
+    reporter: Reporter | None = None,
+    run_name: str | None = None,
+    report_dir: Path | None = None,
+    register: str | None = None,
+) -> RunResult:
+    """Fit the trees on the train split, pick the thresholds on validation, test, save and track."""
+    from matching_cli.scale import distributed
+
+    if distributed.launched():
+        raise ModelError(
+            "torchrun trains the MLP head only; run `matching train` alone for head = trees"
+        )
+    reporter = reporter or NullReporter()
+    tracking.configure(settings.mlflow)
+    prepared = ensure_prepared(settings.data, reporter)
+    names = model_feature_names(settings, prepared)
+    config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
+    data = to_device(prepared, CPU, columns_for(prepared.feature_names, names))
+    _say_what_the_trees_read(config, len(data.splits["train"]))
+    with tracking.run("train", run_name, run_tags(prepared, CPU, config.head)) as run:
+        tracking.log_settings(settings)
+        fitting = reporter.task("fitting gradient-boosted trees", total=None)
+        clock = time.perf_counter()
+        train = data.splits["train"]
+        model = fit_trees(
+            config,
+            data.items,
+            train.left,
+            train.right,
+            train.target,
+            train.features,
+            settings.train.seed,
+        )
+        seconds = time.perf_counter() - clock
+        fitting.close()
+        log.info("Fitted %d trees in %.1f s", model.n_trees, seconds)
+        tracking.log_metrics({"n_trees": model.n_trees, "fit_seconds": seconds})
+        finishing = reporter.task("testing and saving the model", total=None)
+        setup = TrainSetup(settings, CPU, prepared, data, model, None, None, {}, Shard())
+        saved, folder = finalize_model(setup, run.id)
+        metrics = test_model(setup, saved, [], None, report_dir, run.id)
+        finishing.close()
+        registered = None
+        if register is not None:
+            registered = f"models:/{register}/{tracking.register_model(run.id, register)}"
+            log.info("Registered the model as %s", registered)
+    log.info("Model saved in %s", folder)
+    return RunResult(run.id, metrics, run.status, saved.threshold, registered=registered)
+
+
+def _say_what_the_trees_read(config: ModelConfig, train_pairs: int) -> None:
+    if not config.feature_names:
+        log.warning(
+            "The trees read no pair features, only a cosine per embedding block; "
+            "the MLP head (head = mlp) reads the embeddings in full"
+        )
+    log.info(
+        "Fitting trees on the CPU, %s train pairs: %d pair features and a cosine per embedding "
+        "block (%d)",
+        f"{train_pairs:,}",
+        len(config.feature_names),
+        len(config.block_dims),
+    )

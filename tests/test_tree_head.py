@@ -1,0 +1,201 @@
+"""`[model] head = "trees"` end to end: train, evaluate, predict, match, the registry and the served
+model, on tiny demo data and the real MLflow store; and the MLP's options refused with it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.numpy import load_file
+from threadpoolctl import threadpool_limits
+
+from tests.conftest import invoke, store, use_store
+
+EXPERIMENT = "trees"
+NAME = "tree-matcher"
+
+
+@pytest.fixture(scope="module")
+def trees_run(tmp_path_factory, demo_data, mlflow_uri):
+    """One trees run, registered: (folder, run id, test metrics)."""
+    folder = tmp_path_factory.mktemp("trees")
+    shutil.copytree(demo_data, folder / "data")
+    # OpenMP's spinning threads crawl when the suite shares the CPUs.
+    with pytest.MonkeyPatch.context() as mp, threadpool_limits(limits=1, user_api="openmp"):
+        mp.chdir(folder)
+        use_store(mp, mlflow_uri, EXPERIMENT)
+        result = invoke("train", "--head", "trees", "--seed", "7", "--register", NAME, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    return folder, out["run_id"], out["metrics"]
+
+
+@pytest.fixture
+def in_trees(trees_run, monkeypatch, mlflow_uri):
+    monkeypatch.chdir(trees_run[0])
+    use_store(monkeypatch, mlflow_uri, EXPERIMENT)
+    mlflow.set_tracking_uri(mlflow_uri)
+    return trees_run
+
+
+def _predicted(run: str, pairs: pd.DataFrame, *source: str) -> np.ndarray:
+    pairs.to_parquet(f"pairs_{run}.parquet")
+    result = invoke("predict", f"pairs_{run}.parquet", "-o", f"{run}.csv", *source)
+    assert result.exit_code == 0, result.stderr
+    return pd.read_csv(f"{run}.csv")["score"].to_numpy()
+
+
+def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees):
+    folder, run_id, metrics = in_trees
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.head"] == "trees" and run.data.tags["head"] == "trees"
+    assert run.data.metrics["n_trees"] >= 1 and "best_epoch" not in run.data.metrics
+    assert run.data.metrics["average_precision"] == pytest.approx(metrics["average_precision"])
+    assert metrics["average_precision"] > 0.8  # the demo's pair features carry real signal
+    assert 0 < run.data.metrics["threshold"] < 1 and "group_threshold" in run.data.metrics
+    plots = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
+    assert plots == {"pr_curve.png", "metrics.png", "confusion_matrix.png"}  # no epochs, no curve
+    meta = json.loads((folder / "models" / run_id / "model.json").read_text())
+    assert meta["model"]["head"] == "trees"
+    weights = load_file(folder / "models" / run_id / "weights.safetensors")
+    assert {"feature", "threshold", "roots", "baseline"} <= set(weights)
+    served = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+    assert not [p for p in served.rglob("*") if p.suffix in (".pkl", ".pickle", ".joblib")]
+
+
+def test_evaluate_and_predict_give_the_trees_own_probabilities(in_trees):
+    from matching_cli.data.feature_store import columns_for
+    from matching_cli.data.prepare import load_prepared
+    from matching_cli.model.trees import ARRAYS, TreeEnsemble
+
+    folder, run_id, metrics = in_trees
+    evaluated = invoke("evaluate", "--run-id", run_id, "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["metrics"] == pytest.approx(metrics, abs=1e-9)
+
+    # The trees' columns rebuilt here from the prepared store: the pair features the model
+    # names, then the cosine of each embedding block.
+    meta = json.loads((folder / "models" / run_id / "model.json").read_text())["model"]
+    weights = load_file(folder / "models" / run_id / "weights.safetensors")
+    trees = TreeEnsemble(
+        **{name: weights[name] for name in ARRAYS},
+        baseline=float(weights["baseline"][0]),
+        n_features=len(meta["feature_names"]) + len(meta["block_dims"]),
+        max_depth=int(weights["max_depth"][0]),
+    )
+    prepared = load_prepared(store(folder))
+    test = prepared.splits["test"]
+    features = test.features[:, columns_for(prepared.feature_names, meta["feature_names"])]
+    matrix, cosines, start = np.asarray(prepared.items.matrix, np.float64), [], 0
+    for width in meta["block_dims"]:
+        a, b = matrix[test.left, start : start + width], matrix[test.right, start : start + width]
+        with np.errstate(invalid="ignore"):  # a listing without the embedding: NaN, missing
+            cosines.append((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+        start += width
+    expected = trees.predict_proba(np.column_stack([features, *cosines]))
+
+    ids = prepared.items.ids
+    pairs = pd.DataFrame({"variantid1": ids[test.left], "variantid2": ids[test.right]})
+    np.testing.assert_allclose(_predicted("run", pairs, "--run-id", run_id), expected, atol=1e-6)
+    by_alias = _predicted("alias", pairs, "--model", f"models:/{NAME}/1")
+    np.testing.assert_allclose(by_alias, expected, atol=1e-6)
+
+
+def test_the_served_model_and_match_score_like_predict(in_trees):
+    from matching_cli.data.prepare import load_prepared
+    from matching_cli.model.saved import load_model
+    from matching_cli.serving import request_fields, request_frame
+
+    folder, run_id, _ = in_trees
+    prepared = load_prepared(store(folder))
+    test = prepared.splits["test"]
+    ids1, ids2 = prepared.items.ids[test.left], prepared.items.ids[test.right]
+    request = request_frame(
+        folder / "data", ids1, ids2, request_fields(load_model(folder / "models" / run_id))
+    )
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/1").predict(request)
+    predicted = _predicted("served", pd.DataFrame({"variantid1": ids1, "variantid2": ids2}))
+    np.testing.assert_allclose(np.asarray(served).ravel(), predicted, atol=1e-6)
+
+    matched = invoke("match", "--run-id", run_id, "-o", "out", "-k", "3", "--json")
+    assert matched.exit_code == 0, matched.stderr
+    pairs = pd.read_parquet("out/pairs.parquet")
+    assert len(pairs) and pairs["score"].between(0, 1).all()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--epochs", "3"], "--epochs"),
+        (["--lr", "0.01", "--hidden-size", "8"], "--lr, --hidden-size"),
+        (["--device", "cuda"], "--device cuda"),
+    ],
+)
+def test_the_mlps_options_are_refused_with_trees(project, options, named):
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    result = invoke("train", "--head", "trees", *options)
+    assert result.exit_code == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    text = " ".join(result.stderr.split())
+    assert f"{named}: only for the MLP head" in text, result.stderr
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+
+
+def test_resume_keeps_its_runs_head(project):
+    result = invoke("train", "--head", "trees", "--resume", "0123abcd")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "--head cannot change them" in " ".join(result.stderr.split()), result.stderr
+
+
+def test_the_head_comes_from_the_settings_and_torchrun_is_refused(project, monkeypatch):
+    from matching_cli.errors import ModelError
+    from matching_cli.jobs import train_job
+    from matching_cli.scale import distributed
+    from matching_cli.settings import Settings
+
+    monkeypatch.setenv("MATCHING_MODEL__HEAD", "trees")
+    refused = invoke("train", "--batch-size", "64")
+    assert refused.exit_code == 1 and "--batch-size: only for the MLP" in refused.stderr
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    with pytest.raises(ModelError, match="torchrun trains the MLP head only"):
+        train_job(Settings())
+    monkeypatch.setenv("MATCHING_MODEL__HEAD", "forest")
+    wrong = invoke("train")
+    assert wrong.exit_code != 0 and "mlp" in wrong.stderr and "trees" in wrong.stderr
+
+
+def test_a_listing_without_an_embedding_goes_the_missing_way():
+    from matching_cli.model.network import ModelConfig
+    from matching_cli.model.tree_head import tree_inputs
+    from matching_cli.settings import ModelSettings
+
+    config = ModelConfig.build(ModelSettings(head="trees"), [2, 3], ["f"])
+    a = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 1, 1, 0]])
+    b = torch.tensor([[1.0, 0, 0, 1, 0], [1, 1, 0, 0, 1]])
+    x = tree_inputs(a, b, torch.tensor([[0.5], [0.25]]), config)
+    np.testing.assert_allclose(x[:, 0], [0.5, 0.25])
+    np.testing.assert_allclose(x[0, 1:], [1.0, 0.0])
+    assert np.isnan(x[1, 1]) and x[1, 2] == 0  # a zero block is missing, not orthogonal
+
+
+def test_a_description_of_the_other_head_is_refused(in_trees, tmp_path):
+    from matching_cli.errors import ModelError
+    from matching_cli.model.saved import META, load_model
+
+    folder, run_id, _ = in_trees
+    copy = shutil.copytree(folder / "models" / run_id, tmp_path / "model")
+    assert load_model(copy).classifier.n_trees >= 1
+    meta = json.loads((copy / META).read_text())
+    meta["model"]["head"] = "mlp"
+    (copy / META).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="weights do not fit the model"):
+        load_model(copy)
