@@ -73,6 +73,30 @@ def header(r: dict, device: str) -> list[str]:
     ]
 
 
+def _features_stage(r: dict) -> list[tuple[str, ...]]:
+    """Prepare without and with the features stage (older result files lack the first)."""
+    if "prepare_embeddings" not in r:
+        return []
+    without, with_ = r["prepare_embeddings"], r["prepare"]
+    both = with_["peak_mb"] + with_.get("worker_peak_mb", 0)
+    return [
+        (
+            "Prepare without / with the features stage, s",
+            sec(without["seconds"]),
+            sec(with_["seconds"]),
+            "",
+            f"{with_['seconds'] / without['seconds']:.1f}x the time",
+        ),
+        (
+            "Prepare without / with it, peak memory (+ its worker)",
+            mb(without["peak_mb"]),
+            f"{mb(with_['peak_mb'])} (+{mb(with_.get('worker_peak_mb', 0))})",
+            "",
+            f"{both / without['peak_mb']:.1f}x at most",
+        ),
+    ]
+
+
 def rows(r: dict) -> list[tuple[str, ...]]:
     c, prep, base = r["compare"], r["prepare"], r["baseline"]
     load = c["original_load"]
@@ -98,6 +122,7 @@ def rows(r: dict) -> list[tuple[str, ...]]:
             times(load["peak_mb"] / prep["peak_mb"]),
             "",
         ),
+        *_features_stage(r),
         (
             "Load before every later command, s",
             sec(load["seconds"]),

@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> None:
             "pair files", stages.write_pair_files, str(data), str(work), args.big_pairs, args.seed
         )
         results["baseline"] = run_stage("baseline", stages.baseline, args.device)
+        results["prepare_embeddings"] = run_stage(
+            "prepare (embeddings only)",
+            stages.prepare_project,
+            str(data),
+            str(work / "prepared-embeddings"),
+            False,
+        )
         results["prepare"] = run_stage("prepare", stages.prepare_project, str(data), str(prepared))
         results["compare"] = run_stage(
             "compare",

@@ -123,17 +123,23 @@ def load_original(data_dir: str) -> dict:
     return {"seconds": time.perf_counter() - started, **peak()}
 
 
-def prepare_project(data_dir: str, prepared_dir: str) -> dict:
+def prepare_project(data_dir: str, prepared_dir: str, listing_features: bool = True) -> dict:
+    """`prepare` with its defaults, or without the features stage (embeddings only). The peak
+    memory adds the features stage's second process (its own peak, measured apart)."""
     from matching_cli.data.prepare import prepare
     from matching_cli.settings import DataSettings
 
     started = time.perf_counter()
-    _, report = prepare(DataSettings(dir=Path(data_dir), prepared_dir=Path(prepared_dir)))
+    settings = DataSettings(
+        dir=Path(data_dir), prepared_dir=Path(prepared_dir), listing_features=listing_features
+    )
+    _, report = prepare(settings)
     return {
         "seconds": time.perf_counter() - started,
         "split": report.method,
         **report.sizes,
         **peak(),
+        "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
 

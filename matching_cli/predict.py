@@ -21,6 +21,7 @@ from matching_cli.data.tables import (
     check_input_file,
     corrupt_inside,
     open_parquet,
+    row_group_batches,
 )
 from matching_cli.errors import DataError
 from matching_cli.files import output_stream, resolve_output
@@ -128,7 +129,7 @@ def _pair_batches(path: Path, chunk_rows: int) -> tuple[int | None, Iterator[pa.
         return None, _csv_batches(path, chunk_rows)
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid1": "int", "variantid2": "int"})
-    batches = pf.iter_batches(batch_size=chunk_rows, columns=["variantid1", "variantid2"])
+    batches = row_group_batches(pf, ["variantid1", "variantid2"], chunk_rows)
     return pf.metadata.num_rows, corrupt_inside(path, batches)
 
 

@@ -17,19 +17,27 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 
-from matching_cli.data.features import Listings, TextModel, features_of, fit_text_model
+from matching_cli.data.features import (
+    PICTURE_DTYPE,
+    Listings,
+    TextModel,
+    features_of,
+    fit_text_model,
+    unit_rows,
+)
 from matching_cli.data.fields import DESCRIPTION_CHARS, Fields, parse_others
 from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
 from matching_cli.data.tables import (
-    BATCH_ROWS,
     check_columns,
     corrupt_inside,
     image_file,
     lookup,
     open_parquet,
     read_columns,
+    row_group_batches,
 )
 from matching_cli.data.words import Words
 from matching_cli.errors import DataError
@@ -41,6 +49,7 @@ PAIR_FEATURES = "pair_features.npy"
 TEXT_MODEL = "text_model"
 MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
+PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
 MAX_EXTRA_PICTURES = 8  # per listing: a few more pictures say what they can; dozens cost memory
 
 
@@ -56,13 +65,13 @@ def write_features(
     pairs (rows `left`, `right` of the item matrix); returns the feature names, in column order."""
     task = reporter.task("features: reading the listings' fields", total=None)
     columns = _string_columns(data_dir, ids)
-    pictures, offsets = _picture_columns(data_dir, ids)
+    pictures, spans = _picture_columns(data_dir, ids)
     task.close()
     task = reporter.task("features: listings' words, text model and rows", total=None)
-    text_model, fields = _parse_and_fit(columns)
+    text_model, fields, name_char = _parse_and_fit(columns)
     del columns
-    listings = features_of(text_model, fields, pictures, offsets)
-    del fields
+    listings = features_of(text_model, fields, pictures, spans, name_char)
+    del fields, name_char
     task.close()
     listings.save(out / LISTINGS_DIR)
     save_text_model(text_model, out / TEXT_MODEL)
@@ -81,9 +90,10 @@ def write_features(
     return columns_out
 
 
-def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields]:
-    """The names parsed and the text model fitted here while a second process parses the other
-    fields, when there is a second core: the two halves take about the same time."""
+def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields, sp.csr_matrix]:
+    """The names parsed, the text model fitted and the names' n-gram rows made here while a
+    second process parses the other fields, when there is a second core: the two halves take
+    about the same time."""
     others = (
         len(columns["name"]),
         columns["description"],
@@ -92,7 +102,8 @@ def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields]:
     )
     if (os.cpu_count() or 1) < 2:
         names = Words.of(columns["name"])
-        return fit_text_model(names), Fields(names, *parse_others(*others))
+        text_model = fit_text_model(names)
+        return text_model, Fields(names, *parse_others(*others)), text_model.char_tfidf(names)
     global _FOR_THE_WORKER
     _FOR_THE_WORKER = others  # the worker is forked with it: no copy of the columns is sent
     try:
@@ -100,7 +111,8 @@ def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields]:
             parsed = pool.submit(_parse_others_forked)
             names = Words.of(columns["name"])
             text_model = fit_text_model(names)
-            return text_model, Fields(names, *parsed.result())
+            name_char = text_model.char_tfidf(names)
+            return text_model, Fields(names, *parsed.result()), name_char
     finally:
         _FOR_THE_WORKER = ()
 
@@ -170,34 +182,44 @@ def _row_of(ids: np.ndarray, variantid: pa.ChunkedArray) -> pa.Array:
 
 def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every picture vector of each listing (main first, up to MAX_EXTRA_PICTURES extras),
-    L2-normalised, and the offsets: listing i owns rows offsets[i]:offsets[i + 1]."""
+    L2-normalised, as float16 (`PICTURE_DTYPE`), and each listing's span of them (start, count).
+
+    A batch of rows at a time, each made small at once and kept in the order read: decoding all
+    pictures of the full data as float64, or sorting them into listing order afterwards, took
+    several times the memory of the result."""
     path = image_file(data_dir)
     pf = open_parquet(path)
     present = [c for c in (MAIN_PICTURE, EXTRA_PICTURES) if c in pf.schema_arrow.names]
+    spans = np.zeros((len(ids), 2), np.int64)
     if not present:
-        return np.zeros((0, 1), np.float32), np.zeros(len(ids) + 1, np.int64)
-    owners, vectors, order = [], [], []
-    # A batch at a time: decoding every picture of a large catalogue as float64 at once took
-    # several times the memory of the float32 result.
-    batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=["variantid", *present])
+        return np.zeros((0, 1), PICTURE_DTYPE), spans
+    vectors, start = [], 0
+    batches = row_group_batches(pf, ["variantid", *present], PICTURE_BATCH_ROWS)
     for batch in corrupt_inside(path, batches):
         rows = lookup(ids, batch.column(0).to_numpy(zero_copy_only=False))
+        owners, blocks, order = [], [], []
         for rank in range(len(present)):
             owner, position, values = _flat_vectors(batch.column(rank + 1))
             keep = (rows[owner] >= 0) & (position < (1 if rank == 0 else MAX_EXTRA_PICTURES))
             owners.append(rows[owner][keep])
-            vectors.append(values[keep])
+            blocks.append(unit_rows(values[keep]))
             order.append(rank * (MAX_EXTRA_PICTURES + 1) + position[keep])
-    widths = {v.shape[1] for v in vectors if len(v)}
-    if len(widths) != 1:  # no picture at all, or main and extra pictures of other widths
-        return np.zeros((0, 1), np.float32), np.zeros(len(ids) + 1, np.int64)
-    owner, rank = np.concatenate(owners), np.concatenate(order)
-    sort = np.lexsort((rank, owner))
-    stacked = np.concatenate(vectors)[sort]
-    norms = np.linalg.norm(stacked, axis=1, keepdims=True)
-    np.divide(stacked, norms, out=stacked, where=norms > 0)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(ids)))])
-    return stacked, offsets.astype(np.int64)
+        owner, rank = np.concatenate(owners), np.concatenate(order)
+        if not len(owner):
+            continue
+        sort = np.lexsort((rank, owner))  # each listing's pictures together, main first
+        widths = {b.shape[1] for b in blocks if len(b)}
+        if len(widths) != 1:  # main and extra pictures of other widths: none is comparable
+            return np.zeros((0, 1), PICTURE_DTYPE), np.zeros((len(ids), 2), np.int64)
+        vectors.append(np.concatenate([b for b in blocks if len(b)])[sort])
+        listing, first, count = np.unique(owner[sort], return_index=True, return_counts=True)
+        spans[listing] = np.column_stack([start + first, count])  # a later row wins
+        start += len(owner)
+    if not vectors:
+        return np.zeros((0, 1), PICTURE_DTYPE), spans
+    if len({v.shape[1] for v in vectors}) != 1:
+        return np.zeros((0, 1), PICTURE_DTYPE), np.zeros((len(ids), 2), np.int64)
+    return np.concatenate(vectors), spans
 
 
 def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

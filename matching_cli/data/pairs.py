@@ -126,8 +126,8 @@ def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     Pairs are taken in slices of at most PICTURE_PAIRS picture pairs, so listings with many
     pictures cannot blow the gathered vectors up to gigabytes.
     """
-    off = f.picture_offsets
-    count_a, count_b = off[a + 1] - off[a], off[b + 1] - off[b]
+    start, count = f.picture_spans[:, 0], f.picture_spans[:, 1]
+    count_a, count_b = count[a], count[b]
     per_pair = count_a * count_b
     best = np.zeros(len(a), dtype=np.float32)
     mean = np.zeros(len(a), dtype=np.float32)
@@ -137,9 +137,10 @@ def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
         n = per_pair[rows]
         pair = np.repeat(np.arange(len(rows)), n)
         within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        left = off[a[rows]][pair] + within // count_b[rows][pair]
-        right = off[b[rows]][pair] + within % count_b[rows][pair]
-        cosine = np.einsum("ij,ij->i", f.pictures[left], f.pictures[right])
+        left = start[a[rows]][pair] + within // count_b[rows][pair]
+        right = start[b[rows]][pair] + within % count_b[rows][pair]
+        pictures_a = f.pictures[left].astype(np.float32)  # stored in half precision
+        cosine = np.einsum("ij,ij->i", pictures_a, f.pictures[right].astype(np.float32))
         top = np.full(len(rows), -np.inf, dtype=np.float32)
         np.maximum.at(top, pair, cosine)
         best[rows] = top

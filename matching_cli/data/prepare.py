@@ -243,6 +243,10 @@ def _write_store(
             return np.lib.format.open_memmap(out / "items.npy", "w+", np.float32, shape)
 
         items = load_items(data.dir, data.blocks, reporter, allocate)
+        # Written pages of a mapped file stay in this process's memory while it is mapped: map
+        # it again to read, and the features stage has the 1.8 GB of the full data's back.
+        items.matrix.flush()
+        items.matrix = np.load(out / "items.npy", mmap_mode="r")
         pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
         item_category, category_names = read_categories(data.dir, items.ids)
         split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
@@ -262,7 +266,6 @@ def _write_store(
             "split": asdict(report),
             "pairs_left_out": pairs.dropped,
         }
-        items.matrix.flush()
         np.save(out / "item_ids.npy", items.ids)
         np.save(out / "missing.npy", items.missing)
         np.save(out / "item_category.npy", item_category)
