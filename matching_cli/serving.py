@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -29,7 +30,7 @@ from matching_cli.data.feature_store import (
     load_text_model,
 )
 from matching_cli.data.features import TextModel, listing_features
-from matching_cli.data.tables import embedding_rows
+from matching_cli.data.tables import embedding_rows, row_group_batches
 from matching_cli.errors import DataError
 from matching_cli.model.saved import SavedModel, load_model
 from matching_cli.model.scoring import predict_proba
@@ -129,12 +130,16 @@ def request_frame(
         here = [n for n in names if n in schema.names and n not in found]
         if "variantid" not in schema.names or not here:
             continue
-        table = pq.read_table(
-            path, columns=["variantid", *here], filters=[("variantid", "in", wanted)]
-        )
-        ids = table.column("variantid").to_pylist()
+        # A row group at a time, only the wanted rows kept: reading the columns whole and then
+        # filtering decoded every picture of the full data (2.7 GB more for `train`'s example).
+        rows = [
+            batch.filter(pc.is_in(batch.column(0), pa.array(sorted(wanted), batch.column(0).type)))
+            for batch in row_group_batches(pq.ParquetFile(path), ["variantid", *here])
+        ]
+        ids = [v for batch in rows for v in batch.column(0).to_pylist()]
         for name in here:
-            found[name] = dict(zip(ids, table.column(name).to_pylist(), strict=True))
+            values = [v for batch in rows for v in batch.column(name).to_pylist()]
+            found[name] = dict(zip(ids, values, strict=True))
     frame = {}
     for side, ids in zip(SIDES, (variantid1, variantid2), strict=True):
         for name, values in found.items():

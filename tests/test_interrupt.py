@@ -76,10 +76,14 @@ def test_ctrl_c_after_the_loop_aborts_and_the_run_ends_killed(
         raise AssertionError("the command did not handle SIGTERM: the run would stay RUNNING")
 
     previous = signal.signal(signal.SIGTERM, unhandled)
+    # Python's own Ctrl-C handler, as in a terminal: a job started in the background by a shell
+    # inherits SIGINT ignored, and then no Ctrl-C can reach it at all.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = invoke("train", *FAST, "--json")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     assert result.exit_code == 130, result.stdout
     assert "stopping after this batch" not in result.stderr
     client = mlflow.MlflowClient(mlflow_uri)

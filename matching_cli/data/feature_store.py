@@ -69,7 +69,6 @@ def write_features(
     task.close()
     task = reporter.task("features: listings' words, text model and rows", total=None)
     text_model, fields, name_char = _parse_and_fit(columns)
-    del columns
     listings = features_of(text_model, fields, pictures, spans, name_char)
     del fields, name_char
     task.close()
@@ -93,23 +92,30 @@ def write_features(
 def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields, sp.csr_matrix]:
     """The names parsed, the text model fitted and the names' n-gram rows made here while a
     second process parses the other fields, when there is a second core: the two halves take
-    about the same time."""
+    about the same time. `columns` is emptied as they are used, so their memory goes early."""
     others = (
         len(columns["name"]),
-        columns["description"],
-        columns["characteristic_attributes_mapping"],
-        columns["categories"],
+        columns.pop("description"),
+        columns.pop("characteristic_attributes_mapping"),
+        columns.pop("categories"),
     )
     if (os.cpu_count() or 1) < 2:
-        names = Words.of(columns["name"])
+        parsed = parse_others(*others)
+        del others
+        names = Words.of(columns.pop("name"))
         text_model = fit_text_model(names)
-        return text_model, Fields(names, *parse_others(*others)), text_model.char_tfidf(names)
+        return text_model, Fields(names, *parsed), text_model.char_tfidf(names)
     global _FOR_THE_WORKER
-    _FOR_THE_WORKER = others  # the worker is forked with it: no copy of the columns is sent
+    _FOR_THE_WORKER = others  # the worker is forked with them: no copy of the columns is sent
+    del others
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            # A fork pool starts its process in the first submit: from there on the worker has
+            # the columns in its own memory, and this process lets its references go.
             parsed = pool.submit(_parse_others_forked)
-            names = Words.of(columns["name"])
+            _FOR_THE_WORKER = ()
+            pa.default_memory_pool().release_unused()
+            names = Words.of(columns.pop("name"))
             text_model = fit_text_model(names)
             name_char = text_model.char_tfidf(names)
             return text_model, Fields(names, *parsed.result()), name_char

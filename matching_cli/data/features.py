@@ -5,8 +5,8 @@ the raw columns into sparse rows and small arrays (`Listings`); `matching_cli.da
 two rows of them. The text work is done once per distinct word (`data/words.py`) and per distinct
 attribute or category text, so millions of listings cost little more than their vocabulary.
 Everything is saved with `np.save` / `scipy.sparse.save_npz` without pickle, and the TF-IDF as
-JSON terms plus idf arrays, so a served model computes the same features for listings it has
-never seen.
+arrays (n-gram keys, idf) plus the word terms in JSON, so a served model computes the same
+features for listings it has never seen.
 
 Every input may be absent (a whole column, or a value): absent text is "", absent attributes an
 empty dict, absent categories code -1, absent pictures zero vectors; the pair step turns them into
@@ -38,8 +38,6 @@ from matching_cli.data.words import (
     token_hash,
 )
 
-# Descriptions' words count, their character n-grams do not: at 300 characters they were half of
-# prepare's memory on the full data, and the names' n-grams carry the spelling variants.
 # A "128gb"-like token: a number and one of the units `normalise` writes (longest tried first).
 _UNIT_VALUE = re.compile(
     r"(?:\d+\.?\d*|\.\d+)("
@@ -164,6 +162,8 @@ class Listings:
 
     name_char: sp.csr_matrix  # TF-IDF rows, L2-normalised (all-zero for an empty name)
     name_word: sp.csr_matrix
+    # Descriptions' words count, their character n-grams do not: at 300 characters they were half
+    # of prepare's memory on the full data, and the names' n-grams carry the spelling variants.
     desc_word: sp.csr_matrix
     name_tokens: sp.csr_matrix  # binary, hashed word tokens of the name
     name_digits: sp.csr_matrix  # binary, hashed digit-bearing tokens of the name
@@ -247,13 +247,14 @@ def _token_kinds(words: Words) -> tuple[np.ndarray, np.ndarray, list[str | None]
     return words.token_hashes(), digits, units
 
 
-def _unit_matrices(sides: list[tuple[sp.csr_matrix, Words]]) -> tuple[sp.csr_matrix, ...]:
-    """Binary "128gb"-like tokens of all sides together, and per unit how many of them a listing
-    has (columns: the unit's hash)."""
+def _unit_matrices(
+    sides: list[tuple[sp.csr_matrix, np.ndarray, list[str | None]]],
+) -> tuple[sp.csr_matrix, ...]:
+    """Binary "128gb"-like tokens of all sides (token counts, hashes, units) together, and per
+    unit how many of them a listing has (columns: the unit's hash)."""
     values = None
     unit_of_hash = np.full(HASH_FEATURES, -1, np.int64)
-    for counts, words in sides:
-        hashes, _, units = _token_kinds(words)
+    for counts, hashes, units in sides:
         has_unit = np.array([u is not None for u in units], dtype=bool)
         unit_of_hash[hashes[has_unit]] = [token_hash(u) for u in units if u is not None]
         side = hashed(counts, hashes, has_unit)
@@ -290,9 +291,11 @@ def features_of(
     `text_model.char_tfidf(fields.names)` where the caller has it already (prepare does)."""
     name, desc = fields.names, fields.descriptions
     name_counts, desc_counts = name.token_counts(), desc.token_counts()
-    name_hashes, name_digit, _ = _token_kinds(name)
-    desc_hashes, desc_digit, _ = _token_kinds(desc)
-    unit_values, unit_counts = _unit_matrices([(name_counts, name), (desc_counts, desc)])
+    name_hashes, name_digit, name_units = _token_kinds(name)
+    desc_hashes, desc_digit, desc_units = _token_kinds(desc)
+    unit_values, unit_counts = _unit_matrices(
+        [(name_counts, name_hashes, name_units), (desc_counts, desc_hashes, desc_units)]
+    )
     keys, values, numeric_keys, numeric_values = fields.attributes
     return Listings(
         name_char=text_model.char_tfidf(name) if name_char is None else name_char,

@@ -1,11 +1,12 @@
 """Text columns as their distinct words: the Python text work done once per distinct word.
 
 Millions of listings repeat a few hundred thousand words ("смартфон", "128гб", "<li>Бренд:").
-`Words.of` does in Arrow what reaches across spaces (HTML tags and entities, NFKC, lower case, a
+`Words.of` does in Arrow what reaches across spaces (HTML tags, the common entities, lower case, a
 unit written after a space), splits at white space, and gives each distinct word to `normalise`
-and `tokens` (in Python, once); a row's tokens are then a sparse product, rows x words x tokens.
-The result equals `tokens(normalise(text))` row by row, but for case the Arrow pass cannot see
-(an entity other than the common ones that expands to a space, a tag split over two rows).
+and `tokens` (in Python, once; plain words need neither); a row's tokens are then a sparse
+product, rows x words x tokens. The result equals `tokens(normalise(text))` row by row
+(`tests/test_features.py` checks), but for what the Arrow pass cannot see: a rare entity that
+stands for a space, or a unit after a space written in full-width letters.
 """
 
 from __future__ import annotations
