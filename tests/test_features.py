@@ -265,3 +265,19 @@ def test_attributes_split_into_entries_equal_parsing_each_text():
         expected = _hash_rows([[e[kind] for e in row if e[kind] >= 0] for row in entries])
         assert (matrix != expected).nnz == 0, kind
     assert (np.diff(matrices[0].indptr) > 0).tolist() == [bool(row) for row in entries]
+
+
+def test_models_of_retired_features_are_told_to_train_again():
+    """A model trained on a column this version no longer computes, or with an older text model,
+    gets a one-line error that says what to do."""
+    from matching_cli.data.feature_store import columns_for
+    from matching_cli.errors import DataError
+
+    with pytest.raises(DataError, match=r"no longer computes \['desc_char_cos'\]; train it again"):
+        columns_for(feature_names(), ("name_char_cos", "desc_char_cos"))
+    with pytest.raises(DataError, match="run `matching prepare` again"):
+        columns_for(feature_names(("text",)), ("pic_best_cos",))
+    with pytest.raises(DataError, match="older version of matching; train the model again"):
+        TextModel.from_arrays(
+            {"char_idf": np.ones(1), "word_idf": np.ones(1)}, {"word_terms": ["a"]}
+        )

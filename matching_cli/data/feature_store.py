@@ -251,6 +251,12 @@ def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def columns_for(names: list[str], wanted: tuple[str, ...]) -> np.ndarray:
     """Positions of the `wanted` feature columns among `names` (what a store holds)."""
     missing = [w for w in wanted if w not in names]
+    retired = [w for w in missing if w not in feature_names()]
+    if retired:
+        raise DataError(
+            f"the model reads pair features that this version of matching no longer computes "
+            f"{retired}; train it again"
+        )
     if missing:
         raise DataError(
             f"the prepared data has no pair features {missing}; run `matching prepare` again"

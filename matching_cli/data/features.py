@@ -37,6 +37,7 @@ from matching_cli.data.words import (
     remap_columns,
     token_hash,
 )
+from matching_cli.errors import DataError
 
 # A "128gb"-like token: a number and one of the units `normalise` writes (longest tried first).
 _UNIT_VALUE = re.compile(
@@ -73,6 +74,10 @@ class TextModel:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> TextModel:
+        if "char_keys" not in arrays:  # n-gram strings, before they were hashed
+            raise DataError(
+                "this text model was saved by an older version of matching; train the model again"
+            )
         return cls(
             char_keys=np.asarray(arrays["char_keys"], dtype=np.uint64),
             char_idf=np.asarray(arrays["char_idf"], dtype=np.float64),
