@@ -77,6 +77,7 @@ def distinct(column: pa.Array) -> tuple[np.ndarray, list]:
 
 
 def distinct_array(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """`distinct`, the distinct values kept as an Arrow array."""
     encoded = pc.dictionary_encode(column)
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return codes, encoded.dictionary
