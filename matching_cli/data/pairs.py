@@ -48,9 +48,14 @@ def feature_names(families: tuple[str, ...] = tuple(FAMILIES)) -> list[str]:
     return [name for family in FAMILIES if family in families for name in FAMILIES[family]]
 
 
-def _dot(x: sp.csr_matrix, left: np.ndarray, y: sp.csr_matrix, right: np.ndarray) -> np.ndarray:
-    """Row-wise dot products x[left[k]] . y[right[k]]."""
-    return np.asarray(x[left].multiply(y[right]).sum(axis=1), dtype=np.float32).ravel()
+def _dot(x: sp.csr_matrix, y: sp.csr_matrix) -> np.ndarray:
+    """Row-wise dot products of two blocks of rows, x[k] . y[k]."""
+    return np.asarray(x.multiply(y).sum(axis=1), dtype=np.float32).ravel()
+
+
+def _sides(x: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The rows of x for both sides of the pairs, each gathered once for all the dots of a batch."""
+    return x[a], x[b]
 
 
 def _nnz(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
@@ -62,14 +67,16 @@ def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 
 def _text(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    shared = _dot(f.name_tokens, a, f.name_tokens, b)
+    tokens_a, tokens_b = _sides(f.name_tokens, a, b)
+    shared = _dot(tokens_a, tokens_b)
     na, nb = _nnz(f.name_tokens, a), _nnz(f.name_tokens, b)
-    cross = np.maximum(_dot(f.name_word, a, f.desc_word, b), _dot(f.desc_word, a, f.name_word, b))
+    name_a, name_b = _sides(f.name_word, a, b)
+    desc_a, desc_b = _sides(f.desc_word, a, b)
     return [
-        _dot(f.name_char, a, f.name_char, b),
-        _dot(f.name_word, a, f.name_word, b),
-        _dot(f.desc_word, a, f.desc_word, b),
-        cross,
+        _dot(*_sides(f.name_char, a, b)),
+        _dot(name_a, name_b),
+        _dot(desc_a, desc_b),
+        np.maximum(_dot(name_a, desc_b), _dot(desc_a, name_b)),
         _ratio(shared, na + nb - shared),
         _ratio(shared, np.minimum(na, nb)),
         (~(f.has_desc[a] & f.has_desc[b])).astype(np.float32),
@@ -77,18 +84,17 @@ def _text(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
 
 
 def _digits(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    shared = _dot(f.name_digits, a, f.name_digits, b)
+    name_a, name_b = _sides(f.name_digits, a, b)
+    shared = _dot(name_a, name_b)
     na, nb = _nnz(f.name_digits, a), _nnz(f.name_digits, b)
     both = (na > 0) & (nb > 0)
     # A value on one side whose unit the other side gives with other values only ("128gb" against
     # "256gb"): units of a in b, counted per value of a, less the values they share; both ways.
-    unit_hits = _dot(f.unit_counts, a, f.unit_counts.sign(), b) + _dot(
-        f.unit_counts.sign(), a, f.unit_counts, b
-    )
-    conflicts = np.maximum(unit_hits - 2 * _dot(f.unit_values, a, f.unit_values, b), 0)
-    cross = np.maximum(
-        _dot(f.name_digits, a, f.desc_digits, b), _dot(f.desc_digits, a, f.name_digits, b)
-    )
+    counts_a, counts_b = _sides(f.unit_counts, a, b)
+    unit_hits = _dot(counts_a, counts_b.sign()) + _dot(counts_a.sign(), counts_b)
+    conflicts = np.maximum(unit_hits - 2 * _dot(*_sides(f.unit_values, a, b)), 0)
+    desc_a, desc_b = _sides(f.desc_digits, a, b)
+    cross = np.maximum(_dot(name_a, desc_b), _dot(desc_a, name_b))
     return [
         _ratio(shared, na + nb - shared),
         shared,
@@ -101,10 +107,10 @@ def _digits(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
 
 
 def _attributes(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    shared = _dot(f.attr_keys, a, f.attr_keys, b)
-    equal = _dot(f.attr_values, a, f.attr_values, b)
-    numeric = _dot(f.attr_numeric_keys, a, f.attr_numeric_keys, b)
-    numeric_equal = _dot(f.attr_numeric_values, a, f.attr_numeric_values, b)
+    shared = _dot(*_sides(f.attr_keys, a, b))
+    equal = _dot(*_sides(f.attr_values, a, b))
+    numeric = _dot(*_sides(f.attr_numeric_keys, a, b))
+    numeric_equal = _dot(*_sides(f.attr_numeric_values, a, b))
     return [
         shared,
         _ratio(equal, shared),
