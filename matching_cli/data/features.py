@@ -30,7 +30,6 @@ from matching_cli.data.fields import Fields
 from matching_cli.data.ngrams import ngram_keys
 from matching_cli.data.text import UNITS
 from matching_cli.data.words import (
-    HASH_FEATURES,
     Words,
     as_strings,
     hashed,
@@ -257,16 +256,22 @@ def _unit_matrices(
 ) -> tuple[sp.csr_matrix, ...]:
     """Binary "128gb"-like tokens of all sides (token counts, hashes, units) together, and per
     unit how many of them a listing has (columns: the unit's hash)."""
-    values = None
-    unit_of_hash = np.full(HASH_FEATURES, -1, np.int64)
-    for counts, hashes, units in sides:
-        has_unit = np.array([u is not None for u in units], dtype=bool)
-        unit_of_hash[hashes[has_unit]] = [token_hash(u) for u in units if u is not None]
+    values, tokens, units = None, [], []
+    for counts, hashes, unit_names in sides:
+        has_unit = np.array([u is not None for u in unit_names], dtype=bool)
+        tokens.append(hashes[has_unit])
+        units.append([token_hash(u) for u in unit_names if u is not None])
         side = hashed(counts, hashes, has_unit)
         values = side if values is None else values + side
     values = values.tocsr()
     values.data[:] = 1.0
-    return values, remap_columns(values, unit_of_hash, HASH_FEATURES)
+    # Every column of `values` is a unit token's hash: look its unit up among those few.
+    token, unit = np.concatenate(tokens), np.concatenate(units).astype(np.int64)
+    order = np.argsort(token, kind="stable")
+    columns = unit[order][np.searchsorted(token[order], values.indices)]
+    counts = sp.csr_matrix((values.data.copy(), columns, values.indptr.copy()), values.shape)
+    counts.sum_duplicates()
+    return values, counts
 
 
 def listing_features(
