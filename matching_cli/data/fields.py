@@ -21,7 +21,14 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from matching_cli.data.text import normalise
-from matching_cli.data.words import HASH_FEATURES, Words, as_strings, distinct, token_hash
+from matching_cli.data.words import (
+    HASH_FEATURES,
+    Words,
+    as_strings,
+    counts_of,
+    distinct,
+    token_hash,
+)
 
 DESCRIPTION_CHARS = 300
 CATEGORY_LEVELS = ("2", "3", "4")
@@ -122,16 +129,7 @@ def _entries(mapping: dict) -> list[tuple[int, int, int, int]]:
 
 def _hash_rows(rows: list[list[int]]) -> sp.csr_matrix:
     """Binary (len(rows), HASH_FEATURES) matrix whose row i holds the hashes rows[i]."""
-    counts = [len(r) for r in rows]
-    matrix = sp.csr_matrix(
-        (
-            np.ones(sum(counts), np.float32),
-            np.fromiter((h for r in rows for h in r), np.int64, sum(counts)),
-            np.concatenate([[0], np.cumsum(counts)]),
-        ),
-        shape=(len(rows), HASH_FEATURES),
-    )
-    matrix.sum_duplicates()
+    matrix = counts_of(rows, HASH_FEATURES)
     matrix.data[:] = 1.0
     return matrix
 
@@ -164,10 +162,10 @@ def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
     return matrices
 
 
-def category_codes(categories: Sequence[str | None] | pa.Array) -> np.ndarray:
+def category_codes(column: pa.Array) -> np.ndarray:
     """(n, 3) codes of category levels 2, 3, 4 (crc32 of the name, stable anywhere), -1 = missing;
     each distinct text is parsed once."""
-    codes, texts = distinct(as_strings(categories, len(categories)))
+    codes, texts = distinct(column)
     table = np.full((len(texts) + 1, len(CATEGORY_LEVELS)), -1, dtype=np.int64)
     for row, text in enumerate(texts):
         mapping = _parse_json(text)

@@ -114,21 +114,11 @@ class Words:
         rows.sum_duplicates()
         normalised = [w if keep else normalise(w) for w, keep in zip(words, plain, strict=True)]
         token_ids: dict[str, int] = {}
-        columns, counts = [], []
+        columns = []
         for text, keep in zip(normalised, plain, strict=True):
             found = [text] if keep else tokens(text)
             columns.append([token_ids.setdefault(token, len(token_ids)) for token in found])
-            counts.append(len(found))
-        word_tokens = sp.csr_matrix(
-            (
-                np.ones(sum(counts), np.float32),
-                np.fromiter((c for row in columns for c in row), np.int64, sum(counts)),
-                np.concatenate([[0], np.cumsum(counts)]),
-            ),
-            shape=(len(words), len(token_ids)),
-        )
-        word_tokens.sum_duplicates()
-        return cls(rows, normalised, word_tokens, list(token_ids))
+        return cls(rows, normalised, counts_of(columns, len(token_ids)), list(token_ids))
 
     def token_counts(self) -> sp.csr_matrix:
         """(n, len(token_strings)): how often each token occurs in each row."""
@@ -141,6 +131,21 @@ class Words:
 
     def token_hashes(self) -> np.ndarray:
         return np.fromiter(map(token_hash, self.token_strings), np.int64, len(self.token_strings))
+
+
+def counts_of(columns: list[list[int]], width: int) -> sp.csr_matrix:
+    """(len(columns), width) float32 counts: row i counts the column indices in columns[i]."""
+    sizes = [len(row) for row in columns]
+    matrix = sp.csr_matrix(
+        (
+            np.ones(sum(sizes), np.float32),
+            np.fromiter((c for row in columns for c in row), np.int64, sum(sizes)),
+            np.concatenate([[0], np.cumsum(sizes)]),
+        ),
+        shape=(len(columns), width),
+    )
+    matrix.sum_duplicates()
+    return matrix
 
 
 def remap_columns(
