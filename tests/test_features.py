@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from matching_cli.data import pairs as pairs_module
+from matching_cli.data.feature_store import PairFeaturizer, features_ahead
 from matching_cli.data.features import (
     Listings,
     TextModel,
@@ -171,7 +172,7 @@ def test_pictures_in_slices_equal_brute_force(monkeypatch):
     extra = [list(rng.normal(size=(rng.integers(0, 5), 8))) if i % 7 else None for i in range(n)]
     listings = listing_features(fit_text_model(["x"] * n), ["x"] * n, None, None, None, main, extra)
     left, right = rng.integers(0, n, 300), rng.integers(0, n, 300)
-    monkeypatch.setattr(pairs_module, "PICTURE_PAIRS", 7)  # many slices, some pairs straddling
+    monkeypatch.setattr(pairs_module, "PICTURE_VECTORS", 7)  # groups in many slices
     values = pair_features(listings, left, right, families=("pictures",))
     start, count = listings.picture_spans.T
     for k in range(len(left)):
@@ -281,3 +282,27 @@ def test_models_of_retired_features_are_told_to_train_again():
         TextModel.from_arrays(
             {"char_idf": np.ones(1), "word_idf": np.ones(1)}, {"word_terms": ["a"]}
         )
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_features_ahead_keeps_chunk_order_and_equals_computing_here(listings, workers):
+    """predict computes the next chunks' features in forked workers: every chunk must get its own
+    rows, in order, and a chunk that needs none (None) gets none."""
+    featurizer = PairFeaturizer(listings, tuple(feature_names()))
+    rng = np.random.default_rng(1)
+    chunks = [(rng.integers(0, 6, n), rng.integers(0, 6, n)) for n in (5, 1, 7, 3, 4)]
+    chunks.insert(2, None)
+    out = list(features_ahead(featurizer, iter(chunks), lambda c: c, workers))
+    assert [chunk is given for (chunk, _), given in zip(out, chunks, strict=True)] == [True] * 6
+    for chunk, rows in out:
+        if chunk is None:
+            assert rows is None
+        else:
+            np.testing.assert_array_equal(rows, pair_features(listings, *chunk))
+
+
+def test_features_ahead_raises_the_workers_error(listings):
+    featurizer = PairFeaturizer(listings, tuple(feature_names()))
+    bad = (np.array([0]), np.array([99]))  # no listing 99: the worker's IndexError comes back
+    with pytest.raises(IndexError):
+        list(features_ahead(featurizer, iter([bad, bad]), lambda c: c, 1))

@@ -11,8 +11,11 @@ import json
 import logging
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +102,7 @@ def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields, sp.
         columns.pop("characteristic_attributes_mapping"),
         columns.pop("categories"),
     )
-    if (os.cpu_count() or 1) < 2:
+    if available_cores() < 2:
         parsed = parse_others(*others)
         del others
         names = Words.of(columns.pop("name"))
@@ -281,3 +284,70 @@ class PairFeaturizer:
         )[:, self.columns]
         rows[absent] = 0.0
         return rows
+
+
+T = TypeVar("T")
+_AHEAD: PairFeaturizer | None = None
+
+
+def features_ahead(
+    featurizer: PairFeaturizer | None,
+    chunks: Iterable[T],
+    pairs_of: Callable[[T], tuple[np.ndarray, np.ndarray] | None],
+    workers: int = 1,
+) -> Iterator[tuple[T, np.ndarray | None]]:
+    """Each chunk, in order, with the field features of its pairs (`pairs_of(chunk)` gives the item
+    rows, or None for a chunk that needs none); the next `workers` chunks' features are computed
+    in forked processes while the caller scores this one (the forward pass).
+
+    The workers share the listings' arrays with this process (fork, copy-on-write) and send back
+    only the feature rows. With `workers` 0 the features are computed here, one chunk at a time."""
+    if featurizer is None or workers < 1:
+        for chunk in chunks:
+            pairs = pairs_of(chunk)
+            yield chunk, None if featurizer is None or pairs is None else featurizer(*pairs)
+        return
+    global _AHEAD
+    _AHEAD = featurizer  # the workers are forked with it: nothing big is ever sent to them
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            waiting: deque[tuple[T, Future | None]] = deque()
+            try:
+                for chunk in chunks:
+                    pairs = pairs_of(chunk)
+                    future = None if pairs is None else pool.submit(_features_forked, *pairs)
+                    waiting.append((chunk, future))
+                    if len(waiting) > workers:
+                        yield _done(*waiting.popleft())
+                while waiting:
+                    yield _done(*waiting.popleft())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    finally:
+        _AHEAD = None
+
+
+def _done(chunk: T, future: Future | None) -> tuple[T, np.ndarray | None]:
+    return chunk, None if future is None else future.result()
+
+
+def ahead_workers(device_type: str) -> int:
+    """Processes that compute field features beside the forward pass (`features_ahead`): on a
+    CPU a third of the cores (the forward pass keeps the rest; on two cores one each, measured
+    faster than both sharing two), on a GPU all cores but two; none on one core."""
+    cores = available_cores()
+    if cores < 2:
+        return 0
+    return max(1, cores // 3 if device_type == "cpu" else cores - 2)
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _features_forked(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    assert _AHEAD is not None
+    return _AHEAD(left, right)

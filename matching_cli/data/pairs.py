@@ -37,7 +37,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "pictures": ("pic_best_cos", "pic_mean_cos", "pic_missing"),
 }  # fmt: skip
 BATCH_PAIRS = 65_536
-PICTURE_PAIRS = 1 << 20
+PICTURE_VECTORS = 1 << 18
 
 
 def feature_names(families: tuple[str, ...] = tuple(FAMILIES)) -> list[str]:
@@ -127,31 +127,37 @@ def _categories(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
 
 
 def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    """Cosines of every picture of a with every picture of b, reduced per pair, without a loop.
+    """Cosines of every picture of a with every picture of b, reduced per pair.
 
-    Pairs are taken in slices of at most PICTURE_PAIRS picture pairs, so listings with many
-    pictures cannot blow the gathered vectors up to gigabytes.
+    Pairs are grouped by their (pictures of a, pictures of b) counts, and each group is one
+    batched product of the gathered vectors: each picture is gathered once per pair, not once
+    per picture pair (3x faster at the full data's 1.8 pictures a listing). A group is taken in
+    slices of at most PICTURE_VECTORS vectors a side, so listings with many pictures cannot blow
+    the gathered vectors up to gigabytes.
     """
     start, count = f.picture_spans[:, 0], f.picture_spans[:, 1]
     count_a, count_b = count[a], count[b]
-    per_pair = count_a * count_b
+    missing = (count_a == 0) | (count_b == 0)
     best = np.zeros(len(a), dtype=np.float32)
     mean = np.zeros(len(a), dtype=np.float32)
-    slice_of = np.cumsum(per_pair) // PICTURE_PAIRS
-    for s in np.unique(slice_of[per_pair > 0]):
-        rows = np.flatnonzero((slice_of == s) & (per_pair > 0))
-        n = per_pair[rows]
-        pair = np.repeat(np.arange(len(rows)), n)
-        within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        left = start[a[rows]][pair] + within // count_b[rows][pair]
-        right = start[b[rows]][pair] + within % count_b[rows][pair]
-        pictures_a = f.pictures[left].astype(np.float32)  # stored in half precision
-        cosine = np.einsum("ij,ij->i", pictures_a, f.pictures[right].astype(np.float32))
-        top = np.full(len(rows), -np.inf, dtype=np.float32)
-        np.maximum.at(top, pair, cosine)
-        best[rows] = top
-        mean[rows] = np.bincount(pair, cosine, len(rows)) / n
-    return [best, mean, (per_pair == 0).astype(np.float32)]
+    width = int(count.max(initial=0)) + 1
+    shape = np.where(missing, 0, count_a * width + count_b)
+    order = np.argsort(shape, kind="stable")
+    shapes, first, sizes = np.unique(shape[order], return_index=True, return_counts=True)
+    for key, lo, size in zip(shapes.tolist(), first.tolist(), sizes.tolist(), strict=True):
+        if key == 0:
+            continue  # a side without pictures: neutral values
+        i, j = divmod(key, width)
+        step = max(1, PICTURE_VECTORS // max(i, j))
+        for s in range(lo, lo + size, step):
+            rows = order[s : min(s + step, lo + size)]
+            left = f.pictures[start[a[rows]][:, None] + np.arange(i)]
+            right = f.pictures[start[b[rows]][:, None] + np.arange(j)]
+            # Stored in half precision, summed in single: cheaper than converting the vectors.
+            cosine = np.einsum("gid,gjd->gij", left, right, dtype=np.float32).reshape(len(rows), -1)
+            best[rows] = cosine.max(axis=1)
+            mean[rows] = cosine.mean(axis=1)
+    return [best, mean, missing.astype(np.float32)]
 
 
 _COMPUTE = {
