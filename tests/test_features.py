@@ -306,3 +306,42 @@ def test_features_ahead_raises_the_workers_error(listings):
     bad = (np.array([0]), np.array([99]))  # no listing 99: the worker's IndexError comes back
     with pytest.raises(IndexError):
         list(features_ahead(featurizer, iter([bad, bad]), lambda c: c, 1))
+
+
+def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch):
+    """prepare puts each listing's vectors in place batch by batch; the served model builds them
+    one listing at a time (`picture_arrays`): both must give every listing the same vectors, in
+    the same order (main first, at most MAX_EXTRA_PICTURES extras)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from matching_cli.data import feature_store
+    from matching_cli.data.features import MAX_EXTRA_PICTURES, picture_arrays
+
+    rng = np.random.default_rng(3)
+    n = 9
+    vectors = lambda k: [list(v) for v in rng.normal(size=(k, 4))]  # noqa: E731
+    main = [vectors(1) if i % 4 else None for i in range(n)]
+    extra = [vectors(i % 3) if i % 5 else None for i in range(n)]
+    extra[2] = vectors(MAX_EXTRA_PICTURES + 3)  # capped
+    ids = np.arange(100, 100 + n)
+    # Rows out of order, one for a listing not in `ids` (skipped), and listing 104 twice: its
+    # later row wins.
+    order = [3, 0, 8, 1, 5, 4, 2, 7, 6]
+    table = pa.table(
+        {
+            "variantid": [int(ids[i]) for i in order] + [999, 104],
+            "main_pic_embeddings_resnet_v1": [main[i] for i in order] + [vectors(1), main[7]],
+            "pic_embeddings_resnet_v1": [extra[i] for i in order] + [None, extra[7]],
+        }
+    )
+    pq.write_table(table, tmp_path / "images_embed.parquet", row_group_size=4)
+    monkeypatch.setattr(feature_store, "PICTURE_BATCH_ROWS", 2)
+    got, got_spans = feature_store._picture_columns(tmp_path, ids)
+    main[4], extra[4] = main[7], extra[7]
+    want, want_spans = picture_arrays(main, extra, n)
+    np.testing.assert_array_equal(got_spans[:, 1], want_spans[:, 1])
+    assert want_spans[2, 1] == 1 + MAX_EXTRA_PICTURES
+    for i in range(n):
+        (a, k), (b, _) = got_spans[i], want_spans[i]
+        np.testing.assert_allclose(got[a : a + k], want[b : b + k], atol=1e-3)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from matching_cli.data.features import (
+    MAX_EXTRA_PICTURES,
     PICTURE_DTYPE,
     Listings,
     TextModel,
@@ -53,7 +54,6 @@ TEXT_MODEL = "text_model"
 MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
 PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
-MAX_EXTRA_PICTURES = 8  # per listing: a few more pictures say what they can; dozens cost memory
 
 
 def write_features(
@@ -193,47 +193,54 @@ def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.nd
     """Every picture vector of each listing (main first, up to MAX_EXTRA_PICTURES extras),
     L2-normalised, as float16 (`PICTURE_DTYPE`), and each listing's span of them (start, count).
 
-    A batch of rows at a time, each made small at once and kept in the order read: decoding all
-    pictures of the full data as float64, or sorting them into listing order afterwards, took
-    several times the memory of the result."""
+    A batch of rows at a time, each made small at once and kept in the order read (a listing's
+    vectors put in place, not sorted there): decoding all pictures of the full data as float64, or
+    sorting them into listing order afterwards, took several times the memory of the result."""
     path = image_file(data_dir)
     pf = open_parquet(path)
     present = [c for c in (MAIN_PICTURE, EXTRA_PICTURES) if c in pf.schema_arrow.names]
     spans = np.zeros((len(ids), 2), np.int64)
+    nothing = np.zeros((0, 1), PICTURE_DTYPE), np.zeros((len(ids), 2), np.int64)
     if not present:
-        return np.zeros((0, 1), PICTURE_DTYPE), spans
+        return nothing
     vectors, start = [], 0
     batches = row_group_batches(pf, ["variantid", *present], PICTURE_BATCH_ROWS)
     for batch in corrupt_inside(path, batches):
         rows = lookup(ids, batch.column(0).to_numpy(zero_copy_only=False))
-        owners, blocks, order = [], [], []
+        kinds = []  # per column: (table row, vector) of those kept, by row, in the row's order
         for rank in range(len(present)):
             owner, position, values = _flat_vectors(batch.column(rank + 1))
             keep = (rows[owner] >= 0) & (position < (1 if rank == 0 else MAX_EXTRA_PICTURES))
-            owners.append(rows[owner][keep])
-            blocks.append(unit_rows(values[keep]))
-            order.append(rank * (MAX_EXTRA_PICTURES + 1) + position[keep])
-        owner, rank = np.concatenate(owners), np.concatenate(order)
-        if not len(owner):
+            kinds.append((owner, values) if keep.all() else (owner[keep], values[keep]))
+        widths = {values.shape[1] for _, values in kinds if len(values)}
+        if len(widths) > 1:  # main and extra pictures of other widths: none is comparable
+            return nothing
+        if not widths:
             continue
-        sort = np.lexsort((rank, owner))  # each listing's pictures together, main first
-        widths = {b.shape[1] for b in blocks if len(b)}
-        if len(widths) != 1:  # main and extra pictures of other widths: none is comparable
-            return np.zeros((0, 1), PICTURE_DTYPE), np.zeros((len(ids), 2), np.int64)
-        vectors.append(np.concatenate([b for b in blocks if len(b)])[sort])
-        listing, first, count = np.unique(owner[sort], return_index=True, return_counts=True)
-        spans[listing] = np.column_stack([start + first, count])  # a later row wins
-        start += len(owner)
+        # Row r's vectors go to [first[r], first[r] + count[r]): its main, then its extras.
+        per_kind = [np.bincount(owner, minlength=len(rows)) for owner, _ in kinds]
+        count = np.sum(per_kind, axis=0)
+        first = np.cumsum(count) - count
+        block = np.empty((int(count.sum()), widths.pop()), PICTURE_DTYPE)
+        before = np.zeros(len(rows), np.int64)  # the row's vectors of the earlier kinds
+        for (owner, values), counts in zip(kinds, per_kind, strict=True):
+            within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+            block[first[owner] + before[owner] + within] = unit_rows(values, in_place=True)
+            before += counts
+        filled = np.flatnonzero(count > 0)
+        spans[rows[filled]] = np.column_stack([start + first[filled], count[filled]])  # later wins
+        vectors.append(block)
+        start += len(block)
     if not vectors:
-        return np.zeros((0, 1), PICTURE_DTYPE), spans
+        return nothing
     if len({v.shape[1] for v in vectors}) != 1:
-        return np.zeros((0, 1), PICTURE_DTYPE), np.zeros((len(ids), 2), np.int64)
+        return nothing
     return np.concatenate(vectors), spans
 
 
 def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A list<list<double>> column -> (table row, position in its row, vector) of each non-null,
-    finite vector of the most common width."""
+    finite vector of the most common width, as float32."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
@@ -245,10 +252,15 @@ def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         return owner[:0], position[:0], np.zeros((0, 1), np.float32)
     width = int(np.bincount(lengths[lengths > 0]).argmax())
     ok = lengths == width
-    values = pc.list_flatten(inner.filter(pa.array(ok))).to_numpy(zero_copy_only=False)
+    if not ok.all():  # the usual file has one width and no null vector: nothing to filter
+        inner = inner.filter(pa.array(ok))
+        owner, position = owner[ok], position[ok]
+    values = pc.list_flatten(inner).to_numpy(zero_copy_only=False)
     values = values.astype(np.float32).reshape(-1, width)
     finite = np.isfinite(values).all(axis=1)
-    return owner[ok][finite], position[ok][finite], values[finite]
+    if finite.all():
+        return owner, position, values
+    return owner[finite], position[finite], values[finite]
 
 
 def columns_for(names: list[str], wanted: tuple[str, ...]) -> np.ndarray:

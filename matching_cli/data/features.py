@@ -48,6 +48,7 @@ _DIGIT = re.compile(r"\d")
 # Picture vectors are kept in half precision: the full data's 4M pictures take 1 GB instead of 2,
 # and a cosine of unit vectors loses only about 1e-3 (the pair step computes it in float32).
 PICTURE_DTYPE = np.float16
+MAX_EXTRA_PICTURES = 8  # per listing: a few more pictures say what they can; dozens cost memory
 
 
 @dataclass
@@ -209,29 +210,35 @@ class Listings:
         return cls(**values)
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Picture vectors L2-normalised (a zero vector stays zero), as PICTURE_DTYPE."""
+def unit_rows(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Picture vectors L2-normalised (a zero vector stays zero), as PICTURE_DTYPE; with
+    `in_place` a float32 array is scaled where it is and returned as float32 (cast when stored)."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.where(norms > 0, norms, 1.0)).astype(PICTURE_DTYPE)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    scale = np.divide(1.0, norms, out=np.ones_like(norms), where=norms > 0)[:, None]
+    if in_place:
+        vectors *= scale
+        return vectors
+    return (vectors * scale).astype(PICTURE_DTYPE)
 
 
 def picture_arrays(
     main: Sequence | None, extra: Sequence | None, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All picture vectors of each listing (main first, then extras; `unit_rows`), and each
-    listing's span of them (start, count).
+    """All picture vectors of each listing (its first main vector, then its first
+    MAX_EXTRA_PICTURES extra ones; `unit_rows`), and each listing's span of them (start, count).
 
     `main` and `extra` hold per listing a list of vectors or None (the parquet's list-of-lists).
     """
     vectors: list[np.ndarray] = []
     counts = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        for column in (main, extra):
+        for column, limit in ((main, 1), (extra, MAX_EXTRA_PICTURES)):
             value = None if column is None else column[i]
             if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
                 continue  # None, NaN, or no pictures
-            block = np.asarray([np.asarray(v, dtype=np.float32) for v in value if v is not None])
+            value = [np.asarray(v, dtype=np.float32) for v in value[:limit] if v is not None]
+            block = np.asarray(value)
             if block.ndim == 2 and block.shape[0]:
                 vectors.append(block)
                 counts[i] += block.shape[0]
