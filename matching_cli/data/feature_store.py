@@ -14,24 +14,26 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import scipy.sparse as sp
 
 from matching_cli.data.features import (
     MAX_EXTRA_PICTURES,
     PICTURE_DTYPE,
     Listings,
     TextModel,
-    features_of,
+    attribute_features,
     fit_text_model,
+    save_arrays,
+    text_features,
     unit_rows,
 )
-from matching_cli.data.fields import DESCRIPTION_CHARS, Fields, parse_others
+from matching_cli.data.fields import DESCRIPTION_CHARS, attribute_rows, category_codes
 from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
 from matching_cli.data.tables import (
@@ -43,7 +45,7 @@ from matching_cli.data.tables import (
     read_columns,
     row_group_batches,
 )
-from matching_cli.data.words import Words
+from matching_cli.data.words import Words, as_strings
 from matching_cli.errors import DataError
 from matching_cli.progress import Reporter
 
@@ -65,18 +67,26 @@ def write_features(
     reporter: Reporter,
 ) -> list[str]:
     """Per-listing arrays and the text model into `out`, and the feature rows of the labelled
-    pairs (rows `left`, `right` of the item matrix); returns the feature names, in column order."""
-    task = reporter.task("features: reading the listings' fields", total=None)
-    columns = _string_columns(data_dir, ids)
-    pictures, spans = _picture_columns(data_dir, ids)
+    pairs (rows `left`, `right` of the item matrix); returns the feature names, in column order.
+
+    The names and descriptions are read and turned into rows here while a second process (where
+    there is a second core) reads the attributes, categories and pictures and saves their arrays
+    itself: the two halves take about the same time, and nothing big is sent between them."""
+    folder = out / LISTINGS_DIR
+    _text_columns_present(data_dir)  # a bad file is told before any work
+    task = reporter.task("features: the listings' fields, words, text model and rows", total=None)
+    with _beside(_write_other_fields, data_dir, ids, folder) as others_done:
+        columns = _string_columns(data_dir, ids, TEXT_FILE, ("name", "description"))
+        names = Words.of(columns.pop("name"))
+        text_model = fit_text_model(names)
+        name_char = text_model.char_tfidf(names)
+        descriptions = Words.of(columns.pop("description"), DESCRIPTION_CHARS)
+        save_arrays(folder, text_features(text_model, names, descriptions, name_char))
+        del names, descriptions, name_char
+        others_done()
     task.close()
-    task = reporter.task("features: listings' words, text model and rows", total=None)
-    text_model, fields, name_char = _parse_and_fit(columns)
-    listings = features_of(text_model, fields, pictures, spans, name_char)
-    del fields, name_char
-    task.close()
-    listings.save(out / LISTINGS_DIR)
     save_text_model(text_model, out / TEXT_MODEL)
+    listings = Listings.load(folder)
     columns_out = feature_names()
     rows = np.lib.format.open_memmap(
         out / PAIR_FEATURES, "w+", np.float32, (len(left), len(columns_out))
@@ -92,45 +102,34 @@ def write_features(
     return columns_out
 
 
-def _parse_and_fit(columns: dict[str, pa.Array]) -> tuple[TextModel, Fields, sp.csr_matrix]:
-    """The names parsed, the text model fitted and the names' n-gram rows made here while a
-    second process parses the other fields, when there is a second core: the two halves take
-    about the same time. `columns` is emptied as they are used, so their memory goes early."""
-    others = (
-        len(columns["name"]),
-        columns.pop("description"),
-        columns.pop("characteristic_attributes_mapping"),
-        columns.pop("categories"),
-    )
+def _write_other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> None:
+    """The attributes', categories' and pictures' arrays of `Listings`, saved into `folder`."""
+    wanted = ("categories", "characteristic_attributes_mapping")
+    columns = _string_columns(data_dir, ids, ATTRIBUTES_FILE, wanted)
+    attributes = attribute_rows(as_strings(columns.pop(wanted[1]), len(ids)))
+    categories = category_codes(as_strings(columns.pop(wanted[0]), len(ids)))
+    save_arrays(folder, attribute_features(attributes, categories))
+    del columns, attributes, categories  # saved: their memory goes before the pictures come
+    blocks, spans = _picture_blocks(data_dir, ids)
+    _save_stacked(folder / "pictures.npy", blocks)
+    save_arrays(folder, {"picture_spans": spans})
+
+
+@contextmanager
+def _beside(work: Callable[..., None], *args: object) -> Iterator[Callable[[], None]]:
+    """`work(*args)` in a forked process while the caller's block runs, which calls the function
+    it is given to wait for it (and get its error); run first, here, without a second core."""
     if available_cores() < 2:
-        parsed = parse_others(*others)
-        del others
-        names = Words.of(columns.pop("name"))
-        text_model = fit_text_model(names)
-        return text_model, Fields(names, *parsed), text_model.char_tfidf(names)
-    global _FOR_THE_WORKER
-    _FOR_THE_WORKER = others  # the worker is forked with them: no copy of the columns is sent
-    del others
-    try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-            # A fork pool starts its process in the first submit: from there on the worker has
-            # the columns in its own memory, and this process lets its references go.
-            parsed = pool.submit(_parse_others_forked)
-            _FOR_THE_WORKER = ()
-            pa.default_memory_pool().release_unused()
-            names = Words.of(columns.pop("name"))
-            text_model = fit_text_model(names)
-            name_char = text_model.char_tfidf(names)
-            return text_model, Fields(names, *parsed.result()), name_char
-    finally:
-        _FOR_THE_WORKER = ()
-
-
-_FOR_THE_WORKER: tuple = ()
-
-
-def _parse_others_forked() -> tuple:
-    return parse_others(*_FOR_THE_WORKER)
+        work(*args)
+        yield lambda: None
+        return
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        future = pool.submit(work, *args)
+        try:
+            yield future.result
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def load_listings(store: Path) -> Listings:
@@ -151,31 +150,45 @@ def load_text_model(folder: Path) -> TextModel:
     return TextModel.from_arrays(arrays, meta)
 
 
-def _string_columns(data_dir: Path, ids: np.ndarray) -> dict[str, pa.Array]:
-    """name, description, categories and attributes of each listing, null where absent."""
-    wanted = {
-        TEXT_FILE: ("name", "description"),
-        ATTRIBUTES_FILE: ("categories", "characteristic_attributes_mapping"),
-    }
-    out: dict[str, pa.Array] = {}
-    for file, names in wanted.items():
+def _text_columns_present(data_dir: Path) -> None:
+    """Check the field files' columns (their schema only) before the work is split in two."""
+    for file in (TEXT_FILE, ATTRIBUTES_FILE):
         path = data_dir / file
-        pf = open_parquet(path) if path.is_file() else None
-        present = [n for n in names if pf is not None and n in pf.schema_arrow.names]
-        for name in set(names) - set(present):
-            log.info("%s: no column '%s'; its features are marked missing", path, name)
-            out[name] = pa.nulls(len(ids), pa.string())
-        if pf is None or not present:
-            continue
-        check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
-        # Where each listing's row is, found once per file; the columns then come one at a time.
-        index = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
-        for name in present:
-            values = read_columns(pf, path, [name]).column(0)
-            if name == "description":  # only its start is read: no need to hold the rest
-                values = pc.utf8_slice_codeunits(values, 0, DESCRIPTION_CHARS)
-            column = pa.concat_arrays([values.combine_chunks(), pa.nulls(1, values.type)])
-            out[name] = column.take(index)
+        if path.is_file():
+            pf = open_parquet(path)
+            present = [n for n in _FIELDS[file] if n in pf.schema_arrow.names]
+            check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
+    open_parquet(image_file(data_dir))
+
+
+_FIELDS = {
+    TEXT_FILE: ("name", "description"),
+    ATTRIBUTES_FILE: ("categories", "characteristic_attributes_mapping"),
+}
+
+
+def _string_columns(
+    data_dir: Path, ids: np.ndarray, file: str, names: tuple[str, ...]
+) -> dict[str, pa.Array]:
+    """The `names` columns of `file`, one value per listing of `ids`, null where absent."""
+    path = data_dir / file
+    pf = open_parquet(path) if path.is_file() else None
+    present = [n for n in names if pf is not None and n in pf.schema_arrow.names]
+    out: dict[str, pa.Array] = {}
+    for name in set(names) - set(present):
+        log.info("%s: no column '%s'; its features are marked missing", path, name)
+        out[name] = pa.nulls(len(ids), pa.string())
+    if pf is None or not present:
+        return out
+    check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
+    # Where each listing's row is, found once per file; the columns then come one at a time.
+    index = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
+    for name in present:
+        values = read_columns(pf, path, [name]).column(0)
+        if name == "description":  # only its start is read: no need to hold the rest
+            values = pc.utf8_slice_codeunits(values, 0, DESCRIPTION_CHARS)
+        column = pa.concat_arrays([values.combine_chunks(), pa.nulls(1, values.type)])
+        out[name] = column.take(index)
     return out
 
 
@@ -190,8 +203,36 @@ def _row_of(ids: np.ndarray, variantid: pa.ChunkedArray) -> pa.Array:
 
 
 def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_picture_blocks` with the blocks stacked into one array (what the served model makes)."""
+    blocks, spans = _picture_blocks(data_dir, ids)
+    return (np.concatenate(blocks) if blocks else _NO_PICTURES), spans
+
+
+_NO_PICTURES = np.zeros((0, 1), PICTURE_DTYPE)
+
+
+def _save_stacked(path: Path, blocks: list[np.ndarray]) -> None:
+    """`np.save(path, np.concatenate(blocks))` without the stacked copy: at full size the
+    pictures are a gigabyte, and each block's memory goes as soon as it is written."""
+    if not blocks:
+        np.save(path, _NO_PICTURES, allow_pickle=False)
+        return
+    header = {
+        "descr": np.lib.format.dtype_to_descr(blocks[0].dtype),
+        "fortran_order": False,
+        "shape": (sum(len(b) for b in blocks), blocks[0].shape[1]),
+    }
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        blocks.reverse()
+        while blocks:
+            f.write(memoryview(np.ascontiguousarray(blocks.pop())))
+
+
+def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Every picture vector of each listing (main first, up to MAX_EXTRA_PICTURES extras),
-    L2-normalised, as float16 (`PICTURE_DTYPE`), and each listing's span of them (start, count).
+    L2-normalised, as float16 (`PICTURE_DTYPE`), in blocks of rows, and each listing's span of them
+    (start, count) in the blocks stacked.
 
     A batch of rows at a time, each made small at once and kept in the order read (a listing's
     vectors put in place, not sorted there): decoding all pictures of the full data as float64, or
@@ -200,7 +241,7 @@ def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.nd
     pf = open_parquet(path)
     present = [c for c in (MAIN_PICTURE, EXTRA_PICTURES) if c in pf.schema_arrow.names]
     spans = np.zeros((len(ids), 2), np.int64)
-    nothing = np.zeros((0, 1), PICTURE_DTYPE), np.zeros((len(ids), 2), np.int64)
+    nothing: tuple[list[np.ndarray], np.ndarray] = [], np.zeros((len(ids), 2), np.int64)
     if not present:
         return nothing
     vectors, start = [], 0
@@ -217,6 +258,8 @@ def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.nd
             return nothing
         if not widths:
             continue
+        if vectors and widths != {vectors[0].shape[1]}:  # other batches, other widths
+            return nothing
         # Row r's vectors go to [first[r], first[r] + count[r]): its main, then its extras.
         per_kind = [np.bincount(owner, minlength=len(rows)) for owner, _ in kinds]
         count = np.sum(per_kind, axis=0)
@@ -231,11 +274,7 @@ def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.nd
         spans[rows[filled]] = np.column_stack([start + first[filled], count[filled]])  # later wins
         vectors.append(block)
         start += len(block)
-    if not vectors:
-        return nothing
-    if len({v.shape[1] for v in vectors}) != 1:
-        return nothing
-    return np.concatenate(vectors), spans
+    return vectors, spans
 
 
 def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

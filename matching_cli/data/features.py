@@ -189,25 +189,32 @@ class Listings:
         return self.has_desc.shape[0]
 
     def save(self, folder: Path) -> None:
-        """Uncompressed: compressing gigabytes of sparse rows took longer than computing them."""
-        folder.mkdir(parents=True, exist_ok=True)
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if sp.issparse(value):
-                sp.save_npz(folder / f"{field.name}.npz", value.tocsr(), compressed=False)
-            else:
-                np.save(folder / f"{field.name}.npy", value, allow_pickle=False)
+        save_arrays(folder, {field.name: getattr(self, field.name) for field in fields(self)})
 
     @classmethod
     def load(cls, folder: Path) -> Listings:
+        """Dense arrays mapped read-only (the pictures are a gigabyte at full size: processes that
+        score pairs share them through the page cache), sparse rows read."""
         values = {}
         for field in fields(cls):
             npz = folder / f"{field.name}.npz"
             if npz.exists():
                 values[field.name] = sp.load_npz(npz).tocsr()
             else:
-                values[field.name] = np.load(folder / f"{field.name}.npy", allow_pickle=False)
+                path = folder / f"{field.name}.npy"
+                values[field.name] = np.load(path, mmap_mode="r", allow_pickle=False)
         return cls(**values)
+
+
+def save_arrays(folder: Path, values: dict[str, sp.csr_matrix | np.ndarray]) -> None:
+    """`Listings` fields, each in its own file: sparse ones as uncompressed npz (compressing
+    gigabytes of sparse rows took longer than computing them), dense ones as npy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in values.items():
+        if sp.issparse(value):
+            sp.save_npz(folder / f"{name}.npz", value.tocsr(), compressed=False)
+        else:
+            np.save(folder / f"{name}.npy", value, allow_pickle=False)
 
 
 def unit_rows(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -302,34 +309,53 @@ def features_of(
     fields: Fields,
     pictures: np.ndarray,
     picture_spans: np.ndarray,
-    name_char: sp.csr_matrix | None = None,
 ) -> Listings:
-    """`Listings` from parsed fields and picture arrays (`picture_arrays`); `name_char` is
-    `text_model.char_tfidf(fields.names)` where the caller has it already (prepare does)."""
-    name, desc = fields.names, fields.descriptions
-    name_counts, desc_counts = name.token_counts(), desc.token_counts()
-    name_hashes, name_digit, name_units = _token_kinds(name)
-    desc_hashes, desc_digit, desc_units = _token_kinds(desc)
-    unit_values, unit_counts = _unit_matrices(
-        [(name_counts, name_hashes, name_units), (desc_counts, desc_hashes, desc_units)]
-    )
-    keys, values, numeric_keys, numeric_values = fields.attributes
+    """`Listings` from parsed fields and picture arrays (`picture_arrays`)."""
     return Listings(
-        name_char=text_model.char_tfidf(name) if name_char is None else name_char,
-        name_word=text_model.word_tfidf(name, name_counts),
-        desc_word=text_model.word_tfidf(desc, desc_counts),
-        name_tokens=hashed(name_counts, name_hashes),
-        name_digits=hashed(name_counts, name_hashes, name_digit),
-        desc_digits=hashed(desc_counts, desc_hashes, desc_digit),
-        unit_values=unit_values,
-        unit_counts=unit_counts,
-        attr_keys=keys,
-        attr_values=values,
-        attr_numeric_keys=numeric_keys,
-        attr_numeric_values=numeric_values,
-        has_desc=desc.has_text(),
-        has_attrs=np.diff(keys.indptr) > 0,
-        categories=fields.categories,
+        **text_features(text_model, fields.names, fields.descriptions),
+        **attribute_features(fields.attributes, fields.categories),
         pictures=pictures,
         picture_spans=picture_spans,
     )
+
+
+def text_features(
+    text_model: TextModel,
+    names: Words,
+    descriptions: Words,
+    name_char: sp.csr_matrix | None = None,
+) -> dict[str, sp.csr_matrix | np.ndarray]:
+    """The `Listings` fields of the names and descriptions; `name_char` is
+    `text_model.char_tfidf(names)` where the caller has it already (prepare does)."""
+    name_counts, desc_counts = names.token_counts(), descriptions.token_counts()
+    name_hashes, name_digit, name_units = _token_kinds(names)
+    desc_hashes, desc_digit, desc_units = _token_kinds(descriptions)
+    unit_values, unit_counts = _unit_matrices(
+        [(name_counts, name_hashes, name_units), (desc_counts, desc_hashes, desc_units)]
+    )
+    return {
+        "name_char": text_model.char_tfidf(names) if name_char is None else name_char,
+        "name_word": text_model.word_tfidf(names, name_counts),
+        "desc_word": text_model.word_tfidf(descriptions, desc_counts),
+        "name_tokens": hashed(name_counts, name_hashes),
+        "name_digits": hashed(name_counts, name_hashes, name_digit),
+        "desc_digits": hashed(desc_counts, desc_hashes, desc_digit),
+        "unit_values": unit_values,
+        "unit_counts": unit_counts,
+        "has_desc": descriptions.has_text(),
+    }
+
+
+def attribute_features(
+    attributes: list[sp.csr_matrix], categories: np.ndarray
+) -> dict[str, sp.csr_matrix | np.ndarray]:
+    """The `Listings` fields of the attributes (`fields.attribute_rows`) and categories."""
+    keys, values, numeric_keys, numeric_values = attributes
+    return {
+        "attr_keys": keys,
+        "attr_values": values,
+        "attr_numeric_keys": numeric_keys,
+        "attr_numeric_values": numeric_values,
+        "has_attrs": np.diff(keys.indptr) > 0,
+        "categories": categories,
+    }
