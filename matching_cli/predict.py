@@ -14,12 +14,7 @@ import pyarrow.csv as pacsv
 import torch
 
 from matching_cli.choices import OnMissing
-from matching_cli.data.feature_store import (
-    PairFeaturizer,
-    ahead_workers,
-    available_cores,
-    features_ahead,
-)
+from matching_cli.data.feature_store import PairFeaturizer, ahead_workers, features_ahead
 from matching_cli.data.tables import (
     Items,
     check_columns,
@@ -30,7 +25,7 @@ from matching_cli.data.tables import (
 )
 from matching_cli.errors import DataError
 from matching_cli.files import output_stream, resolve_output
-from matching_cli.model.scoring import predict_proba
+from matching_cli.model.scoring import predict_proba, threads_beside
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
 
@@ -85,7 +80,7 @@ def predict_file(
     task = reporter.task("scoring pairs", total=total, unit="pairs")
     chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
     workers = ahead_workers(device.type) if featurizer is not None else 0
-    with scores_csv(out_path, submission) as write, _threads_beside(workers, device):
+    with scores_csv(out_path, submission) as write, threads_beside(workers, device):
         scored = features_ahead(featurizer, chunks, _Chunk.pairs_to_score, workers)
         for chunk, features in scored:
             if not chunk.score:
@@ -114,19 +109,6 @@ def predict_file(
     if summary.pairs == 0:
         log.warning("%s holds no pairs: wrote only the header", pairs_path)
     return summary
-
-
-@contextmanager
-def _threads_beside(workers: int, device: torch.device) -> Iterator[None]:
-    """torch's CPU threads limited to the cores that the feature workers leave free: the forward
-    pass on two threads beside a busy worker on two cores took 1.3x as long as on one."""
-    before = torch.get_num_threads()
-    if workers and device.type == "cpu":
-        torch.set_num_threads(max(1, min(before, available_cores() - workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

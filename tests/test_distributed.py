@@ -118,7 +118,7 @@ def test_ctrl_c_stops_both_processes_and_resume_finishes(
 ):
     """SIGINT to torchrun, which passes it on to its processes: they stop after the same batch,
     the first saves the best model and marks the run KILLED; `--resume` under torchrun then ends
-    where one process would have."""
+    where the run would have ended without the interruption."""
     epochs = ["--epochs", "30", "--batch-size", "128", *COMMON]
     monkeypatch.setenv("MATCHING_TRAIN__PATIENCE", "100")  # no early stop: time to interrupt
     two_processes |= {"MATCHING_TRAIN__PATIENCE": "100"}
@@ -158,9 +158,13 @@ def test_ctrl_c_stops_both_processes_and_resume_finishes(
     steps = [m.step for m in client.get_metric_history(run_id, "val_pr_auc")]
     assert sorted(steps) == list(range(1, 31))
 
-    # The same training in one process.
-    alone = json.loads(
-        invoke("train", *epochs[:2], "--batch-size", "256", *COMMON, "--json").stdout
+    # The same training under torchrun, not interrupted. (Not one process: over 30 epochs the
+    # all-reduce's other order of sums can grow from 1e-7 to 5e-3 in the weights on some data;
+    # the first test compares two processes with one.)
+    straight = subprocess.run(
+        torchrun(*epochs, "--json"), cwd=project, env=two_processes, capture_output=True, text=True
     )
-    difference = max_difference(weights(folder), weights(project / "models" / alone["run_id"]))
+    assert straight.returncode == 0, straight.stderr
+    other = json.loads(straight.stdout.strip().splitlines()[-1])["run_id"]
+    difference = max_difference(weights(folder), weights(project / "models" / other))
     assert difference < WEIGHT_TOLERANCE
