@@ -345,3 +345,26 @@ def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch):
     for i in range(n):
         (a, k), (b, _) = got_spans[i], want_spans[i]
         np.testing.assert_allclose(got[a : a + k], want[b : b + k], atol=1e-3)
+
+
+def test_code_words_read_as_normalise_and_tokens_read_them():
+    """Code-like words skip `normalise` and `tokens` (`words._code_word`): every such word, with
+    Latin, Russian look-alike and other Russian letters, ё, a hyphen or none, must come out as
+    they would make it."""
+    import itertools
+    import re
+
+    from matching_cli.data.words import _CODE, _code_word
+
+    letters = ["", "a", "ab", "xz", "м", "мт", "ка", "жк", "бк", "ёж", "ае", "aж", "kм", "мab", "ё"]
+    digits = ["0", "7", "264", "8843"]
+    marks = ["", ".", ",", ";", ":", "!", "?"]
+    parts = itertools.product(letters, ["", "-"], digits, marks)
+    words = [f"{a}{sep}{d}{mark}" for a, sep, d, mark in parts]
+    words += ["х515", "н-8191", "ра-5915.", "се967,", "128", "1,5", "2.5", "8гб", "ab-12-3", "x."]
+    pattern = re.compile(_CODE)
+    checked = [w for w in words if pattern.match(w)]
+    assert len(checked) > 700
+    for word in checked:
+        text = normalise(word)
+        assert _code_word(word) == (text, tokens(text)), word

@@ -119,7 +119,7 @@ def _write_other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> None:
 def _beside(work: Callable[..., None], *args: object) -> Iterator[Callable[[], None]]:
     """`work(*args)` in a forked process while the caller's block runs, which calls the function
     it is given to wait for it (and get its error); run first, here, without a second core."""
-    if available_cores() < 2:
+    if not _can_fork():
         work(*args)
         yield lambda: None
         return
@@ -386,11 +386,18 @@ def _done(chunk: T, future: Future | None) -> tuple[T, np.ndarray | None]:
 def ahead_workers(device_type: str) -> int:
     """Processes that compute field features beside the forward pass (`features_ahead`): on a
     CPU a third of the cores (the forward pass keeps the rest; on two cores one each, measured
-    faster than both sharing two), on a GPU all cores but two; none on one core."""
-    cores = available_cores()
-    if cores < 2:
+    faster than both sharing two), on a GPU all cores but two; none on one core or where
+    processes cannot be forked."""
+    if not _can_fork():
         return 0
+    cores = available_cores()
     return max(1, cores // 3 if device_type == "cpu" else cores - 2)
+
+
+def _can_fork() -> bool:
+    """A second core, and processes that start as copies of this one (not on Windows): the
+    workers read the listings' arrays without their being sent."""
+    return available_cores() >= 2 and "fork" in multiprocessing.get_all_start_methods()
 
 
 def available_cores() -> int:

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 # Cyrillic letters that look like Latin ones (lower case; text is lower-cased first).
-_LOOKALIKES = str.maketrans("авсенікмортух", "abcehikmoptyx")
-_LOOKALIKE_SET = frozenset("авсенікмортух")
+LOOKALIKES = str.maketrans("авсенікмортух", "abcehikmoptyx")
+LOOKALIKE_SET = frozenset("авсенікмортух")
 _CYRILLIC = re.compile(r"[а-яё]")
 _LATIN_OR_DIGIT = re.compile(r"[a-z0-9]")
 # Units written after a number; the left side is every spelling, the right the one kept.
@@ -57,8 +57,8 @@ def _latin_lookalikes(token: str) -> str:
     """
     if not _CYRILLIC.search(token):
         return token
-    if _LATIN_OR_DIGIT.search(token) or set(token) <= _LOOKALIKE_SET:
-        return token.translate(_LOOKALIKES)
+    if _LATIN_OR_DIGIT.search(token) or set(token) <= LOOKALIKE_SET:
+        return token.translate(LOOKALIKES)
     return token
 
 
