@@ -368,3 +368,30 @@ def test_code_words_read_as_normalise_and_tokens_read_them():
     for word in checked:
         text = normalise(word)
         assert _code_word(word) == (text, tokens(text)), word
+
+
+def test_a_worker_that_dies_is_told_not_waited_for():
+    import os
+
+    from matching_cli.data.feature_store import Forked
+
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        Forked(os._exit, 3).result()
+
+
+def test_workers_still_running_are_stopped_when_scoring_stops():
+    """predict stopped (an error, Ctrl-C) while chunks' features are being computed: their
+    processes are stopped, not waited for."""
+    import time
+
+    def slow(left, right):
+        if left[0] == 1:
+            time.sleep(60)
+        return np.zeros((len(left), 1), np.float32)
+
+    chunks = [(np.array([0]), np.array([0])), (np.array([1]), np.array([1]))]
+    scored = features_ahead(slow, iter(chunks), lambda c: c, 2)
+    next(scored)
+    started = time.monotonic()
+    scored.close()  # the second chunk's process sleeps for a minute
+    assert time.monotonic() - started < 20

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -123,13 +124,11 @@ def _beside(work: Callable[..., None], *args: object) -> Iterator[Callable[[], N
         work(*args)
         yield lambda: None
         return
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        future = pool.submit(work, *args)
-        try:
-            yield future.result
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    forked = Forked(work, *args)
+    try:
+        yield forked.result
+    finally:
+        forked.stop()  # stopped if this block failed first; else already done
 
 
 def load_listings(store: Path) -> Listings:
@@ -338,7 +337,6 @@ class PairFeaturizer:
 
 
 T = TypeVar("T")
-_AHEAD: PairFeaturizer | None = None
 
 
 def features_ahead(
@@ -351,36 +349,83 @@ def features_ahead(
     rows, or None for a chunk that needs none); the next `workers` chunks' features are computed
     in forked processes while the caller scores this one (the forward pass).
 
-    The workers share the listings' arrays with this process (fork, copy-on-write) and send back
-    only the feature rows. With `workers` 0 the features are computed here, one chunk at a time."""
+    Each chunk's process shares the listings' arrays with this one (fork, copy-on-write) and sends
+    back only the feature rows; those still running when the caller stops or fails are stopped.
+    With `workers` 0 the features are computed here, one chunk at a time."""
     if featurizer is None or workers < 1:
         for chunk in chunks:
             pairs = pairs_of(chunk)
             yield chunk, None if featurizer is None or pairs is None else featurizer(*pairs)
         return
-    global _AHEAD
-    _AHEAD = featurizer  # the workers are forked with it: nothing big is ever sent to them
+    waiting: deque[tuple[T, Forked | None]] = deque()
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            waiting: deque[tuple[T, Future | None]] = deque()
-            try:
-                for chunk in chunks:
-                    pairs = pairs_of(chunk)
-                    future = None if pairs is None else pool.submit(_features_forked, *pairs)
-                    waiting.append((chunk, future))
-                    if len(waiting) > workers:
-                        yield _done(*waiting.popleft())
-                while waiting:
-                    yield _done(*waiting.popleft())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        for chunk in chunks:
+            pairs = pairs_of(chunk)
+            waiting.append((chunk, None if pairs is None else Forked(featurizer, *pairs)))
+            if len(waiting) > workers:
+                yield _done(waiting)
+        while waiting:
+            yield _done(waiting)
     finally:
-        _AHEAD = None
+        for _, work in waiting:
+            if work is not None:
+                work.stop()
 
 
-def _done(chunk: T, future: Future | None) -> tuple[T, np.ndarray | None]:
-    return chunk, None if future is None else future.result()
+def _done(waiting: deque[tuple[T, Forked | None]]) -> tuple[T, np.ndarray | None]:
+    """The first waiting chunk with its features, taken off only once they are there (until then
+    it is one of those to stop)."""
+    chunk, work = waiting[0]
+    rows = None if work is None else work.result()
+    waiting.popleft()
+    return chunk, rows
+
+
+class Forked:
+    """`function(*args)` in a forked process, which has this process's memory without its being
+    sent; only the result comes back (pickled through a pipe). `result()` waits for it and raises
+    the function's error, or a RuntimeError when the process died (killed for memory, say)."""
+
+    def __init__(self, function: Callable[..., object], *args: object):
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_run_and_send, args=(send, function, args), daemon=True
+        )
+        self._process.start()
+        send.close()
+
+    def result(self) -> Any:
+        multiprocessing.connection.wait([self._receive, self._process.sentinel])
+        try:  # a result sent, or the pipe closed by the process's end (EOF)
+            ok, value = self._receive.recv()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(
+                f"a worker process stopped without a result (exit code {self._process.exitcode}; "
+                "killed for memory?)"
+            ) from None
+        finally:
+            self._receive.close()
+        self._process.join()
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+        self._receive.close()
+
+
+def _run_and_send(send: Connection, function: Callable[..., object], args: tuple) -> None:
+    try:
+        send.send((True, function(*args)))
+    except BaseException as error:
+        send.send((False, error))
+    finally:
+        send.close()
 
 
 def ahead_workers(device_type: str) -> int:
@@ -404,8 +449,3 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def _features_forked(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    assert _AHEAD is not None
-    return _AHEAD(left, right)
