@@ -349,36 +349,80 @@ def features_ahead(
     rows, or None for a chunk that needs none); the next `workers` chunks' features are computed
     in forked processes while the caller scores this one (the forward pass).
 
-    Each chunk's process shares the listings' arrays with this one (fork, copy-on-write) and sends
-    back only the feature rows; those still running when the caller stops or fails are stopped.
-    With `workers` 0 the features are computed here, one chunk at a time."""
+    The processes are forked once and share the listings' arrays with this one (copy-on-write);
+    only the item rows go to them and the feature rows come back. They are stopped when the
+    caller is done, fails or stops. With `workers` 0 the features are computed here."""
     if featurizer is None or workers < 1:
         for chunk in chunks:
             pairs = pairs_of(chunk)
             yield chunk, None if featurizer is None or pairs is None else featurizer(*pairs)
         return
-    waiting: deque[tuple[T, Forked | None]] = deque()
+    started = [_FeatureWorker(featurizer) for _ in range(workers)]
+    idle = list(started)
+    waiting: deque[tuple[T, _FeatureWorker | None]] = deque()
     try:
         for chunk in chunks:
             pairs = pairs_of(chunk)
-            waiting.append((chunk, None if pairs is None else Forked(featurizer, *pairs)))
-            if len(waiting) > workers:
-                yield _done(waiting)
+            ready = []
+            worker = None
+            if pairs is not None:
+                while not idle:  # a worker is sent work only once its last rows are taken
+                    ready.append(_collect(waiting, idle))
+                worker = idle.pop()
+                worker.send(pairs)
+            waiting.append((chunk, worker))
+            yield from ready  # scored while the worker computes this chunk
+            while waiting and waiting[0][1] is None:
+                yield _collect(waiting, idle)
         while waiting:
-            yield _done(waiting)
+            yield _collect(waiting, idle)
     finally:
-        for _, work in waiting:
-            if work is not None:
-                work.stop()
+        for worker in started:
+            worker.stop()
 
 
-def _done(waiting: deque[tuple[T, Forked | None]]) -> tuple[T, np.ndarray | None]:
-    """The first waiting chunk with its features, taken off only once they are there (until then
-    it is one of those to stop)."""
-    chunk, work = waiting[0]
-    rows = None if work is None else work.result()
+def _collect(
+    waiting: deque[tuple[T, _FeatureWorker | None]], idle: list[_FeatureWorker]
+) -> tuple[T, np.ndarray | None]:
+    """The first waiting chunk with its features; its worker is idle again."""
+    chunk, worker = waiting[0]
+    rows = None if worker is None else worker.result()
     waiting.popleft()
+    if worker is not None:
+        idle.append(worker)
     return chunk, rows
+
+
+class _FeatureWorker:
+    """A forked process that computes pair features for the item rows sent to it, one request
+    at a time, until it is stopped."""
+
+    def __init__(self, featurizer: PairFeaturizer):
+        context = multiprocessing.get_context("fork")
+        self._connection, theirs = context.Pipe()
+        self._process = context.Process(
+            target=_serve_features, args=(theirs, featurizer), daemon=True
+        )
+        self._process.start()
+        theirs.close()
+
+    def send(self, pairs: tuple[np.ndarray, np.ndarray]) -> None:
+        self._connection.send(pairs)
+
+    def result(self) -> np.ndarray:
+        return _received(self._connection, self._process)
+
+    def stop(self) -> None:
+        _stop(self._process, self._connection)
+
+
+def _serve_features(connection: Connection, featurizer: PairFeaturizer) -> None:
+    while True:
+        try:
+            left, right = connection.recv()
+        except EOFError:
+            return
+        _send_result(connection, featurizer, (left, right))
 
 
 class Forked:
@@ -396,36 +440,54 @@ class Forked:
         send.close()
 
     def result(self) -> Any:
-        multiprocessing.connection.wait([self._receive, self._process.sentinel])
-        try:  # a result sent, or the pipe closed by the process's end (EOF)
-            ok, value = self._receive.recv()
-        except EOFError:
-            self._process.join()
-            raise RuntimeError(
-                f"a worker process stopped without a result (exit code {self._process.exitcode}; "
-                "killed for memory?)"
-            ) from None
+        try:
+            return _received(self._receive, self._process)
         finally:
             self._receive.close()
-        self._process.join()
-        if not ok:
-            raise value
-        return value
 
     def stop(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join()
-        self._receive.close()
+        _stop(self._process, self._receive)
+
+
+def _received(connection: Connection, process: multiprocessing.process.BaseProcess) -> Any:
+    """What the process sent: its result, or its error raised here; a RuntimeError when it ended
+    without sending anything."""
+    multiprocessing.connection.wait([connection, process.sentinel])
+    try:  # a result sent, or the pipe closed by the process's end (EOF)
+        ok, value = connection.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(
+            f"a worker process stopped without a result (exit code {process.exitcode}; "
+            "killed for memory?)"
+        ) from None
+    if not ok:
+        raise value
+    return value
+
+
+def _stop(process: multiprocessing.process.BaseProcess, connection: Connection) -> None:
+    if process.is_alive():
+        process.terminate()
+    process.join()
+    connection.close()
 
 
 def _run_and_send(send: Connection, function: Callable[..., object], args: tuple) -> None:
     try:
-        send.send((True, function(*args)))
-    except BaseException as error:
-        send.send((False, error))
+        _send_result(send, function, args)
     finally:
         send.close()
+
+
+def _send_result(send: Connection, function: Callable[..., object], args: tuple) -> None:
+    """`function(*args)` sent as (True, result), or its error as (False, error)."""
+    try:
+        result = function(*args)
+    except BaseException as error:  # told to the parent, which raises it
+        send.send((False, error))
+    else:
+        send.send((True, result))
 
 
 def ahead_workers(device_type: str) -> int:
