@@ -467,8 +467,10 @@ def _received(connection: Connection, process: multiprocessing.process.BaseProce
 
 
 def _stop(process: multiprocessing.process.BaseProcess, connection: Connection) -> None:
+    """SIGKILL: the process was forked with this one's handlers, which turn SIGTERM into a
+    KeyboardInterrupt that a worker reports instead of ending."""
     if process.is_alive():
-        process.terminate()
+        process.kill()
     process.join()
     connection.close()
 
