@@ -395,3 +395,15 @@ def test_workers_still_running_are_stopped_when_scoring_stops():
     started = time.monotonic()
     scored.close()  # the second chunk's process sleeps for a minute
     assert time.monotonic() - started < 20
+
+
+def test_pictures_written_block_by_block_read_back_stacked(tmp_path):
+    from matching_cli.data.feature_store import _save_stacked
+
+    rng = np.random.default_rng(4)
+    blocks = [rng.normal(size=(k, 4)).astype(np.float16) for k in (3, 1, 5)]
+    stacked = np.concatenate(blocks)
+    _save_stacked(tmp_path / "pictures.npy", list(blocks))
+    np.testing.assert_array_equal(np.load(tmp_path / "pictures.npy"), stacked)
+    _save_stacked(tmp_path / "none.npy", [])
+    assert np.load(tmp_path / "none.npy").shape == (0, 1)

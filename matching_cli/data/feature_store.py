@@ -225,7 +225,7 @@ def _save_stacked(path: Path, blocks: list[np.ndarray]) -> None:
         np.lib.format.write_array_header_1_0(f, header)
         blocks.reverse()
         while blocks:
-            f.write(memoryview(np.ascontiguousarray(blocks.pop())))
+            np.ascontiguousarray(blocks.pop()).tofile(f)
 
 
 def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -243,7 +243,8 @@ def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], 
     nothing: tuple[list[np.ndarray], np.ndarray] = [], np.zeros((len(ids), 2), np.int64)
     if not present:
         return nothing
-    vectors, start = [], 0
+    vectors: list[np.ndarray] = []
+    start = 0
     batches = row_group_batches(pf, ["variantid", *present], PICTURE_BATCH_ROWS)
     for batch in corrupt_inside(path, batches):
         rows = lookup(ids, batch.column(0).to_numpy(zero_copy_only=False))
