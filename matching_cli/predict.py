@@ -14,7 +14,7 @@ import pyarrow.csv as pacsv
 import torch
 
 from matching_cli.choices import OnMissing
-from matching_cli.data.feature_store import PairFeaturizer, ahead_workers, features_ahead
+from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.tables import (
     Items,
     check_columns,
@@ -28,6 +28,7 @@ from matching_cli.files import output_stream, resolve_output
 from matching_cli.model.scoring import predict_proba, threads_beside
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
+from matching_cli.workers import ahead, ahead_workers
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def predict_file(
     chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
     workers = ahead_workers(device.type) if featurizer is not None else 0
     with scores_csv(out_path, submission) as write, threads_beside(workers, device):
-        scored = features_ahead(featurizer, chunks, _Chunk.pairs_to_score, workers)
+        scored = ahead(featurizer, chunks, _Chunk.pairs_to_score, workers)
         for chunk, features in scored:
             if not chunk.score:
                 task.advance(chunk.seen)

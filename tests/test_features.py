@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from matching_cli.data import pairs as pairs_module
-from matching_cli.data.feature_store import PairFeaturizer, features_ahead
+from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.features import (
     Listings,
     TextModel,
@@ -16,6 +16,7 @@ from matching_cli.data.features import (
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
 from matching_cli.data.text import digit_tokens, normalise, tokens
 from matching_cli.data.words import Words, as_strings
+from matching_cli.workers import ahead
 
 NAMES = [
     "Смартфон Apple iPhone 13 128 ГБ синий",  # 0
@@ -285,14 +286,14 @@ def test_models_of_retired_features_are_told_to_train_again():
 
 
 @pytest.mark.parametrize("workers", [0, 1, 3])
-def test_features_ahead_keeps_chunk_order_and_equals_computing_here(listings, workers):
+def test_ahead_keeps_chunk_order_and_equals_computing_here(listings, workers):
     """predict computes the next chunks' features in forked workers: every chunk must get its own
     rows, in order, and a chunk that needs none (None) gets none."""
     featurizer = PairFeaturizer(listings, tuple(feature_names()))
     rng = np.random.default_rng(1)
     chunks = [(rng.integers(0, 6, n), rng.integers(0, 6, n)) for n in (5, 1, 7, 3, 4)]
     chunks.insert(2, None)
-    out = list(features_ahead(featurizer, iter(chunks), lambda c: c, workers))
+    out = list(ahead(featurizer, iter(chunks), lambda c: c, workers))
     assert [chunk is given for (chunk, _), given in zip(out, chunks, strict=True)] == [True] * 6
     for chunk, rows in out:
         if chunk is None:
@@ -301,11 +302,11 @@ def test_features_ahead_keeps_chunk_order_and_equals_computing_here(listings, wo
             np.testing.assert_array_equal(rows, pair_features(listings, *chunk))
 
 
-def test_features_ahead_raises_the_workers_error(listings):
+def test_ahead_raises_the_workers_error(listings):
     featurizer = PairFeaturizer(listings, tuple(feature_names()))
     bad = (np.array([0]), np.array([99]))  # no listing 99: the worker's IndexError comes back
     with pytest.raises(IndexError):
-        list(features_ahead(featurizer, iter([bad, bad]), lambda c: c, 1))
+        list(ahead(featurizer, iter([bad, bad]), lambda c: c, 1))
 
 
 def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch):
@@ -373,7 +374,7 @@ def test_code_words_read_as_normalise_and_tokens_read_them():
 def test_a_worker_that_dies_is_told_not_waited_for():
     import os
 
-    from matching_cli.data.feature_store import Forked
+    from matching_cli.workers import Forked
 
     with pytest.raises(RuntimeError, match="exit code 3"):
         Forked(os._exit, 3).result()
@@ -390,7 +391,7 @@ def test_workers_still_running_are_stopped_when_scoring_stops():
         return np.zeros((len(left), 1), np.float32)
 
     chunks = [(np.array([0]), np.array([0])), (np.array([1]), np.array([1]))]
-    scored = features_ahead(slow, iter(chunks), lambda c: c, 2)
+    scored = ahead(slow, iter(chunks), lambda c: c, 2)
     next(scored)
     started = time.monotonic()
     scored.close()  # the second chunk's process sleeps for a minute

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from matching_cli import tracking
-from matching_cli.data.feature_store import PairFeaturizer, ahead_workers, features_ahead
+from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.files import atomic_dir
 from matching_cli.loading import load_model_run
@@ -43,6 +43,7 @@ from matching_cli.model.scoring import predict_proba, threads_beside
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter, Task
 from matching_cli.settings import MatchSettings, Settings
+from matching_cli.workers import ahead, ahead_workers
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 1 << 20
@@ -221,7 +222,7 @@ def score_candidates(
     workers = ahead_workers(device.type) if featurizer is not None and len(chunks) > 1 else 0
     with threads_beside(workers, device):
         pairs_of = lambda chunk: (candidates.left[chunk], candidates.right[chunk])  # noqa: E731
-        for chunk, rows in features_ahead(featurizer, chunks, pairs_of, workers):
+        for chunk, rows in ahead(featurizer, chunks, pairs_of, workers):
             features = None if rows is None else torch.from_numpy(rows).to(device)
             left, right = (torch.from_numpy(side[chunk]).to(device) for side in pairs_of(chunk))
             out[chunk] = predict_proba(model, items, left, right, features).cpu().numpy()

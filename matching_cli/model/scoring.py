@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from matching_cli.data.feature_store import available_cores
+from matching_cli.workers import available_cores
 
 EVAL_BATCH = 65_536  # on a GPU: large batches keep the card busy
 # On a CPU a batch this size keeps its activations in cache: measured about twice as fast as 65,536.
@@ -67,7 +67,7 @@ def predict_proba(
 @contextmanager
 def threads_beside(workers: int, device: torch.device) -> Iterator[None]:
     """torch's CPU threads kept to the cores that `workers` feature processes leave free
-    (`feature_store.features_ahead`): on two cores the forward pass on two threads beside a busy
+    (`workers.ahead`): on two cores the forward pass on two threads beside a busy
     worker took 1.3x as long as on one."""
     before = torch.get_num_threads()
     if workers and device.type == "cpu":

@@ -1,0 +1,213 @@
+"""Work in forked processes beside this one's: they start with this process's memory (the
+listings' arrays, the item matrix) without its being sent, and send back only their results.
+
+`beside` runs one function while the caller does other work (prepare's two halves); `ahead`
+computes the next chunks' pair features while the caller scores this one (predict, match). A
+process that dies is reported, not waited for; those still running when the caller fails or
+stops are killed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+import numpy as np
+
+
+@contextmanager
+def beside(work: Callable[..., None], *args: object) -> Iterator[Callable[[], None]]:
+    """`work(*args)` in a forked process while the caller's block runs, which calls the function
+    it is given to wait for it (and get its error); run first, here, where `can_fork` says no."""
+    if not can_fork():
+        work(*args)
+        yield lambda: None
+        return
+    forked = Forked(work, *args)
+    try:
+        yield forked.result
+    finally:
+        forked.stop()  # stopped if this block failed first; else already done
+
+
+T = TypeVar("T")
+
+
+def ahead(
+    function: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    chunks: Iterable[T],
+    pairs_of: Callable[[T], tuple[np.ndarray, np.ndarray] | None],
+    workers: int = 1,
+) -> Iterator[tuple[T, np.ndarray | None]]:
+    """Each chunk, in order, with `function(*pairs_of(chunk))` (the field features of its pairs,
+    from their item rows; None for a chunk whose `pairs_of` is None); the next `workers` chunks'
+    are computed in forked processes while the caller works on this one (the forward pass).
+
+    The processes are forked once and share this one's memory (the listings' arrays,
+    copy-on-write); only the item rows go to them and the results come back. They are stopped
+    when the caller is done, fails or stops. With `workers` 0 all is computed here."""
+    if function is None or workers < 1:
+        for chunk in chunks:
+            pairs = pairs_of(chunk)
+            yield chunk, None if function is None or pairs is None else function(*pairs)
+        return
+    started = [_Server(function) for _ in range(workers)]
+    idle = list(started)
+    waiting: deque[tuple[T, _Server | None]] = deque()
+    try:
+        for chunk in chunks:
+            pairs = pairs_of(chunk)
+            ready = []
+            worker = None
+            if pairs is not None:
+                while not idle:  # a worker is sent work only once its last rows are taken
+                    ready.append(_collect(waiting, idle))
+                worker = idle.pop()
+                worker.send(pairs)
+            waiting.append((chunk, worker))
+            yield from ready  # scored while the worker computes this chunk
+            while waiting and waiting[0][1] is None:
+                yield _collect(waiting, idle)
+        while waiting:
+            yield _collect(waiting, idle)
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def _collect(
+    waiting: deque[tuple[T, _Server | None]], idle: list[_Server]
+) -> tuple[T, np.ndarray | None]:
+    """The first waiting chunk with its features; its worker is idle again."""
+    chunk, worker = waiting[0]
+    rows = None if worker is None else worker.result()
+    waiting.popleft()
+    if worker is not None:
+        idle.append(worker)
+    return chunk, rows
+
+
+class _Server:
+    """A forked process that answers `function(left, right)` for each pair of arrays sent to it,
+    one at a time, until it is stopped."""
+
+    def __init__(self, function: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+        context = multiprocessing.get_context("fork")
+        self._connection, theirs = context.Pipe()
+        self._process = context.Process(target=_serve, args=(theirs, function), daemon=True)
+        self._process.start()
+        theirs.close()
+
+    def send(self, pairs: tuple[np.ndarray, np.ndarray]) -> None:
+        self._connection.send(pairs)
+
+    def result(self) -> np.ndarray:
+        return _received(self._connection, self._process)
+
+    def stop(self) -> None:
+        _stop(self._process, self._connection)
+
+
+def _serve(connection: Connection, function: Callable[..., np.ndarray]) -> None:
+    while True:
+        try:
+            left, right = connection.recv()
+        except EOFError:
+            return
+        _send_result(connection, function, (left, right))
+
+
+class Forked:
+    """`function(*args)` in a forked process, which has this process's memory without its being
+    sent; only the result comes back (pickled through a pipe). `result()` waits for it and raises
+    the function's error, or a RuntimeError when the process died (killed for memory, say)."""
+
+    def __init__(self, function: Callable[..., object], *args: object):
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_run_and_send, args=(send, function, args), daemon=True
+        )
+        self._process.start()
+        send.close()
+
+    def result(self) -> Any:
+        try:
+            return _received(self._receive, self._process)
+        finally:
+            self._receive.close()
+
+    def stop(self) -> None:
+        _stop(self._process, self._receive)
+
+
+def _received(connection: Connection, process: multiprocessing.process.BaseProcess) -> Any:
+    """What the process sent: its result, or its error raised here; a RuntimeError when it ended
+    without sending anything."""
+    multiprocessing.connection.wait([connection, process.sentinel])
+    try:  # a result sent, or the pipe closed by the process's end (EOF)
+        ok, value = connection.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(
+            f"a worker process stopped without a result (exit code {process.exitcode}; "
+            "killed for memory?)"
+        ) from None
+    if not ok:
+        raise value
+    return value
+
+
+def _stop(process: multiprocessing.process.BaseProcess, connection: Connection) -> None:
+    """SIGKILL: the process was forked with this one's handlers, which turn SIGTERM into a
+    KeyboardInterrupt that a worker reports instead of ending."""
+    if process.is_alive():
+        process.kill()
+    process.join()
+    connection.close()
+
+
+def _run_and_send(send: Connection, function: Callable[..., object], args: tuple) -> None:
+    try:
+        _send_result(send, function, args)
+    finally:
+        send.close()
+
+
+def _send_result(send: Connection, function: Callable[..., object], args: tuple) -> None:
+    """`function(*args)` sent as (True, result), or its error as (False, error)."""
+    try:
+        result = function(*args)
+    except BaseException as error:  # told to the parent, which raises it
+        send.send((False, error))
+    else:
+        send.send((True, result))
+
+
+def ahead_workers(device_type: str) -> int:
+    """Processes that compute field features beside the forward pass (`ahead`): on a
+    CPU a third of the cores (the forward pass keeps the rest; on two cores one each, measured
+    faster than both sharing two), on a GPU all cores but two; none on one core or where
+    processes cannot be forked."""
+    if not can_fork():
+        return 0
+    cores = available_cores()
+    return max(1, cores // 3 if device_type == "cpu" else cores - 2)
+
+
+def can_fork() -> bool:
+    """A second core, and processes that start as copies of this one (not on Windows): the
+    workers read the listings' arrays without their being sent."""
+    return available_cores() >= 2 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
