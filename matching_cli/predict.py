@@ -77,7 +77,8 @@ def predict_file(
     # A zero row at the end stands in for listings absent from every table (`--on-missing zero`).
     matrix = items_to_device(items.matrix, device, zero_rows=1)
     zero_row = len(items.ids)
-    summary, examples = PredictSummary(0, 0, 0), []
+    summary = PredictSummary(0, 0, 0)
+    examples: list[tuple[int, int]] = []
     task = reporter.task("scoring pairs", total=total, unit="pairs")
     chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
     workers = ahead_workers(device.type) if featurizer is not None else 0
@@ -88,14 +89,14 @@ def predict_file(
                 task.advance(chunk.seen)
                 continue  # count them all for the message; nothing is kept
             left, right = (np.where(side < 0, zero_row, side) for side in (chunk.left, chunk.right))
-            scores = predict_proba(
+            probabilities = predict_proba(
                 model,
                 matrix,
                 torch.from_numpy(left).to(device),
                 torch.from_numpy(right).to(device),
                 None if features is None else torch.from_numpy(features).to(device),
             )
-            scores = scores.cpu().numpy()
+            scores = probabilities.cpu().numpy()
             scores[chunk.absent] = 0.0  # `--on-missing zero`: no listing, no evidence of a match
             write(chunk.v1, chunk.v2, scores)
             summary.written += len(chunk.v1)
