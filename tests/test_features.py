@@ -338,7 +338,8 @@ def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch):
     )
     pq.write_table(table, tmp_path / "images_embed.parquet", row_group_size=4)
     monkeypatch.setattr(feature_store, "PICTURE_BATCH_ROWS", 2)
-    got, got_spans = feature_store._picture_columns(tmp_path, ids)
+    blocks, got_spans = feature_store._picture_blocks(tmp_path, ids)
+    got = np.concatenate(blocks)
     main[4], extra[4] = main[7], extra[7]
     want, want_spans = picture_arrays(main, extra, n)
     np.testing.assert_array_equal(got_spans[:, 1], want_spans[:, 1])

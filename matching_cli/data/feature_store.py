@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from matching_cli.data.features import (
     MAX_EXTRA_PICTURES,
@@ -67,10 +68,10 @@ def write_features(
     there is a second core) reads the attributes, categories and pictures and saves their arrays
     itself: the two halves take about the same time, and nothing big is sent between them."""
     folder = out / LISTINGS_DIR
-    _text_columns_present(data_dir)  # a bad file is told before any work
+    _check_field_files(data_dir)  # a bad file is told before any work
     task = reporter.task("features: the listings' fields, words, text model and rows", total=None)
     with beside(_write_other_fields, data_dir, ids, folder) as others_done:
-        columns = _string_columns(data_dir, ids, TEXT_FILE, ("name", "description"))
+        columns = _string_columns(data_dir, ids, TEXT_FILE)
         names = Words.of(columns.pop("name"))
         text_model = fit_text_model(names)
         name_char = text_model.char_tfidf(names)
@@ -98,10 +99,11 @@ def write_features(
 
 def _write_other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> None:
     """The attributes', categories' and pictures' arrays of `Listings`, saved into `folder`."""
-    wanted = ("categories", "characteristic_attributes_mapping")
-    columns = _string_columns(data_dir, ids, ATTRIBUTES_FILE, wanted)
-    attributes = attribute_rows(as_strings(columns.pop(wanted[1]), len(ids)))
-    categories = category_codes(as_strings(columns.pop(wanted[0]), len(ids)))
+    columns = _string_columns(data_dir, ids, ATTRIBUTES_FILE)
+    attributes = attribute_rows(
+        as_strings(columns.pop("characteristic_attributes_mapping"), len(ids))
+    )
+    categories = category_codes(as_strings(columns.pop("categories"), len(ids)))
     save_arrays(folder, attribute_features(attributes, categories))
     del columns, attributes, categories  # saved: their memory goes before the pictures come
     blocks, spans = _picture_blocks(data_dir, ids)
@@ -127,37 +129,40 @@ def load_text_model(folder: Path) -> TextModel:
     return TextModel.from_arrays(arrays, meta)
 
 
-def _text_columns_present(data_dir: Path) -> None:
-    """Check the field files' columns (their schema only) before the work is split in two."""
-    for file in (TEXT_FILE, ATTRIBUTES_FILE):
-        path = data_dir / file
-        if path.is_file():
-            pf = open_parquet(path)
-            present = [n for n in _FIELDS[file] if n in pf.schema_arrow.names]
-            check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
-    open_parquet(image_file(data_dir))
-
-
+# The fields each file gives, read as strings (any of them may be absent).
 _FIELDS = {
     TEXT_FILE: ("name", "description"),
     ATTRIBUTES_FILE: ("categories", "characteristic_attributes_mapping"),
 }
 
 
-def _string_columns(
-    data_dir: Path, ids: np.ndarray, file: str, names: tuple[str, ...]
-) -> dict[str, pa.Array]:
-    """The `names` columns of `file`, one value per listing of `ids`, null where absent."""
+def _check_field_files(data_dir: Path) -> None:
+    """Check the field files' columns and the picture file (their schema only) before the work is
+    split in two, so that a bad file is told at once."""
+    for file in _FIELDS:
+        if (data_dir / file).is_file():
+            _present_columns(open_parquet(data_dir / file), data_dir / file)
+    open_parquet(image_file(data_dir))
+
+
+def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
+    """The fields of `path` it has, checked to be strings beside an integer variantid."""
+    present = [n for n in _FIELDS[path.name] if n in pf.schema_arrow.names]
+    check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
+    return present
+
+
+def _string_columns(data_dir: Path, ids: np.ndarray, file: str) -> dict[str, pa.Array]:
+    """The `_FIELDS` columns of `file`, one value per listing of `ids`, null where absent."""
     path = data_dir / file
     pf = open_parquet(path) if path.is_file() else None
-    present = [n for n in names if pf is not None and n in pf.schema_arrow.names]
+    present = [] if pf is None else _present_columns(pf, path)
     out: dict[str, pa.Array] = {}
-    for name in set(names) - set(present):
+    for name in set(_FIELDS[file]) - set(present):
         log.info("%s: no column '%s'; its features are marked missing", path, name)
         out[name] = pa.nulls(len(ids), pa.string())
-    if pf is None or not present:
+    if not present:
         return out
-    check_columns(pf, path, {"variantid": "int"} | dict.fromkeys(present, "string"))
     # Where each listing's row is, found once per file; the columns then come one at a time.
     index = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
     for name in present:
@@ -177,12 +182,6 @@ def _row_of(ids: np.ndarray, variantid: pa.ChunkedArray) -> pa.Array:
     index = np.full(len(ids), len(variantid), np.int64)
     index[rows[inside]] = inside
     return pa.array(index)
-
-
-def _picture_columns(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_picture_blocks` with the blocks stacked into one array (what the served model makes)."""
-    blocks, spans = _picture_blocks(data_dir, ids)
-    return (np.concatenate(blocks) if blocks else _NO_PICTURES), spans
 
 
 _NO_PICTURES = np.zeros((0, 1), PICTURE_DTYPE)
