@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +25,9 @@ from matching_cli.data.tables import (
 )
 from matching_cli.errors import DataError
 from matching_cli.files import output_stream, resolve_output
-from matching_cli.model.scoring import predict_proba, threads_beside
+from matching_cli.model.scoring import scored_chunks
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.workers import ahead, ahead_workers
 
 log = logging.getLogger(__name__)
 
@@ -81,22 +80,12 @@ def predict_file(
     examples: list[tuple[int, int]] = []
     task = reporter.task("scoring pairs", total=total, unit="pairs")
     chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
-    workers = ahead_workers(device.type) if featurizer is not None else 0
-    with scores_csv(out_path, submission) as write, threads_beside(workers, device):
-        scored = ahead(featurizer, chunks, _Chunk.pairs_to_score, workers)
-        for chunk, features in scored:
-            if not chunk.score:
+    scored = scored_chunks(model, matrix, chunks, _Chunk.pairs_to_score, featurizer, zero_row)
+    with scores_csv(out_path, submission) as write, closing(scored):
+        for chunk, scores in scored:
+            if scores is None:
                 task.advance(chunk.seen)
                 continue  # count them all for the message; nothing is kept
-            left, right = (np.where(side < 0, zero_row, side) for side in (chunk.left, chunk.right))
-            probabilities = predict_proba(
-                model,
-                matrix,
-                torch.from_numpy(left).to(device),
-                torch.from_numpy(right).to(device),
-                None if features is None else torch.from_numpy(features).to(device),
-            )
-            scores = probabilities.cpu().numpy()
             scores[chunk.absent] = 0.0  # `--on-missing zero`: no listing, no evidence of a match
             write(chunk.v1, chunk.v2, scores)
             summary.written += len(chunk.v1)

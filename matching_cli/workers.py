@@ -2,7 +2,8 @@
 listings' arrays, the item matrix) without its being sent, and send back only their results.
 
 `beside` runs one function while the caller does other work (prepare's two halves); `ahead`
-computes the next chunks' pair features while the caller scores this one (predict, match). A
+computes the next chunks while the caller uses this one (predict and match: whole scoring on a
+CPU, the pair features beside the forward pass on a GPU). A
 process that dies is reported, not waited for; those still running when the caller fails or
 stops are killed.
 """
@@ -44,20 +45,22 @@ def ahead(
     chunks: Iterable[T],
     pairs_of: Callable[[T], tuple[np.ndarray, np.ndarray] | None],
     workers: int = 1,
+    start: Callable[[], None] | None = None,
 ) -> Iterator[tuple[T, np.ndarray | None]]:
-    """Each chunk, in order, with `function(*pairs_of(chunk))` (the field features of its pairs,
-    from their item rows; None for a chunk whose `pairs_of` is None); the next `workers` chunks'
-    are computed in forked processes while the caller works on this one (the forward pass).
+    """Each chunk, in order, with `function(*pairs_of(chunk))` (None for a chunk whose `pairs_of`
+    is None); the next `workers` chunks' are computed in forked processes while the caller works
+    on this one. `start()` runs once in each of them first.
 
-    The processes are forked once and share this one's memory (the listings' arrays,
-    copy-on-write); only the item rows go to them and the results come back. They are stopped
-    when the caller is done, fails or stops. With `workers` 0 all is computed here."""
+    The processes are forked once and share this one's memory (the listings' arrays, the item
+    matrix, the model; copy-on-write); only the item rows go to them and the results come back.
+    They are stopped when the caller is done, fails or stops. With `workers` 0 all is computed
+    here."""
     if function is None or workers < 1:
         for chunk in chunks:
             pairs = pairs_of(chunk)
             yield chunk, None if function is None or pairs is None else function(*pairs)
         return
-    started = [_Server(function) for _ in range(workers)]
+    started = [_Server(function, start) for _ in range(workers)]
     idle = list(started)
     waiting: deque[tuple[T, _Server | None]] = deque()
     try:
@@ -66,12 +69,12 @@ def ahead(
             ready = []
             worker = None
             if pairs is not None:
-                while not idle:  # a worker is sent work only once its last rows are taken
+                while not idle:  # a worker is sent work only once its last result is taken
                     ready.append(_collect(waiting, idle))
                 worker = idle.pop()
                 worker.send(pairs)
             waiting.append((chunk, worker))
-            yield from ready  # scored while the worker computes this chunk
+            yield from ready  # used by the caller while the worker computes this chunk
             while waiting and waiting[0][1] is None:
                 yield _collect(waiting, idle)
         while waiting:
@@ -84,23 +87,27 @@ def ahead(
 def _collect(
     waiting: deque[tuple[T, _Server | None]], idle: list[_Server]
 ) -> tuple[T, np.ndarray | None]:
-    """The first waiting chunk with its features; its worker is idle again."""
+    """The first waiting chunk with its result; its worker is idle again."""
     chunk, worker = waiting[0]
-    rows = None if worker is None else worker.result()
+    result = None if worker is None else worker.result()
     waiting.popleft()
     if worker is not None:
         idle.append(worker)
-    return chunk, rows
+    return chunk, result
 
 
 class _Server:
     """A forked process that answers `function(left, right)` for each pair of arrays sent to it,
     one at a time, until it is stopped."""
 
-    def __init__(self, function: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    def __init__(
+        self,
+        function: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        start: Callable[[], None] | None = None,
+    ):
         context = multiprocessing.get_context("fork")
         self._connection, theirs = context.Pipe()
-        self._process = context.Process(target=_serve, args=(theirs, function), daemon=True)
+        self._process = context.Process(target=_serve, args=(theirs, function, start), daemon=True)
         self._process.start()
         theirs.close()
 
@@ -114,7 +121,11 @@ class _Server:
         _stop(self._process, self._connection)
 
 
-def _serve(connection: Connection, function: Callable[..., np.ndarray]) -> None:
+def _serve(
+    connection: Connection, function: Callable[..., np.ndarray], start: Callable[[], None] | None
+) -> None:
+    if start is not None:
+        start()
     while True:
         try:
             left, right = connection.recv()
@@ -188,17 +199,6 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
         send.send((False, error))
     else:
         send.send((True, result))
-
-
-def ahead_workers(device_type: str) -> int:
-    """Processes that compute field features beside the forward pass (`ahead`): on a
-    CPU a third of the cores (the forward pass keeps the rest; on two cores one each, measured
-    faster than both sharing two), on a GPU all cores but two; none on one core or where
-    processes cannot be forked."""
-    if not can_fork():
-        return 0
-    cores = available_cores()
-    return max(1, cores // 3 if device_type == "cpu" else cores - 2)
 
 
 def can_fork() -> bool:

@@ -193,28 +193,50 @@ class Listings:
 
     @classmethod
     def load(cls, folder: Path) -> Listings:
-        """Dense arrays mapped read-only (the pictures are a gigabyte at full size: processes that
-        score pairs share them through the page cache), sparse rows read."""
-        values = {}
+        """Every array mapped read-only, not read: the full data's are 3 GB, which reading took 6 s
+        of each `predict`, and processes that score pairs share them through the page cache.
+        Stores written before sparse rows were saved as parts hold them as npz, read here."""
+        values: dict[str, sp.csr_matrix | np.ndarray] = {}
         for field in fields(cls):
             npz = folder / f"{field.name}.npz"
             if npz.exists():
                 values[field.name] = sp.load_npz(npz).tocsr()
+            elif (folder / field.name).is_dir():
+                values[field.name] = _load_csr(folder / field.name)
             else:
-                path = folder / f"{field.name}.npy"
-                values[field.name] = np.load(path, mmap_mode="r", allow_pickle=False)
+                values[field.name] = _mapped(folder / f"{field.name}.npy")
         return cls(**values)
 
 
 def save_arrays(folder: Path, values: dict[str, sp.csr_matrix | np.ndarray]) -> None:
-    """`Listings` fields, each in its own file: sparse ones as uncompressed npz (compressing
-    gigabytes of sparse rows took longer than computing them), dense ones as npy."""
+    """`Listings` fields, each in its own file: dense ones as npy, sparse ones as a folder of
+    their parts' npy files (read back mapped, like the dense ones)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, value in values.items():
         if sp.issparse(value):
-            sp.save_npz(folder / f"{name}.npz", value.tocsr(), compressed=False)
+            _save_csr(folder / name, value.tocsr())
         else:
             np.save(folder / f"{name}.npy", value, allow_pickle=False)
+
+
+_CSR_PARTS = ("data", "indices", "indptr")
+
+
+def _save_csr(folder: Path, matrix: sp.csr_matrix) -> None:
+    folder.mkdir(exist_ok=True)
+    for part in _CSR_PARTS:
+        np.save(folder / f"{part}.npy", getattr(matrix, part), allow_pickle=False)
+    np.save(folder / "shape.npy", np.array(matrix.shape, np.int64), allow_pickle=False)
+
+
+def _load_csr(folder: Path) -> sp.csr_matrix:
+    data, indices, indptr = (_mapped(folder / f"{part}.npy") for part in _CSR_PARTS)
+    rows, columns = (int(n) for n in np.load(folder / "shape.npy", allow_pickle=False))
+    return sp.csr_matrix((data, indices, indptr), shape=(rows, columns), copy=False)
+
+
+def _mapped(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def unit_rows(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:

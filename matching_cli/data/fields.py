@@ -158,6 +158,9 @@ def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
             fixed[redo] = _hash_rows([[e[kind] for e in found if e[kind] >= 0] for found in redone])
         matrix = (keep @ (rows @ per_piece) + fixed).tocsr()
         matrix.data[:] = 1.0
+        # A product's columns come unsorted, and scipy multiplies unsorted rows through a
+        # workspace as wide as the 4M hashed columns: the pairs' attribute dots took 7x as long.
+        matrix.sort_indices()
         matrices.append(matrix)
     return matrices
 

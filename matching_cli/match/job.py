@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,10 @@ from matching_cli.match.text_blocking import (
     with_text_candidates,
 )
 from matching_cli.model.saved import Classifier, SavedModel
-from matching_cli.model.scoring import predict_proba, threads_beside
+from matching_cli.model.scoring import scored_chunks
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter, Task
 from matching_cli.settings import MatchSettings, Settings
-from matching_cli.workers import ahead, ahead_workers
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 1 << 20
@@ -219,14 +218,11 @@ def score_candidates(
     out = np.empty(len(candidates), np.float32)
     task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
     chunks = [slice(start, start + SCORE_CHUNK) for start in range(0, len(candidates), SCORE_CHUNK)]
-    workers = ahead_workers(device.type) if featurizer is not None and len(chunks) > 1 else 0
-    with threads_beside(workers, device):
-        pairs_of = lambda chunk: (candidates.left[chunk], candidates.right[chunk])  # noqa: E731
-        for chunk, rows in ahead(featurizer, chunks, pairs_of, workers):
-            features = None if rows is None else torch.from_numpy(rows).to(device)
-            left, right = (torch.from_numpy(side[chunk]).to(device) for side in pairs_of(chunk))
-            out[chunk] = predict_proba(model, items, left, right, features).cpu().numpy()
-            task.advance(len(left))
+    pairs_of = lambda chunk: (candidates.left[chunk], candidates.right[chunk])  # noqa: E731
+    with closing(scored_chunks(model, items, chunks, pairs_of, featurizer)) as scored:
+        for chunk, scores in scored:
+            out[chunk] = scores
+            task.advance(len(scores))
     task.close()
     return out
 
