@@ -201,6 +201,12 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
         send.send((True, result))
 
 
+def one_per_core() -> int:
+    """Workers for `ahead` that keep every core busy while this process only hands out chunks
+    and takes results: one a core; none where `can_fork` says no."""
+    return available_cores() if can_fork() else 0
+
+
 def can_fork() -> bool:
     """A second core, and processes that start as copies of this one (not on Windows): the
     workers read the listings' arrays without their being sent."""

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
+
 from matching_cli.data.prepare import KEEP_STORES, ensure_prepared, prepare, stores
 from matching_cli.settings import DataSettings
-from tests.conftest import FAST, invoke
+from tests.conftest import FAST, invoke, store
 
 
 def test_models_of_two_split_seeds_score_without_rebuilding_or_raw_files(project, monkeypatch):
@@ -44,3 +46,18 @@ def test_only_the_most_recently_used_stores_are_kept(project):
     kept = [p.name for p in stores(project / "prepared")]
     assert len(kept) == KEEP_STORES
     assert first in kept and made[1] not in kept
+
+
+def test_labelled_pairs_features_computed_in_workers_equal_computing_here(project, monkeypatch):
+    """prepare computes the labelled pairs' features in chunks spread over forked processes:
+    every row must be its own pair's, in order."""
+    from matching_cli.data import feature_store
+    from matching_cli.data.pairs import pair_features
+
+    monkeypatch.setattr(feature_store, "PAIR_CHUNK", 97)  # 1,200 pairs: 13 chunks
+    assert invoke("prepare").exit_code == 0
+    with np.load(store() / "pairs.npz") as z:
+        left, right = z["left"], z["right"]
+    listings = feature_store.load_listings(store())
+    stored = np.load(store() / "pair_features.npy")
+    np.testing.assert_array_equal(stored, pair_features(listings, left, right))

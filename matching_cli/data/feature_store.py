@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from matching_cli.data.tables import (
 from matching_cli.data.words import Words, as_strings
 from matching_cli.errors import DataError
 from matching_cli.progress import Reporter
-from matching_cli.workers import beside
+from matching_cli.workers import ahead, beside, one_per_core
 
 log = logging.getLogger(__name__)
 LISTINGS_DIR = "features"
@@ -50,7 +51,10 @@ PAIR_FEATURES = "pair_features.npy"
 TEXT_MODEL = "text_model"
 MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
-PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
+PICTURE_BATCH_ROWS = 32_768
+PAIR_CHUNK = (
+    1 << 18
+)  # labelled pairs a process computes the features of at a time  # at 3 pictures a listing, a batch decodes to 100 MB of float64
 
 
 def write_features(
@@ -87,10 +91,13 @@ def write_features(
         out / PAIR_FEATURES, "w+", np.float32, (len(left), len(columns_out))
     )
     task = reporter.task("features: labelled pairs", total=len(left), unit="pairs")
-    for start in range(0, len(left), 1 << 18):
-        stop = start + (1 << 18)
-        rows[start:stop] = pair_features(listings, left[start:stop], right[start:stop])
-        task.advance(len(rows[start:stop]))
+    chunks = [slice(start, start + PAIR_CHUNK) for start in range(0, len(left), PAIR_CHUNK)]
+    compute = partial(pair_features, listings)
+    pairs_of = lambda chunk: (left[chunk], right[chunk])  # noqa: E731
+    workers = one_per_core() if len(chunks) > 1 else 0
+    for chunk, values in ahead(compute, chunks, pairs_of, workers):
+        rows[chunk] = values
+        task.advance(len(values))
     task.close()
     rows.flush()
     log.info("Pair features: %d columns in %d families", len(columns_out), len(FAMILIES))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from matching_cli.workers import ahead, available_cores, can_fork
+from matching_cli.workers import ahead, available_cores, can_fork, one_per_core
 
 EVAL_BATCH = 65_536  # on a GPU: large batches keep the card busy
 # On a CPU a batch this size keeps its activations in cache: measured about twice as fast as 65,536.
@@ -138,12 +138,11 @@ def scoring_workers(device: torch.device, features: bool) -> int:
     one-thread forward pass here, which bound the time, and 121 s with this process scoring
     chunks too (it also reads and writes them). On a GPU, for the field features only, all cores
     but two. None on one core or where processes cannot be forked."""
+    if device.type == "cpu":
+        return one_per_core() if sys.platform.startswith("linux") else 0
     if not can_fork():
         return 0
-    cores = available_cores()
-    if device.type == "cpu":
-        return cores if sys.platform.startswith("linux") else 0
-    return max(1, cores - 2) if features else 0
+    return max(1, available_cores() - 2) if features else 0
 
 
 @contextmanager
