@@ -2,10 +2,10 @@
 listings' arrays, the item matrix) without its being sent, and send back only their results.
 
 `beside` runs one function while the caller does other work (prepare's two halves); `ahead`
-computes the next chunks while the caller uses this one (predict and match: whole scoring on a
-CPU, the pair features beside the forward pass on a GPU). A
-process that dies is reported, not waited for; those still running when the caller fails or
-stops are killed.
+computes the next chunks while the caller uses this one (prepare's labelled pairs; predict and
+match: the whole scoring on a CPU, the pair features beside the forward pass on a GPU). A process
+that dies is reported, not waited for; those still running when the caller fails or stops are
+killed.
 """
 
 from __future__ import annotations

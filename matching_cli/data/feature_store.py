@@ -51,10 +51,8 @@ PAIR_FEATURES = "pair_features.npy"
 TEXT_MODEL = "text_model"
 MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
-PICTURE_BATCH_ROWS = 32_768
-PAIR_CHUNK = (
-    1 << 18
-)  # labelled pairs a process computes the features of at a time  # at 3 pictures a listing, a batch decodes to 100 MB of float64
+PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
+PAIR_CHUNK = 1 << 18  # labelled pairs whose features a process computes at a time
 
 
 def write_features(
