@@ -337,10 +337,12 @@ def test_ahead_runs_start_in_each_worker_first():
     assert "AHEAD_TEST_STARTED" not in os.environ  # it ran there, not here
 
 
-def test_scored_chunks_equal_scoring_here(listings):
-    """predict and match score chunks in forked processes on one thread each (on a CPU): every
-    chunk must get the probabilities that scoring it here gives, in order, and a row of -1 is
-    scored as the missing row."""
+@pytest.mark.parametrize("forward_here", [False, True])
+def test_scored_chunks_equal_scoring_here(listings, forward_here):
+    """predict and match score chunks in forked processes on one thread each (on a CPU), or
+    compute their features there beside the forward pass here (on a GPU): every chunk must get
+    the probabilities that scoring it here gives, in order, and a row of -1 is scored as the
+    missing row."""
     import torch
 
     from matching_cli.model.network import ModelConfig, PairClassifier
@@ -358,7 +360,10 @@ def test_scored_chunks_equal_scoring_here(listings):
     chunks = [(rng.integers(-1, missing, n), rng.integers(-1, missing, n)) for n in (5, 3, 7, 2)]
     chunks.insert(1, None)
     threads = torch.get_num_threads()
-    out = list(scored_chunks(model, items, iter(chunks), lambda c: c, featurizer, missing))
+    scored = scored_chunks(
+        model, items, iter(chunks), lambda c: c, featurizer, missing, forward_here
+    )
+    out = list(scored)
     assert torch.get_num_threads() == threads
     assert [chunk is given for (chunk, _), given in zip(out, chunks, strict=True)] == [True] * 5
     for chunk, probabilities in out:

@@ -80,6 +80,7 @@ def scored_chunks(
     pairs_of: Callable[[T], tuple[np.ndarray, np.ndarray] | None],
     featurizer: Featurizer | None = None,
     missing_row: int | None = None,
+    forward_here: bool | None = None,
 ) -> Iterator[tuple[T, np.ndarray | None]]:
     """Each chunk, in order, with the match probabilities of its pairs (`pairs_of(chunk)`: item
     rows; None: a chunk not to score), the field features from `featurizer`. With `missing_row`
@@ -87,15 +88,17 @@ def scored_chunks(
 
     Chunks go to forked processes where there are cores for them (`scoring_workers`): on a CPU
     each scores whole chunks on one thread while this process reads and writes; on a GPU they
-    compute the field features of the next chunks while this process runs the forward pass. A
-    single chunk is scored here."""
+    compute the field features of the next chunks while this process runs the forward pass
+    (`forward_here`, by default on a GPU only). A single chunk is scored here."""
     probabilities = partial(_probabilities, model, items, featurizer, missing_row)
     chunks = iter(chunks)
     first = list(islice(chunks, 2))
     chunks = chain(first, chunks)
-    workers = scoring_workers(items.device, featurizer is not None) if len(first) > 1 else 0
+    if forward_here is None:
+        forward_here = items.device.type != "cpu"
+    workers = scoring_workers(forward_here, featurizer is not None) if len(first) > 1 else 0
     with threads_beside(workers, items.device):
-        if items.device.type == "cpu":
+        if not forward_here:
             yield from ahead(probabilities, chunks, pairs_of, workers, start=_one_thread)
             return
         for chunk, features in ahead(featurizer, chunks, pairs_of, workers):
@@ -131,14 +134,14 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def scoring_workers(device: torch.device, features: bool) -> int:
+def scoring_workers(forward_here: bool, features: bool) -> int:
     """Forked processes for `scored_chunks`. On a CPU one a core, each scoring whole chunks on one
     thread, on Linux (torch in forked processes is not tried elsewhere). At the real size, 10M
     pairs took 87-90 s this way against 113-127 s with the field features in one worker beside a
     one-thread forward pass here, which bound the time, and 121 s with this process scoring
-    chunks too (it also reads and writes them). On a GPU, for the field features only, all cores
-    but two. None on one core or where processes cannot be forked."""
-    if device.type == "cpu":
+    chunks too (it also reads and writes them). With the forward pass here (a GPU), for the field
+    features only, all cores but two. None on one core or where processes cannot be forked."""
+    if not forward_here:
         return one_per_core() if sys.platform.startswith("linux") else 0
     if not can_fork():
         return 0
