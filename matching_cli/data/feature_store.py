@@ -95,7 +95,7 @@ def write_features(
     workers = one_per_core() if len(chunks) > 1 else 0
     for chunk, values in ahead(compute, chunks, pairs_of, workers):
         rows[chunk] = values
-        task.advance(len(values))
+        task.advance(len(rows[chunk]))
     task.close()
     rows.flush()
     log.info("Pair features: %d columns in %d families", len(columns_out), len(FAMILIES))

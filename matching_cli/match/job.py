@@ -222,7 +222,7 @@ def score_candidates(
     with closing(scored_chunks(model, items, chunks, pairs_of, featurizer)) as scored:
         for chunk, scores in scored:
             out[chunk] = scores
-            task.advance(len(scores))
+            task.advance(len(out[chunk]))
     task.close()
     return out
 

@@ -10,7 +10,7 @@ tuned on.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from itertools import chain, islice
@@ -81,7 +81,7 @@ def scored_chunks(
     featurizer: Featurizer | None = None,
     missing_row: int | None = None,
     forward_here: bool | None = None,
-) -> Iterator[tuple[T, np.ndarray | None]]:
+) -> Generator[tuple[T, np.ndarray | None], None, None]:
     """Each chunk, in order, with the match probabilities of its pairs (`pairs_of(chunk)`: item
     rows; None: a chunk not to score), the field features from `featurizer`. With `missing_row`
     a row of -1 (a listing in no table) is scored as that row of `items` (zeros, say).
