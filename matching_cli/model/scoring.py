@@ -25,6 +25,9 @@ from matching_cli.workers import ahead, available_cores, can_fork, one_per_core
 EVAL_BATCH = 65_536  # on a GPU: large batches keep the card busy
 # On a CPU a batch this size keeps its activations in cache: measured about twice as fast as 65,536.
 CPU_EVAL_BATCH = 4_096
+# Processes scoring chunks on a CPU: each holds a chunk's temporaries, about 0.7 GB at the real
+# size; with more cores than this each gets more threads.
+MOST_SCORING_WORKERS = 8
 
 
 def autocast(device: torch.device):  # type: ignore[no-untyped-def]
@@ -87,9 +90,9 @@ def scored_chunks(
     a row of -1 (a listing in no table) is scored as that row of `items` (zeros, say).
 
     Chunks go to forked processes where there are cores for them (`scoring_workers`): on a CPU
-    each scores whole chunks on one thread while this process reads and writes; on a GPU they
-    compute the field features of the next chunks while this process runs the forward pass
-    (`forward_here`, by default on a GPU only). A single chunk is scored here."""
+    each scores whole chunks on its share of the cores while this process reads and writes; on
+    a GPU they compute the field features of the next chunks while this process runs the forward
+    pass (`forward_here`, by default on a GPU only). A single chunk is scored here."""
     probabilities = partial(_probabilities, model, items, featurizer, missing_row)
     chunks = iter(chunks)
     first = list(islice(chunks, 2))
@@ -99,7 +102,9 @@ def scored_chunks(
     workers = scoring_workers(forward_here, featurizer is not None) if len(first) > 1 else 0
     with threads_beside(workers, items.device):
         if not forward_here:
-            yield from ahead(probabilities, chunks, pairs_of, workers, start=_one_thread)
+            threads = max(1, available_cores() // max(workers, 1))
+            start = partial(torch.set_num_threads, threads)
+            yield from ahead(probabilities, chunks, pairs_of, workers, start=start)
             return
         for chunk, features in ahead(featurizer, chunks, pairs_of, workers):
             pairs = pairs_of(chunk)
@@ -130,19 +135,16 @@ def _probabilities(
     return scores.cpu().numpy()
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def scoring_workers(forward_here: bool, features: bool) -> int:
-    """Forked processes for `scored_chunks`. On a CPU one a core, each scoring whole chunks on one
-    thread, on Linux (torch in forked processes is not tried elsewhere). At the real size, 10M
-    pairs took 87-90 s this way against 113-127 s with the field features in one worker beside a
-    one-thread forward pass here, which bound the time, and 121 s with this process scoring
-    chunks too (it also reads and writes them). With the forward pass here (a GPU), for the field
-    features only, all cores but two. None on one core or where processes cannot be forked."""
+    """Forked processes for `scored_chunks`. On a CPU, on Linux (torch in forked processes is not
+    tried elsewhere), one a core up to MOST_SCORING_WORKERS, each scoring whole chunks. At the
+    real size on two cores, 10M pairs took 87-91 s this way against 113-127 s with the field
+    features in one worker beside a one-thread forward pass here, which bound the time, and 121 s
+    with this process scoring chunks too (it also reads and writes them). With the forward pass
+    here (a GPU), for the field features only, all cores but two. None on one core or where
+    processes cannot be forked."""
     if not forward_here:
-        return one_per_core() if sys.platform.startswith("linux") else 0
+        return min(one_per_core(), MOST_SCORING_WORKERS) if sys.platform.startswith("linux") else 0
     if not can_fork():
         return 0
     return max(1, available_cores() - 2) if features else 0
