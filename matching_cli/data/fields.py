@@ -148,14 +148,17 @@ def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
     redo = np.flatnonzero(whole)
     redone = [_entries(_parse_json(column[int(i)].as_py())) for i in redo]
     keep = sp.diags((~whole).astype(np.float32))
+    # Puts row k of the texts parsed whole in row redo[k].
+    place = sp.csr_matrix(
+        (np.ones(len(redo), np.float32), (redo, np.arange(len(redo)))),
+        shape=(len(lengths), len(redo)),
+    )
     matrices = []
     for kind in range(4):
         per_piece = _hash_rows(
             [[e[kind] for e in found or [] if e[kind] >= 0] for found in entries]
         )
-        fixed = sp.csr_matrix((len(lengths), HASH_FEATURES), dtype=np.float32)
-        if len(redo):
-            fixed[redo] = _hash_rows([[e[kind] for e in found if e[kind] >= 0] for found in redone])
+        fixed = place @ _hash_rows([[e[kind] for e in found if e[kind] >= 0] for found in redone])
         matrix = (keep @ (rows @ per_piece) + fixed).tocsr()
         matrix.data[:] = 1.0
         # A product's columns come unsorted, and scipy multiplies unsorted rows through a
