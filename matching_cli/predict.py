@@ -26,7 +26,7 @@ from matching_cli.data.tables import (
 from matching_cli.errors import DataError
 from matching_cli.files import output_stream, resolve_output
 from matching_cli.model.scoring import scored_chunks
-from matching_cli.model.train import items_to_device
+from matching_cli.model.train import items_to_score
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,14 @@ def predict_file(
     total, batches = _pair_batches(pairs_path, chunk_rows)
     if str(out_path) != "-":
         resolve_output(out_path, "--output")  # refuse a folder or a loop before any work
-    # A zero row at the end stands in for listings absent from every table (`--on-missing zero`).
-    matrix = items_to_device(items.matrix, device, zero_rows=1)
-    zero_row = len(items.ids)
+    matrix = items_to_score(items.matrix, device)
     summary = PredictSummary(0, 0, 0)
     examples: list[tuple[int, int]] = []
     task = reporter.task("scoring pairs", total=total, unit="pairs")
     chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
-    scored = scored_chunks(model, matrix, chunks, _Chunk.pairs_to_score, featurizer, zero_row)
+    # A listing absent from every table (`--on-missing zero`) is scored as row 0: its pairs' scores
+    # are set to 0 after.
+    scored = scored_chunks(model, matrix, chunks, _Chunk.pairs_to_score, featurizer, missing_row=0)
     with scores_csv(out_path, submission) as write, closing(scored):
         for chunk, scores in scored:
             if scores is None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from matching_cli.choices import DeviceKind, StopReason, check_device
 from matching_cli.data.prepare import PairSet, Prepared
-from matching_cli.data.tables import read_rows
+from matching_cli.data.tables import read_rows, shared_rows
 from matching_cli.errors import DeviceError
 from matching_cli.model.metrics import average_precision, pr_auc
 from matching_cli.model.scoring import autocast, score_pairs
@@ -79,6 +79,14 @@ class DeviceData:
 def items_to_device(matrix: np.ndarray, device: torch.device, zero_rows: int = 0) -> torch.Tensor:
     """The item matrix as a tensor on the device, with `zero_rows` zero rows appended."""
     return torch.from_numpy(read_rows(matrix, zero_rows=zero_rows)).to(device)
+
+
+def items_to_score(matrix: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The item matrix for scoring: on a CPU shared by the scoring processes where it is mapped
+    (`shared_rows`), not copied; on another device as `items_to_device` puts it there."""
+    if device.type == "cpu":
+        return torch.from_numpy(shared_rows(matrix))
+    return items_to_device(matrix, device)
 
 
 def to_device(
