@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from matching_cli.data.tables import lookup, unique_sorted
+from matching_cli.data.tables import lookup, shared_rows, unique_sorted
 
 
 def test_lookup_finds_each_key_and_marks_absent_ones():
@@ -27,3 +27,19 @@ def test_unique_sorted_is_numpys_unique():
     values = np.random.default_rng(1).integers(0, 50, 300)
     assert unique_sorted(values).tolist() == np.unique(values).tolist()
     assert unique_sorted(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_shared_rows_maps_a_stored_matrix_without_reading_or_writing_it(tmp_path):
+    """predict's scoring processes share the store's item matrix where it is mapped: writable for
+    torch, but copy-on-write, so the store's file never changes."""
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "items.npy", matrix)
+    mapped = np.load(tmp_path / "items.npy", mmap_mode="r")
+    rows = shared_rows(mapped)
+    assert isinstance(rows, np.memmap) and rows.flags.writeable
+    np.testing.assert_array_equal(rows, matrix)
+    rows[0] = -1.0
+    np.testing.assert_array_equal(np.load(tmp_path / "items.npy"), matrix)
+    part = shared_rows(mapped[1:])  # not a whole file: read as it is
+    assert not isinstance(part, np.memmap)
+    np.testing.assert_array_equal(part, matrix[1:])
