@@ -295,16 +295,14 @@ def normalise(matrix: np.ndarray) -> None:
     np.divide(matrix, norms, out=matrix, where=norms > 0)
 
 
-def read_rows(
-    matrix: np.ndarray, start: int = 0, stop: int | None = None, zero_rows: int = 0
-) -> np.ndarray:
-    """Rows start:stop of an item matrix as a fresh float32 array, with `zero_rows` zero rows after.
+def read_rows(matrix: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows start:stop of an item matrix as a fresh float32 array.
 
     A memory-mapped matrix is read from its file: copying it through the map would also keep the
     file's pages mapped in this process, twice the memory."""
     stop = len(matrix) if stop is None else min(stop, len(matrix))
     n = max(stop - start, 0)
-    out = np.zeros((n + zero_rows, matrix.shape[1]), np.float32)
+    out = np.zeros((n, matrix.shape[1]), np.float32)
     if _whole_float32_file(matrix):
         row_bytes = matrix.shape[1] * 4
         with open(matrix.filename, "rb") as f:  # type: ignore[attr-defined]
@@ -322,13 +320,7 @@ def shared_rows(matrix: np.ndarray) -> np.ndarray:
     matrix as `read_rows` gives it."""
     if not _whole_float32_file(matrix):
         return read_rows(matrix)
-    return np.memmap(
-        matrix.filename,  # type: ignore[attr-defined]
-        np.float32,
-        "c",
-        matrix.offset,  # type: ignore[attr-defined]
-        matrix.shape,
-    )
+    return np.load(matrix.filename, mmap_mode="c")  # type: ignore[attr-defined]
 
 
 def _whole_float32_file(matrix: np.ndarray) -> bool:

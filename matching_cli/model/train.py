@@ -76,9 +76,9 @@ class DeviceData:
     splits: dict[str, DevicePairs]
 
 
-def items_to_device(matrix: np.ndarray, device: torch.device, zero_rows: int = 0) -> torch.Tensor:
-    """The item matrix as a tensor on the device, with `zero_rows` zero rows appended."""
-    return torch.from_numpy(read_rows(matrix, zero_rows=zero_rows)).to(device)
+def items_to_device(matrix: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The item matrix as a tensor on the device."""
+    return torch.from_numpy(read_rows(matrix)).to(device)
 
 
 def items_to_score(matrix: np.ndarray, device: torch.device) -> torch.Tensor:
