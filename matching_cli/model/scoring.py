@@ -87,7 +87,8 @@ def scored_chunks(
 ) -> Generator[tuple[T, np.ndarray | None], None, None]:
     """Each chunk, in order, with the match probabilities of its pairs (`pairs_of(chunk)`: item
     rows; None: a chunk not to score), the field features from `featurizer`. With `missing_row`
-    a row of -1 (a listing in no table) is scored as that row of `items` (zeros, say).
+    a row of -1 (a listing in no table) is scored as that row of `items` (the caller discards
+    those scores).
 
     Chunks go to forked processes where there are cores for them (`scoring_workers`): on a CPU
     each scores whole chunks on its share of the cores while this process reads and writes; on
