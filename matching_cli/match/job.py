@@ -40,7 +40,7 @@ from matching_cli.match.text_blocking import (
 )
 from matching_cli.model.saved import Classifier, SavedModel
 from matching_cli.model.scoring import scored_chunks
-from matching_cli.model.train import items_to_device
+from matching_cli.model.train import items_to_score
 from matching_cli.progress import NullReporter, Reporter, Task
 from matching_cli.settings import MatchSettings, Settings
 
@@ -214,7 +214,7 @@ def score_candidates(
     featurizer: PairFeaturizer | None = None,
 ) -> np.ndarray:
     """Match probabilities of the candidate pairs, through the same `predict_proba` as `predict`."""
-    items = items_to_device(matrix, device)
+    items = items_to_score(matrix, device)
     out = np.empty(len(candidates), np.float32)
     task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
     chunks = [slice(start, start + SCORE_CHUNK) for start in range(0, len(candidates), SCORE_CHUNK)]

@@ -10,8 +10,7 @@ tuned on.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable
 from functools import partial
 from itertools import chain, islice
 from typing import TypeVar
@@ -101,15 +100,13 @@ def scored_chunks(
     if forward_here is None:
         forward_here = items.device.type != "cpu"
     workers = scoring_workers(forward_here, featurizer is not None) if len(first) > 1 else 0
-    with threads_beside(workers, items.device):
-        if not forward_here:
-            threads = max(1, available_cores() // max(workers, 1))
-            start = partial(torch.set_num_threads, threads)
-            yield from ahead(probabilities, chunks, pairs_of, workers, start=start)
-            return
-        for chunk, features in ahead(featurizer, chunks, pairs_of, workers):
-            pairs = pairs_of(chunk)
-            yield chunk, None if pairs is None else probabilities(*pairs, features)
+    if not forward_here:
+        start = partial(torch.set_num_threads, max(1, available_cores() // max(workers, 1)))
+        yield from ahead(probabilities, chunks, pairs_of, workers, start=start)
+        return
+    for chunk, features in ahead(featurizer, chunks, pairs_of, workers):
+        pairs = pairs_of(chunk)
+        yield chunk, None if pairs is None else probabilities(*pairs, features)
 
 
 def _probabilities(
@@ -149,16 +146,3 @@ def scoring_workers(forward_here: bool, features: bool) -> int:
     if not can_fork():
         return 0
     return max(1, available_cores() - 2) if features else 0
-
-
-@contextmanager
-def threads_beside(workers: int, device: torch.device) -> Iterator[None]:
-    """torch's CPU threads kept to the cores that `workers` processes leave free: on two cores
-    the forward pass on two threads beside a busy worker took 1.3x as long as on one."""
-    before = torch.get_num_threads()
-    if workers and device.type == "cpu":
-        torch.set_num_threads(max(1, min(before, available_cores() - workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
