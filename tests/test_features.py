@@ -169,6 +169,18 @@ def test_saved_and_reloaded_give_the_same_features(listings, tmp_path):
     np.testing.assert_array_equal(pair_features(again, left, right, batch_pairs=1), expected)
 
 
+def test_pairs_out_of_order_get_their_own_rows(listings):
+    """Pairs are computed in the order of their left rows, in batches: each row of the result must
+    still be its own pair's, as when the pair is computed alone."""
+    rng = np.random.default_rng(3)
+    left, right = rng.integers(0, len(listings), 40), rng.integers(0, len(listings), 40)
+    assert (np.diff(left) < 0).any()
+    alone = np.vstack(
+        [pair_features(listings, left[k : k + 1], right[k : k + 1]) for k in range(40)]
+    )
+    np.testing.assert_array_equal(pair_features(listings, left, right, batch_pairs=7), alone)
+
+
 def test_stores_with_sparse_rows_as_npz_still_load(listings, tmp_path):
     """Stores prepared before the sparse rows were saved as mapped parts hold them as npz."""
     listings.save(tmp_path)

@@ -176,17 +176,24 @@ def pair_features(
     families: tuple[str, ...] = tuple(FAMILIES),
     batch_pairs: int = BATCH_PAIRS,
 ) -> np.ndarray:
-    """(len(left), len(feature_names(families))) float32 features of pairs (left[k], right[k])."""
+    """(len(left), len(feature_names(families))) float32 features of pairs (left[k], right[k]).
+
+    The pairs are taken in the order of their left rows: each batch then reads the left side's
+    rows of every array from one stretch of memory, not from all over it. At the real size that
+    took a million random pairs' features from 9.0-10.6 s to 7.8-8.4 s; each row's values are the
+    same either way (taking the right side in order too was slower: its rows must be put back)."""
     names = feature_names(families)
     out = np.empty((len(left), len(names)), dtype=np.float32)
+    left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+    order = np.argsort(left, kind="stable")
     for start in range(0, len(left), batch_pairs):
-        a = np.asarray(left[start : start + batch_pairs], dtype=np.int64)
-        b = np.asarray(right[start : start + batch_pairs], dtype=np.int64)
+        rows = order[start : start + batch_pairs]
+        a, b = left[rows], right[rows]
         columns = [
             col
             for family in FAMILIES
             if family in families
             for col in _COMPUTE[family](listings, a, b)
         ]
-        out[start : start + len(a)] = np.column_stack(columns)
+        out[rows] = np.column_stack(columns)
     return out
