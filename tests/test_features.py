@@ -1,7 +1,6 @@
 """Pair features on tiny hand-made listings whose answers are known."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -10,8 +9,10 @@ import scipy.sparse as sp
 from matching_cli.data import pairs as pairs_module
 from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.features import (
+    TEXT_FIELDS,
     Listings,
     TextModel,
+    column_bounds,
     fit_text_model,
     listing_features,
 )
@@ -169,6 +170,37 @@ def test_saved_and_reloaded_give_the_same_features(listings, tmp_path):
     np.testing.assert_array_equal(pair_features(again, left, right, batch_pairs=1), expected)
 
 
+def test_fields_side_by_side_equal_comparing_each_field_alone(listings):
+    """The text fields are stored and compared side by side; each similarity must equal the dot
+    products of that field's rows alone, within a field and across name and description."""
+    left, right = np.array([0, 0, 1, 3, 4, 5, 2]), np.array([1, 2, 2, 4, 5, 0, 2])
+    field = {name: listings.text_field(name) for name in TEXT_FIELDS}
+    bounds, k = column_bounds(TEXT_FIELDS), list(TEXT_FIELDS).index("unit_counts")
+    units_given = listings.text_across[:, bounds[k] : bounds[k + 1]]  # 1 per unit a listing gives
+
+    def dot(x, y):
+        return np.asarray(x[left].multiply(y[right]).sum(axis=1)).ravel()
+
+    got = features(listings, list(zip(left, right, strict=True)))
+    np.testing.assert_allclose(
+        got["name_word_cos"], dot(field["name_word"], field["name_word"]), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        got["desc_word_cos"], dot(field["desc_word"], field["desc_word"]), atol=1e-6
+    )
+    cross = np.maximum(
+        dot(field["name_word"], field["desc_word"]), dot(field["desc_word"], field["name_word"])
+    )
+    np.testing.assert_allclose(got["cross_word_cos"], cross, atol=1e-6)
+    assert (got["cross_word_cos"] > 0).any()  # the fixture's descriptions repeat names' words
+    shared = dot(field["name_digits"], field["name_digits"])
+    np.testing.assert_array_equal(got["digit_shared"], shared)
+    units = dot(field["unit_counts"], units_given) + dot(units_given, field["unit_counts"])
+    conflicts = np.maximum(units - 2 * dot(field["unit_values"], field["unit_values"]), 0)
+    np.testing.assert_array_equal(got["unit_conflicts"], conflicts)
+    assert (got["unit_conflicts"] > 0).any()
+
+
 def test_pairs_out_of_order_get_their_own_rows(listings):
     """Pairs are computed in the order of their left rows, in batches: each row of the result must
     still be its own pair's, as when the pair is computed alone."""
@@ -179,19 +211,6 @@ def test_pairs_out_of_order_get_their_own_rows(listings):
         [pair_features(listings, left[k : k + 1], right[k : k + 1]) for k in range(40)]
     )
     np.testing.assert_array_equal(pair_features(listings, left, right, batch_pairs=7), alone)
-
-
-def test_stores_with_sparse_rows_as_npz_still_load(listings, tmp_path):
-    """Stores prepared before the sparse rows were saved as mapped parts hold them as npz."""
-    listings.save(tmp_path)
-    for name in ("name_char", "attr_keys"):
-        shutil.rmtree(tmp_path / name)
-        sp.save_npz(tmp_path / f"{name}.npz", getattr(listings, name), compressed=False)
-    again = Listings.load(tmp_path)
-    left, right = np.array([0, 0, 3, 5]), np.array([1, 2, 4, 0])
-    np.testing.assert_array_equal(
-        pair_features(again, left, right), pair_features(listings, left, right)
-    )
 
 
 def test_pictures_in_slices_equal_brute_force(monkeypatch):

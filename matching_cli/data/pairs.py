@@ -18,10 +18,12 @@ listing lacks it). No column is ever NaN, so both trees and the MLP read them as
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import scipy.sparse as sp
 
-from matching_cli.data.features import Listings
+from matching_cli.data.features import ATTRIBUTE_FIELDS, TEXT_FIELDS, Listings, column_bounds
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "text": (
@@ -53,64 +55,120 @@ def _dot(x: sp.csr_matrix, y: sp.csr_matrix) -> np.ndarray:
     return np.asarray(x.multiply(y).sum(axis=1), dtype=np.float32).ravel()
 
 
-def _sides(x: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """The rows of x for both sides of the pairs, each gathered once for all the dots of a batch."""
-    return x[a], x[b]
+def _by_field(x: sp.csr_matrix, bounds: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """(rows of x, fields) sums of `values` (default: ones) over each row's entries in each
+    field's columns (`column_bounds`)."""
+    fields = len(bounds) - 1
+    row = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    field = np.searchsorted(bounds, x.indices, side="right") - 1
+    sums = np.bincount(row * fields + field, weights=values, minlength=x.shape[0] * fields)
+    return sums.reshape(-1, fields).astype(np.float32)
 
 
-def _nnz(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    return np.diff(x.indptr)[rows].astype(np.float32)
+def _field_dots(x: sp.csr_matrix, y: sp.csr_matrix, bounds: np.ndarray) -> np.ndarray:
+    """(rows, fields) dot products x[k] . y[k] within each field's columns."""
+    product = x.multiply(y).tocsr()
+    return _by_field(product, bounds, product.data)
 
 
 def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
 
 
-def _text(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    tokens_a, tokens_b = _sides(f.name_tokens, a, b)
-    shared = _dot(tokens_a, tokens_b)
-    na, nb = _nnz(f.name_tokens, a), _nnz(f.name_tokens, b)
-    name_a, name_b = _sides(f.name_word, a, b)
-    desc_a, desc_b = _sides(f.desc_word, a, b)
+class _Batch:
+    """A batch of pairs (rows a[k], b[k] of `Listings`): each side's rows of a matrix are gathered
+    once, and each product of them is computed once, for every family that reads it."""
+
+    def __init__(self, f: Listings, a: np.ndarray, b: np.ndarray):
+        self.f, self.a, self.b = f, a, b
+
+    def same(self, name: str) -> np.ndarray:
+        """Dot products of a text field, a's with b's."""
+        return self._text_same[:, _TEXT_INDEX[name]]
+
+    def across(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Dot products of a text field with what the other listing gives in its place
+        (`Listings.text_across`): a's with b's, and b's with a's."""
+        k = _TEXT_INDEX[name]
+        ab, ba = self._text_across
+        return ab[:, k], ba[:, k]
+
+    def text_counts(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """How many entries each side's row of a text field has."""
+        k = _TEXT_INDEX[name]
+        return self._text_counts[0][:, k], self._text_counts[1][:, k]
+
+    @cached_property
+    def _text_rows(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        return self.f.text_rows[self.a], self.f.text_rows[self.b]
+
+    @cached_property
+    def _text_same(self) -> np.ndarray:
+        return _field_dots(*self._text_rows, _TEXT_BOUNDS)
+
+    @cached_property
+    def _text_across(self) -> tuple[np.ndarray, np.ndarray]:
+        rows_a, rows_b = self._text_rows
+        across_a, across_b = self.f.text_across[self.a], self.f.text_across[self.b]
+        return (
+            _field_dots(rows_a, across_b, _TEXT_BOUNDS),
+            _field_dots(across_a, rows_b, _TEXT_BOUNDS),
+        )
+
+    @cached_property
+    def _text_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        rows_a, rows_b = self._text_rows
+        return _by_field(rows_a, _TEXT_BOUNDS), _by_field(rows_b, _TEXT_BOUNDS)
+
+    @cached_property
+    def attributes(self) -> np.ndarray:
+        """(pairs, ATTRIBUTE_FIELDS) dot products, each field with itself."""
+        rows = self.f.attribute_rows
+        return _field_dots(rows[self.a], rows[self.b], _ATTRIBUTE_BOUNDS)
+
+
+_TEXT_INDEX = {name: k for k, name in enumerate(TEXT_FIELDS)}
+_TEXT_BOUNDS = column_bounds(TEXT_FIELDS)
+_ATTRIBUTE_BOUNDS = column_bounds(ATTRIBUTE_FIELDS)
+
+
+def _text(batch: _Batch) -> list[np.ndarray]:
+    f, a, b = batch.f, batch.a, batch.b
+    shared = batch.same("name_tokens")
+    na, nb = batch.text_counts("name_tokens")
     return [
-        _dot(*_sides(f.name_char, a, b)),
-        _dot(name_a, name_b),
-        _dot(desc_a, desc_b),
-        np.maximum(_dot(name_a, desc_b), _dot(desc_a, name_b)),
+        _dot(f.name_char[a], f.name_char[b]),
+        batch.same("name_word"),
+        batch.same("desc_word"),
+        np.maximum(*batch.across("name_word")),
         _ratio(shared, na + nb - shared),
         _ratio(shared, np.minimum(na, nb)),
         (~(f.has_desc[a] & f.has_desc[b])).astype(np.float32),
     ]
 
 
-def _digits(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    name_a, name_b = _sides(f.name_digits, a, b)
-    shared = _dot(name_a, name_b)
-    na, nb = _nnz(f.name_digits, a), _nnz(f.name_digits, b)
+def _digits(batch: _Batch) -> list[np.ndarray]:
+    shared = batch.same("name_digits")
+    na, nb = batch.text_counts("name_digits")
     both = (na > 0) & (nb > 0)
     # A value on one side whose unit the other side gives with other values only ("128gb" against
     # "256gb"): units of a in b, counted per value of a, less the values they share; both ways.
-    counts_a, counts_b = _sides(f.unit_counts, a, b)
-    unit_hits = _dot(counts_a, counts_b.sign()) + _dot(counts_a.sign(), counts_b)
-    conflicts = np.maximum(unit_hits - 2 * _dot(*_sides(f.unit_values, a, b)), 0)
-    desc_a, desc_b = _sides(f.desc_digits, a, b)
-    cross = np.maximum(_dot(name_a, desc_b), _dot(desc_a, name_b))
+    unit_hits = np.add(*batch.across("unit_counts"))
+    conflicts = np.maximum(unit_hits - 2 * batch.same("unit_values"), 0)
     return [
         _ratio(shared, na + nb - shared),
         shared,
         np.where(both, np.minimum(na, nb) - shared, 0).astype(np.float32),
         conflicts,
         (both & (shared == 0)).astype(np.float32),
-        cross,
+        np.maximum(*batch.across("name_digits")),
         (~both).astype(np.float32),
     ]
 
 
-def _attributes(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    shared = _dot(*_sides(f.attr_keys, a, b))
-    equal = _dot(*_sides(f.attr_values, a, b))
-    numeric = _dot(*_sides(f.attr_numeric_keys, a, b))
-    numeric_equal = _dot(*_sides(f.attr_numeric_values, a, b))
+def _attributes(batch: _Batch) -> list[np.ndarray]:
+    shared, equal, numeric, numeric_equal = batch.attributes.T
+    f, a, b = batch.f, batch.a, batch.b
     return [
         shared,
         _ratio(equal, shared),
@@ -119,14 +177,14 @@ def _attributes(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-def _categories(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-    ca, cb = f.categories[a], f.categories[b]
+def _categories(batch: _Batch) -> list[np.ndarray]:
+    ca, cb = batch.f.categories[batch.a], batch.f.categories[batch.b]
     same = ((ca == cb) & (ca >= 0)).astype(np.float32)
     missing = (ca[:, 0] < 0) | (cb[:, 0] < 0)
     return [same[:, 0], same[:, 1], same[:, 2], missing.astype(np.float32)]
 
 
-def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+def _pictures(batch: _Batch) -> list[np.ndarray]:
     """Cosines of every picture of a with every picture of b, reduced per pair.
 
     Pairs are grouped by their (pictures of a, pictures of b) counts, and each group is one
@@ -135,6 +193,7 @@ def _pictures(f: Listings, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     slices of at most PICTURE_VECTORS vectors a side, so listings with many pictures cannot blow
     the gathered vectors up to gigabytes.
     """
+    f, a, b = batch.f, batch.a, batch.b
     start, count = f.picture_spans[:, 0], f.picture_spans[:, 1]
     count_a, count_b = count[a], count[b]
     missing = (count_a == 0) | (count_b == 0)
@@ -188,12 +247,9 @@ def pair_features(
     order = np.argsort(left, kind="stable")
     for start in range(0, len(left), batch_pairs):
         rows = order[start : start + batch_pairs]
-        a, b = left[rows], right[rows]
+        batch = _Batch(listings, left[rows], right[rows])
         columns = [
-            col
-            for family in FAMILIES
-            if family in families
-            for col in _COMPUTE[family](listings, a, b)
+            col for family in FAMILIES if family in families for col in _COMPUTE[family](batch)
         ]
         out[rows] = np.column_stack(columns)
     return out

@@ -41,7 +41,9 @@ from matching_cli.settings import DataSettings
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # 2: pair features from the listings' own fields; 3: computed per distinct word
+# 2: pair features from the listings' own fields; 3: computed per distinct word; 4: the sparse
+# fields of a listing side by side (`features.TEXT_FIELDS`), read in one piece
+FORMAT = 4
 FINGERPRINT_CHARS = 16  # a store is named by its fingerprint: the only folders pruning touches
 KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")

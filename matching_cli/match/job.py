@@ -141,7 +141,7 @@ def match_job(
             if match.text_blocking:
                 listings = featurizer.listings if featurizer else prepared.listings()
                 extra = shared_token_pairs(
-                    listings.name_digits, queries, TextBlocking.of(match), groups
+                    listings.text_field("name_digits"), queries, TextBlocking.of(match), groups
                 )
                 candidates = with_text_candidates(candidates, prepared.items.matrix, *extra)
         tracking.log_params(
