@@ -199,6 +199,13 @@ def test_fields_side_by_side_equal_comparing_each_field_alone(listings):
     conflicts = np.maximum(units - 2 * dot(field["unit_values"], field["unit_values"]), 0)
     np.testing.assert_array_equal(got["unit_conflicts"], conflicts)
     assert (got["unit_conflicts"] > 0).any()
+    for k, name in enumerate(TEXT_FIELDS):  # the stored counts are each field's own entries
+        np.testing.assert_array_equal(listings.text_counts[:, k], np.diff(field[name].indptr))
+    tokens = field["name_tokens"]
+    shared, count = dot(tokens, tokens), np.diff(tokens.indptr)
+    union = count[left] + count[right] - shared
+    np.testing.assert_allclose(got["name_jaccard"], shared / union, atol=1e-6)
+    assert ((got["name_jaccard"] > 0) & (got["name_jaccard"] < 1)).any()
 
 
 def test_pairs_out_of_order_get_their_own_rows(listings):

@@ -58,20 +58,15 @@ def _dot(x: sp.csr_matrix, y: sp.csr_matrix) -> np.ndarray:
     return np.asarray(x.multiply(y).sum(axis=1), dtype=np.float32).ravel()
 
 
-def _by_field(x: sp.csr_matrix, bounds: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-    """(rows of x, fields) sums of `values` (default: ones) over each row's entries in each
-    field's columns (`column_bounds`)."""
-    fields = len(bounds) - 1
-    row = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    field = np.searchsorted(bounds, x.indices, side="right") - 1
-    sums = np.bincount(row * fields + field, weights=values, minlength=x.shape[0] * fields)
-    return sums.reshape(-1, fields).astype(np.float32)
-
-
 def _field_dots(x: sp.csr_matrix, y: sp.csr_matrix, bounds: np.ndarray) -> np.ndarray:
-    """(rows, fields) dot products x[k] . y[k] within each field's columns."""
+    """(rows, fields) dot products x[k] . y[k] within each field's columns (`column_bounds`):
+    the product's entries summed per row and field."""
     product = x.multiply(y).tocsr()
-    return _by_field(product, bounds, product.data)
+    fields = len(bounds) - 1
+    row = np.repeat(np.arange(product.shape[0]), np.diff(product.indptr))
+    field = np.searchsorted(bounds, product.indices, side="right") - 1
+    sums = np.bincount(row * fields + field, product.data, minlength=product.shape[0] * fields)
+    return sums.reshape(-1, fields).astype(np.float32)
 
 
 def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
@@ -102,6 +97,10 @@ class _Batch:
         return self._text_counts[0][:, k], self._text_counts[1][:, k]
 
     @cached_property
+    def _text_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.f.text_counts[self.a], self.f.text_counts[self.b]
+
+    @cached_property
     def _text_rows(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         return self.f.text_rows[self.a], self.f.text_rows[self.b]
 
@@ -117,11 +116,6 @@ class _Batch:
             _field_dots(rows_a, across_b, _TEXT_BOUNDS),
             _field_dots(across_a, rows_b, _TEXT_BOUNDS),
         )
-
-    @cached_property
-    def _text_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        rows_a, rows_b = self._text_rows
-        return _by_field(rows_a, _TEXT_BOUNDS), _by_field(rows_b, _TEXT_BOUNDS)
 
     @cached_property
     def attributes(self) -> np.ndarray:

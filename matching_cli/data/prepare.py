@@ -42,8 +42,9 @@ from matching_cli.settings import DataSettings
 log = logging.getLogger(__name__)
 
 # 2: pair features from the listings' own fields; 3: computed per distinct word; 4: the sparse
-# fields of a listing side by side (`features.TEXT_FIELDS`), read in one piece
-FORMAT = 4
+# fields of a listing side by side (`features.TEXT_FIELDS`), read in one piece; 5: their entries
+# counted per listing (`Listings.text_counts`)
+FORMAT = 5
 FINGERPRINT_CHARS = 16  # a store is named by its fingerprint: the only folders pruning touches
 KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
