@@ -292,13 +292,18 @@ def test_ngram_keys_are_char_wb_ngrams():
 
     from matching_cli.data.ngrams import ngram_keys, term_key
 
-    texts = ["a", "ab", "abc", "apple iphone", "", "x515ea-bq", "чёрный  кот", "128gb"]
     analyse = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5)).build_analyzer()
-    owner, keys = ngram_keys(texts)
-    for i, text in enumerate(texts):
-        assert Counter(keys[owner == i].tolist()) == Counter(
-            int(term_key(gram)) for gram in analyse(text)
-        ), text
+    clean = ["a", "ab", "abc", "apple iphone 128gb", "", "x515ea-bq", "", "ab c"]  # single spaces
+    uneven = [*clean, "чёрный  кот", " x", "y\tz\n"]  # split one by one
+    with_controls = [*clean, "ab\x01cd", "\x00efg"]  # the code points 0 and 1 are dropped
+    for texts in (clean, uneven, with_controls, [], [""]):
+        owner, keys = ngram_keys(texts)
+        assert len(owner) == len(keys)
+        for i, text in enumerate(texts):
+            text = text.replace("\x00", "").replace("\x01", "")
+            assert Counter(keys[owner == i].tolist()) == Counter(
+                int(term_key(gram)) for gram in analyse(text)
+            ), text
 
 
 def test_attributes_split_into_entries_equal_parsing_each_text():
@@ -482,6 +487,26 @@ def test_code_words_read_as_normalise_and_tokens_read_them():
     for word in checked:
         text = normalise(word)
         assert _code_word(word) == (text, tokens(text)), word
+
+
+def test_plain_words_are_their_own_text_and_token():
+    """Words matching `words._PLAIN` skip `normalise` and `tokens` altogether: each must be its own
+    normalised text and its one token. Near misses (digits, units, look-alikes alone, ё,
+    punctuation) must not match: they go through the regexes or `_code_word`."""
+    import itertools
+    import re
+
+    from matching_cli.data.words import _PLAIN
+
+    letters = ["", "a", "xz", "ab", "мы", "бж", "ёж", "мт", "ае", "aж", "kм"]
+    tails = ["", "0", "128", "8843", "gb", "гб", "-5", ".", "5.", "5gb", "5x", "ё"]
+    words = [a + t for a, t in itertools.product(letters, tails)]
+    pattern = re.compile(_PLAIN)
+    plain = [w for w in words if pattern.match(w)]
+    assert {"a", "xz", "мы", "бж"} <= set(plain)
+    assert not {"ab8843", "5gb", "мт", "мт128", "ab-5", "ab.", "ёж", ""} & set(plain)
+    for word in plain:
+        assert (normalise(word), tokens(word)) == (word, [word]), word
 
 
 def test_a_worker_that_dies_is_told_not_waited_for():
