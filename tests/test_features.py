@@ -546,3 +546,27 @@ def test_pictures_written_block_by_block_read_back_stacked(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "pictures.npy"), stacked)
     _save_stacked(tmp_path / "none.npy", [])
     assert np.load(tmp_path / "none.npy").shape == (0, 1)
+
+
+def test_string_columns_follow_the_item_order(tmp_path):
+    """The fields are read in item-matrix order: a listing the file lacks gets null, a listing the
+    file repeats gets its last row, and a description is cut to DESCRIPTION_CHARS."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from matching_cli.data.feature_store import _string_columns
+    from matching_cli.data.fields import DESCRIPTION_CHARS
+    from matching_cli.data.layout import TEXT_FILE
+
+    long = "x" * (DESCRIPTION_CHARS + 50)
+    table = pa.table(
+        {
+            "variantid": pa.array([30, 10, 50, 10], pa.int64()),
+            "name": ["c", "a first", None, "a last"],
+            "description": ["dc", "da", long, None],
+        }
+    )
+    pq.write_table(table, tmp_path / TEXT_FILE, row_group_size=2)  # two chunks to take from
+    columns = _string_columns(tmp_path, np.array([10, 20, 30, 50]), TEXT_FILE)
+    assert columns["name"].to_pylist() == ["a last", None, "c", None]
+    assert columns["description"].to_pylist() == [None, None, "dc", long[:DESCRIPTION_CHARS]]
