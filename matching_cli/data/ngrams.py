@@ -52,9 +52,9 @@ def _code_points(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
     The texts are joined and their spaces replaced in a few string operations, not split one by
     one in Python: `ngram_keys` of the full data's 681k distinct name words took 1.5 s this way,
-    3.9 s before (the same keys in the same order). A text with
-    white space other than single spaces between words is split one by one; the code points 0
-    and 1, which no name has, are dropped from the texts."""
+    3.9 s before (the same keys in the same order). A text with white space other than single
+    spaces between words is split one by one; the code points 0 and 1, which no name has, are
+    dropped from the texts."""
     joined = "\x01".join(texts)
     if "\x00" in joined or joined.count("\x01") > max(len(texts) - 1, 0):
         texts = [text.replace("\x00", "").replace("\x01", "") for text in texts]
