@@ -14,7 +14,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -23,18 +23,28 @@ import numpy as np
 
 
 @contextmanager
-def beside(work: Callable[..., None], *args: object) -> Iterator[Callable[[], None]]:
+def beside(work: Callable[..., object], *args: object) -> Iterator[Callable[[], Any]]:
     """`work(*args)` in a forked process while the caller's block runs, which calls the function
-    it is given to wait for it (and get its error); run first, here, where `can_fork` says no."""
+    it is given to wait for its result (and get its error). A `work` that is a generator sends
+    each value it yields as soon as it has it, then what it returns: one call gives each. Where
+    `can_fork` says no, all of it is run first, here."""
     if not can_fork():
-        work(*args)
-        yield lambda: None
+        outcomes = iter(list(_outcomes(work, args)))
+        yield lambda: next(outcomes)
         return
     forked = Forked(work, *args)
     try:
         yield forked.result
     finally:
         forked.stop()  # stopped if this block failed first; else already done
+
+
+def _outcomes(function: Callable[..., object], args: tuple) -> Iterator[object]:
+    """`function(*args)`; for a generator, each value it yields, then what it returns."""
+    result = function(*args)
+    if isinstance(result, Generator):
+        result = yield from result
+    yield result
 
 
 T = TypeVar("T")
@@ -136,8 +146,9 @@ def _serve(
 
 class Forked:
     """`function(*args)` in a forked process, which has this process's memory without its being
-    sent; only the result comes back (pickled through a pipe). `result()` waits for it and raises
-    the function's error, or a RuntimeError when the process died (killed for memory, say)."""
+    sent; only the result comes back (pickled through a pipe), or each value of a generator.
+    `result()` waits for the next one and raises the function's error, or a RuntimeError when the
+    process died (killed for memory, say)."""
 
     def __init__(self, function: Callable[..., object], *args: object):
         context = multiprocessing.get_context("fork")
@@ -149,10 +160,7 @@ class Forked:
         send.close()
 
     def result(self) -> Any:
-        try:
-            return _received(self._receive, self._process)
-        finally:
-            self._receive.close()
+        return _received(self._receive, self._process)
 
     def stop(self) -> None:
         _stop(self._process, self._receive)
@@ -192,13 +200,12 @@ def _run_and_send(send: Connection, function: Callable[..., object], args: tuple
 
 
 def _send_result(send: Connection, function: Callable[..., object], args: tuple) -> None:
-    """`function(*args)` sent as (True, result), or its error as (False, error)."""
+    """Each of `_outcomes(function, args)` sent as (True, value), or an error as (False, error)."""
     try:
-        result = function(*args)
+        for value in _outcomes(function, args):
+            send.send((True, value))
     except BaseException as error:  # told to the parent, which raises it
         send.send((False, error))
-    else:
-        send.send((True, result))
 
 
 def one_per_core() -> int:

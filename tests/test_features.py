@@ -263,6 +263,17 @@ def test_words_per_distinct_word_equal_normalising_each_text():
         assert got == expected, text
 
 
+def test_words_saved_read_back_equal(tmp_path):
+    """prepare's worker hands the descriptions' words over through files."""
+    words = Words.of(as_strings(TEXTS, len(TEXTS)))
+    words.save(tmp_path / "words")
+    back = Words.load(tmp_path / "words")
+    assert (back.normalised, back.token_strings) == (words.normalised, words.token_strings)
+    for name in ("rows", "word_tokens"):
+        a, b = getattr(words, name), getattr(back, name)
+        assert a.shape == b.shape and (a != b).nnz == 0, name
+
+
 def test_char_tfidf_equals_scikit_learns():
     """The TF-IDF computed per distinct word, n-grams as keys, is scikit-learn's sublinear
     char_wb TF-IDF."""
@@ -516,6 +527,49 @@ def test_a_worker_that_dies_is_told_not_waited_for():
 
     with pytest.raises(RuntimeError, match="exit code 3"):
         Forked(os._exit, 3).result()
+
+
+def _first_then_after_a_sign(sign, fail):
+    """Yields 1, then waits for `sign` to exist (the caller makes it once it has the 1)."""
+    import time
+
+    yield 1
+    deadline = time.monotonic() + 20
+    while not sign.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the 1 never reached the caller")
+        time.sleep(0.01)
+    if fail:
+        raise ValueError("after the first value")
+    return 2
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_worker_sends_each_value_it_yields_at_once(tmp_path, fail):
+    """prepare's worker hands the descriptions' words over while it goes on with the rest: each
+    value a generator yields reaches the caller then, its return value last, an error when it
+    comes."""
+    from matching_cli.workers import beside
+
+    sign = tmp_path / "sign"
+    with beside(_first_then_after_a_sign, sign, fail) as next_value:
+        assert next_value() == 1
+        sign.touch()
+        if fail:
+            with pytest.raises(ValueError, match="after the first"):
+                next_value()
+        else:
+            assert next_value() == 2
+
+
+def test_a_generator_is_run_first_where_no_process_is_forked(tmp_path, monkeypatch):
+    from matching_cli import workers
+
+    monkeypatch.setattr(workers, "can_fork", lambda: False)
+    sign = tmp_path / "sign"
+    sign.touch()  # no caller can make it while the work runs here
+    with workers.beside(_first_then_after_a_sign, sign, False) as next_value:
+        assert (next_value(), next_value()) == (1, 2)
 
 
 def test_workers_still_running_are_stopped_when_scoring_stops():

@@ -35,6 +35,9 @@ def test_prepare_writes_disjoint_splits_and_reuses_them(project):
     items = np.load(store() / "items.npy")
     norms = np.linalg.norm(items[:, :64], axis=1)
     assert np.allclose(norms[norms > 0], 1, atol=1e-5)
+    # The descriptions' words, handed from the features stage's worker through files, are gone.
+    assert not (store() / "features" / "description_words").exists()
+    assert (store() / "features" / "text_rows").is_dir()
 
 
 def test_train_logs_params_tags_metrics_figures_and_model(in_trained):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -53,34 +56,47 @@ MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
 PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
 PAIR_CHUNK = 1 << 18  # labelled pairs whose features a process computes at a time
+DESCRIPTION_WORDS = "description_words"  # a folder the features stage removes when done
 
 
-def write_features(
+@contextmanager
+def features_started(
+    data_dir: Path, ids: np.ndarray, out: Path, reporter: Reporter
+) -> Iterator[Callable[[np.ndarray, np.ndarray], list[str]]]:
+    """The features stage of listings `ids` (the item matrix's order) begun: a second process
+    (where there is a second core) reads the descriptions, attributes, categories and pictures
+    and saves their arrays into `out` while the caller goes on (`prepare` reads the embeddings
+    meanwhile). The function given, `write(left, right)`, does the names and the text rows here
+    and writes the feature rows of the labelled pairs (rows `left`, `right` of the item matrix);
+    it returns the feature names, in column order.
+
+    The two processes take about the same time, and nothing big is sent between them: the
+    descriptions' words reach this one through files. A bad field file is told before any work."""
+    _check_field_files(data_dir)
+    with beside(_other_fields, data_dir, ids, out / LISTINGS_DIR) as from_worker:
+        yield partial(_write_features, data_dir, ids, out, reporter, from_worker)
+
+
+def _write_features(
     data_dir: Path,
     ids: np.ndarray,
-    left: np.ndarray,
-    right: np.ndarray,
     out: Path,
     reporter: Reporter,
+    from_worker: Callable[[], Path | None],
+    left: np.ndarray,
+    right: np.ndarray,
 ) -> list[str]:
-    """Per-listing arrays and the text model into `out`, and the feature rows of the labelled
-    pairs (rows `left`, `right` of the item matrix); returns the feature names, in column order.
-
-    The names and descriptions are read and turned into rows here while a second process (where
-    there is a second core) reads the attributes, categories and pictures and saves their arrays
-    itself: the two halves take about the same time, and nothing big is sent between them."""
     folder = out / LISTINGS_DIR
-    _check_field_files(data_dir)  # a bad file is told before any work
     task = reporter.task("features: the listings' fields, words, text model and rows", total=None)
-    with beside(_write_other_fields, data_dir, ids, folder) as others_done:
-        columns = _string_columns(data_dir, ids, TEXT_FILE)
-        names = Words.of(columns.pop("name"))
-        text_model = fit_text_model(names)
-        name_char = text_model.char_tfidf(names)
-        descriptions = Words.of(columns.pop("description"), DESCRIPTION_CHARS)
-        save_arrays(folder, text_features(text_model, names, descriptions, name_char))
-        del names, descriptions, name_char
-        others_done()
+    names = Words.of(_string_columns(data_dir, ids, TEXT_FILE, ("name",))["name"])
+    text_model = fit_text_model(names)
+    name_char = text_model.char_tfidf(names)
+    saved_words = from_worker()
+    descriptions = Words.load(saved_words)
+    save_arrays(folder, text_features(text_model, names, descriptions, name_char))
+    del names, descriptions, name_char
+    shutil.rmtree(saved_words)
+    from_worker()  # the attributes', categories' and pictures' arrays saved
     task.close()
     save_text_model(text_model, out / TEXT_MODEL)
     listings = Listings.load(folder)
@@ -102,8 +118,14 @@ def write_features(
     return columns_out
 
 
-def _write_other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> None:
-    """The attributes', categories' and pictures' arrays of `Listings`, saved into `folder`."""
+def _other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> Iterator[Path]:
+    """The descriptions' words, saved into a folder of `folder` that is yielded at once; then the
+    attributes', categories' and pictures' arrays of `Listings`, saved into `folder`."""
+    descriptions = _string_columns(data_dir, ids, TEXT_FILE, ("description",))["description"]
+    saved_words = folder / DESCRIPTION_WORDS
+    Words.of(descriptions, DESCRIPTION_CHARS).save(saved_words)
+    del descriptions
+    yield saved_words
     columns = _string_columns(data_dir, ids, ATTRIBUTES_FILE)
     attributes = attribute_rows(
         as_strings(columns.pop("characteristic_attributes_mapping"), len(ids))
@@ -157,13 +179,17 @@ def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
     return present
 
 
-def _string_columns(data_dir: Path, ids: np.ndarray, file: str) -> dict[str, pa.Array]:
-    """The `_FIELDS` columns of `file`, one value per listing of `ids`, null where absent."""
+def _string_columns(
+    data_dir: Path, ids: np.ndarray, file: str, wanted: tuple[str, ...] | None = None
+) -> dict[str, pa.Array]:
+    """The `_FIELDS` columns of `file` (those `wanted`), one value per listing of `ids`, null where
+    absent."""
     path = data_dir / file
+    wanted = wanted or _FIELDS[file]
     pf = open_parquet(path) if path.is_file() else None
-    present = [] if pf is None else _present_columns(pf, path)
+    present = [] if pf is None else [n for n in _present_columns(pf, path) if n in wanted]
     out: dict[str, pa.Array] = {}
-    for name in set(_FIELDS[file]) - set(present):
+    for name in set(wanted) - set(present):
         log.info("%s: no column '%s'; its features are marked missing", path, name)
         out[name] = pa.nulls(len(ids), pa.string())
     if not present:

@@ -16,6 +16,8 @@ import os
 import shutil
 import time
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,12 +25,13 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from matching_cli.data.feature_store import PAIR_FEATURES, load_listings, write_features
+from matching_cli.data.feature_store import PAIR_FEATURES, features_started, load_listings
 from matching_cli.data.features import Listings
 from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, TEXT_FILE, missing_files
 from matching_cli.data.tables import (
     Block,
     Items,
+    ItemTables,
     image_file,
     load_items,
     read_categories,
@@ -245,21 +248,19 @@ def _write_store(
         def allocate(shape: tuple[int, int]) -> np.ndarray:
             return np.lib.format.open_memmap(out / "items.npy", "w+", np.float32, shape)
 
-        items = load_items(data.dir, data.blocks, reporter, allocate)
-        # Written pages of a mapped file stay in this process's memory while it is mapped: map
-        # it again to read, and the features stage has the 1.8 GB of the full data's back.
-        items.matrix.flush()
-        items.matrix = np.load(out / "items.npy", mmap_mode="r")
-        pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
-        item_category, category_names = read_categories(data.dir, items.ids)
-        split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
-        if data.listing_features:
-            feature_names = write_features(
-                data.dir, items.ids, pairs.left, pairs.right, out, reporter
-            )
-        else:  # embeddings only: an empty feature table keeps the store's shape
-            np.save(out / PAIR_FEATURES, np.zeros((len(pairs.left), 0), np.float32))
-            feature_names = []
+        tables = ItemTables.of(data.dir, data.blocks)
+        # The features stage starts first, in a second process: the listings' ids are all it needs.
+        features = features_started if data.listing_features else _no_features
+        with features(data.dir, tables.ids, out, reporter) as write_features:
+            items = load_items(data.dir, data.blocks, reporter, allocate, tables)
+            # Written pages of a mapped file stay in this process's memory while it is mapped: map
+            # it again to read, and the features stage has the 1.8 GB of the full data's back.
+            items.matrix.flush()
+            items.matrix = np.load(out / "items.npy", mmap_mode="r")
+            pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
+            item_category, category_names = read_categories(data.dir, items.ids)
+            split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
+            feature_names = write_features(pairs.left, pairs.right)
         manifest |= {
             "pair_features": feature_names,
             "blocks": [asdict(b) for b in items.blocks],
@@ -283,6 +284,20 @@ def _write_store(
         )
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return report
+
+
+@contextmanager
+def _no_features(
+    data_dir: Path, ids: np.ndarray, out: Path, reporter: Reporter
+) -> Iterator[Callable[[np.ndarray, np.ndarray], list[str]]]:
+    """`features_started` for the embeddings only: an empty feature table keeps the store's
+    shape."""
+
+    def write(left: np.ndarray, right: np.ndarray) -> list[str]:
+        np.save(out / PAIR_FEATURES, np.zeros((len(left), 0), np.float32))
+        return []
+
+    yield write
 
 
 def _prune(prepared_dir: Path, keep: int = KEEP_STORES) -> None:

@@ -343,34 +343,51 @@ def read_ids(path: Path) -> np.ndarray:
     return ids.to_numpy().astype(np.int64)
 
 
+@dataclass
+class ItemTables:
+    """The item tables' ids, found before their vectors are read: `prepare` starts the features
+    stage on them while the embeddings are read."""
+
+    ids: np.ndarray  # sorted int64 variantids of every table
+    sources: dict[str, Path]  # embedding column -> the file that has it
+    table_ids: dict[Path, np.ndarray]  # file -> its variantids, in row order
+
+    @classmethod
+    def of(cls, data_dir: Path, block_names: list[str]) -> ItemTables:
+        sources = {name: _block_source(data_dir, name) for name in block_names}
+        table_ids = {path: read_ids(path) for path in set(sources.values())}
+        return cls(unique_sorted(np.concatenate(list(table_ids.values()))), sources, table_ids)
+
+
 def load_items(
     data_dir: Path,
     block_names: list[str],
     reporter: Reporter | None = None,
     allocate: Callable[[tuple[int, int]], np.ndarray] | None = None,
+    tables: ItemTables | None = None,
 ) -> Items:
     """The item tables as one matrix. `allocate(shape)` gives the zeroed float32 matrix to fill:
     `prepare` passes a memory map of its output file, which on a large catalogue is several times
-    faster than filling fresh memory and writing it out afterwards."""
+    faster than filling fresh memory and writing it out afterwards. `tables`: their ids, where
+    the caller has read them already."""
     reporter = reporter or NullReporter()
     allocate = allocate or (lambda shape: np.zeros(shape, np.float32))
-    sources = {name: _block_source(data_dir, name) for name in block_names}
-    table_ids = {path: read_ids(path) for path in set(sources.values())}
-    ids = unique_sorted(np.concatenate(list(table_ids.values())))
+    tables = tables or ItemTables.of(data_dir, block_names)
+    sources = tables.sources
     dims = {name: _first_dim(sources[name], name) for name in block_names}
     blocks, offset = [], 0
     for name in block_names:
         blocks.append(Block(name, sources[name].name, dims[name], offset))
         offset += dims[name]
     items = Items(
-        ids,
-        allocate((len(ids), offset)),
-        np.ones((len(ids), len(blocks)), bool),
+        tables.ids,
+        allocate((len(tables.ids), offset)),
+        np.ones((len(tables.ids), len(blocks)), bool),
         blocks,
     )
     for b, block in enumerate(blocks):
         path = sources[block.name]
-        _fill_block(items, b, path, table_ids[path], reporter)
+        _fill_block(items, b, path, tables.table_ids[path], reporter)
     return items
 
 

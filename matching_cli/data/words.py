@@ -11,10 +11,12 @@ stands for a space, or a unit after a space written in full-width letters.
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -166,6 +168,37 @@ class Words:
 
     def token_hashes(self) -> np.ndarray:
         return np.fromiter(map(token_hash, self.token_strings), np.int64, len(self.token_strings))
+
+    def save(self, folder: Path) -> None:
+        """Into `folder`: the two matrices as their parts' npy files, the strings as JSON."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in _MATRICES:
+            matrix = getattr(self, name)
+            for part in ("data", "indices", "indptr"):
+                np.save(folder / f"{name}.{part}.npy", getattr(matrix, part), allow_pickle=False)
+            np.save(folder / f"{name}.shape.npy", np.array(matrix.shape), allow_pickle=False)
+        strings = {"normalised": self.normalised, "token_strings": self.token_strings}
+        (folder / "strings.json").write_text(json.dumps(strings, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, folder: Path) -> Words:
+        """What `save` wrote, the matrices' parts mapped, not read."""
+
+        def part(name: str) -> np.ndarray:
+            return np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        matrices = {
+            name: sp.csr_matrix(
+                (part(f"{name}.data"), part(f"{name}.indices"), part(f"{name}.indptr")),
+                shape=tuple(int(n) for n in part(f"{name}.shape")),
+                copy=False,
+            )
+            for name in _MATRICES
+        }
+        return cls(**matrices, **json.loads((folder / "strings.json").read_text()))
+
+
+_MATRICES = ("rows", "word_tokens")
 
 
 def counts_of(columns: list[list[int]], width: int) -> sp.csr_matrix:
