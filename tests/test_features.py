@@ -274,6 +274,33 @@ def test_words_saved_read_back_equal(tmp_path):
         assert a.shape == b.shape and (a != b).nnz == 0, name
 
 
+@pytest.mark.parametrize("drop", [True, False])
+@pytest.mark.parametrize("binary", [True, False])
+def test_remap_columns_moves_sums_and_drops_as_a_dense_reference(drop, binary):
+    """Columns moved to their new places (some meeting in one, some dropped, empty rows among
+    them) give what the dense matrix gives, and the matrix remapped is left as it was."""
+    from matching_cli.data.words import remap_columns
+
+    rng = np.random.default_rng(5)
+    dense = sp.random(40, 30, density=0.2, random_state=6, dtype=np.float32).toarray()
+    dense[7] = 0.0
+    matrix = sp.csr_matrix(dense)
+    before = matrix.copy()
+    column_of = rng.integers(0, 12, 30)
+    if drop:
+        column_of[rng.random(30) < 0.3] = -1
+    want = np.zeros((40, 12), np.float32)
+    for j, target in enumerate(column_of):
+        if target >= 0:
+            want[:, target] += matrix[:, j].toarray().ravel()
+    if binary:
+        want = (want != 0).astype(np.float32)
+    got = remap_columns(matrix, column_of, 12, binary)
+    assert got.has_canonical_format
+    np.testing.assert_allclose(got.toarray(), want, rtol=1e-6)
+    assert (matrix != before).nnz == 0 and np.array_equal(matrix.indptr, before.indptr)
+
+
 def test_char_tfidf_equals_scikit_learns():
     """The TF-IDF computed per distinct word, n-grams as keys, is scikit-learn's sublinear
     char_wb TF-IDF."""
