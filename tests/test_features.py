@@ -527,6 +527,20 @@ def test_code_words_read_as_normalise_and_tokens_read_them():
         assert _code_word(word) == (text, tokens(text)), word
 
 
+def test_attribute_texts_of_one_word_read_as_normalise_reads_them():
+    """Attribute names and values that are one plain or code-like word skip `normalise`'s regexes
+    (`words.normalise_word`); every text, of that shape or near it, must read the same."""
+    import itertools
+
+    from matching_cli.data.words import normalise_word
+
+    heads = ["", "KH", "Кт", "ХЕ", "Bosch", "Чёрный", "черный", "АВС", "K\u212a", "Ａ"]
+    tails = ["", "5319", "-1019", "-1019.", "5319!", " 128 ГБ", "\n", "gb", "&amp;", "<b>", "1,5"]
+    texts = [a + t for a, t in itertools.product(heads, tails)]
+    for text in texts:
+        assert normalise_word(text) == normalise(text), text
+
+
 def test_plain_words_are_their_own_text_and_token():
     """Words matching `words._PLAIN` skip `normalise` and `tokens` altogether: each must be its own
     normalised text and its one token. Near misses (digits, units, look-alikes alone, ё,

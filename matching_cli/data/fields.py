@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from matching_cli.data.text import normalise
 from matching_cli.data.words import (
     HASH_FEATURES,
     Words,
     as_strings,
     counts_of,
     distinct,
+    normalise_word,
     token_hash,
 )
 
@@ -83,7 +83,7 @@ def _parse_json(text: str | None) -> dict:
 @lru_cache(maxsize=1 << 17)
 def _attribute_text(text: str) -> str:
     """Attribute names and values repeat across listings ("Бренд", "Китай"): normalise each once."""
-    return normalise(text)
+    return normalise_word(text)
 
 
 @lru_cache(maxsize=1 << 18)
