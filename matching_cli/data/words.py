@@ -158,19 +158,27 @@ class Words:
         )
         rows.sum_duplicates()
         normalised: list[str] = []
-        token_ids: dict[str, int] = {}
-        columns = []
+        found: list[str] = []  # each word's tokens, one word after another
+        sizes: list[int] = []
         for word, is_plain, is_code in zip(words, plain, code, strict=True):
             if is_plain:
-                text, found = word, [word]
+                text, its = word, [word]
             elif is_code:
-                text, found = _code_word(word)
+                text, its = _code_word(word)
             else:
                 text = normalise(word)
-                found = tokens(text)
+                its = tokens(text)
             normalised.append(text)
-            columns.append([token_ids.setdefault(token, len(token_ids)) for token in found])
-        return cls(rows, normalised, counts_of(columns, len(token_ids)), list(token_ids))
+            found += its
+            sizes.append(len(its))
+        # Numbered in the order they first come, as a dict would number them, in one Arrow pass.
+        token_of, token_strings = distinct(pa.array(found, pa.string()))
+        word_tokens = sp.csr_matrix(
+            (np.ones(len(found), np.float32), token_of, np.concatenate([[0], np.cumsum(sizes)])),
+            shape=(len(words), len(token_strings)),
+        )
+        word_tokens.sum_duplicates()
+        return cls(rows, normalised, word_tokens, token_strings)
 
     def token_counts(self) -> sp.csr_matrix:
         """(n, len(token_strings)): how often each token occurs in each row."""
