@@ -279,7 +279,11 @@ def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], 
         before = np.zeros(len(rows), np.int64)  # the row's vectors of the earlier kinds
         for (owner, values), counts in zip(kinds, per_kind, strict=True):
             within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-            block[first[owner] + before[owner] + within] = unit_rows(values, in_place=True)
+            # Cast first, then put in place: scattering with the cast took the real size's
+            # pictures 10.7-12.2 s, this 9.0-11.0 s.
+            block[first[owner] + before[owner] + within] = unit_rows(values, in_place=True).astype(
+                PICTURE_DTYPE
+            )
             before += counts
         filled = np.flatnonzero(count > 0)
         spans[rows[filled]] = np.column_stack([start + first[filled], count[filled]])  # later wins
