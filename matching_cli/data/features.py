@@ -26,6 +26,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
+from matching_cli.data.arrays import load_csr, mapped, save_csr
 from matching_cli.data.fields import Fields
 from matching_cli.data.ngrams import ngram_keys
 from matching_cli.data.text import UNITS
@@ -255,9 +256,9 @@ class Listings:
         values: dict[str, sp.csr_matrix | np.ndarray] = {}
         for field in fields(cls):
             if (folder / field.name).is_dir():
-                values[field.name] = _load_csr(folder / field.name)
+                values[field.name] = load_csr(folder / field.name)
             else:
-                values[field.name] = _mapped(folder / f"{field.name}.npy")
+                values[field.name] = mapped(folder / f"{field.name}.npy")
         return cls(**values)
 
 
@@ -267,29 +268,9 @@ def save_arrays(folder: Path, values: dict[str, sp.csr_matrix | np.ndarray]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     for name, value in values.items():
         if sp.issparse(value):
-            _save_csr(folder / name, value.tocsr())
+            save_csr(folder / name, value.tocsr())
         else:
             np.save(folder / f"{name}.npy", value, allow_pickle=False)
-
-
-_CSR_PARTS = ("data", "indices", "indptr")
-
-
-def _save_csr(folder: Path, matrix: sp.csr_matrix) -> None:
-    folder.mkdir(exist_ok=True)
-    for part in _CSR_PARTS:
-        np.save(folder / f"{part}.npy", getattr(matrix, part), allow_pickle=False)
-    np.save(folder / "shape.npy", np.array(matrix.shape, np.int64), allow_pickle=False)
-
-
-def _load_csr(folder: Path) -> sp.csr_matrix:
-    data, indices, indptr = (_mapped(folder / f"{part}.npy") for part in _CSR_PARTS)
-    rows, columns = (int(n) for n in np.load(folder / "shape.npy", allow_pickle=False))
-    return sp.csr_matrix((data, indices, indptr), shape=(rows, columns), copy=False)
-
-
-def _mapped(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def unit_rows(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from matching_cli.data.arrays import load_csr, save_csr
 from matching_cli.data.text import LOOKALIKE_SET, LOOKALIKES, UNITS, normalise, tokens
 
 HASH_FEATURES = 1 << 22
@@ -193,35 +194,18 @@ class Words:
         return np.fromiter(map(token_hash, self.token_strings), np.int64, len(self.token_strings))
 
     def save(self, folder: Path) -> None:
-        """Into `folder`: the two matrices as their parts' npy files, the strings as JSON."""
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in _MATRICES:
-            matrix = getattr(self, name)
-            for part in ("data", "indices", "indptr"):
-                np.save(folder / f"{name}.{part}.npy", getattr(matrix, part), allow_pickle=False)
-            np.save(folder / f"{name}.shape.npy", np.array(matrix.shape), allow_pickle=False)
+        """Into `folder`: the two matrices as folders of their parts, the strings as JSON."""
+        for name in ("rows", "word_tokens"):
+            save_csr(folder / name, getattr(self, name))
         strings = {"normalised": self.normalised, "token_strings": self.token_strings}
         (folder / "strings.json").write_text(json.dumps(strings, ensure_ascii=False))
 
     @classmethod
     def load(cls, folder: Path) -> Words:
-        """What `save` wrote, the matrices' parts mapped, not read."""
-
-        def part(name: str) -> np.ndarray:
-            return np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-
-        matrices = {
-            name: sp.csr_matrix(
-                (part(f"{name}.data"), part(f"{name}.indices"), part(f"{name}.indptr")),
-                shape=tuple(int(n) for n in part(f"{name}.shape")),
-                copy=False,
-            )
-            for name in _MATRICES
-        }
-        return cls(**matrices, **json.loads((folder / "strings.json").read_text()))
-
-
-_MATRICES = ("rows", "word_tokens")
+        """What `save` wrote, the matrices mapped, not read."""
+        strings = json.loads((folder / "strings.json").read_text())
+        matrices = {name: load_csr(folder / name) for name in ("rows", "word_tokens")}
+        return cls(**matrices, **strings)
 
 
 def counts_of(columns: list[list[int]], width: int) -> sp.csr_matrix:
