@@ -28,7 +28,7 @@ from matching_cli.data.features import (
     attribute_features,
     fit_text_model,
     save_arrays,
-    text_features,
+    text_rows,
     unit_rows,
 )
 from matching_cli.data.fields import DESCRIPTION_CHARS, attribute_rows, category_codes
@@ -90,11 +90,12 @@ def _write_features(
     task = reporter.task("features: the listings' fields, words, text model and rows", total=None)
     names = Words.of(_string_columns(data_dir, ids, TEXT_FILE, ("name",))["name"])
     text_model = fit_text_model(names)
-    name_char = text_model.char_tfidf(names)
+    # Saved at once: the 1.5 GB of the real size's need not be held while the other rows are made.
+    save_arrays(folder, {"name_char": text_model.char_tfidf(names)})
     saved_words = from_worker()
     descriptions = Words.load(saved_words)
-    save_arrays(folder, text_features(text_model, names, descriptions, name_char))
-    del names, descriptions, name_char
+    save_arrays(folder, text_rows(text_model, names, descriptions))
+    del names, descriptions
     shutil.rmtree(saved_words)
     from_worker()  # the attributes', categories' and pictures' arrays saved
     task.close()

@@ -376,13 +376,17 @@ def features_of(
 
 
 def text_features(
-    text_model: TextModel,
-    names: Words,
-    descriptions: Words,
-    name_char: sp.csr_matrix | None = None,
+    text_model: TextModel, names: Words, descriptions: Words
 ) -> dict[str, sp.csr_matrix | np.ndarray]:
-    """The `Listings` fields of the names and descriptions; `name_char` is
-    `text_model.char_tfidf(names)` where the caller has it already (prepare does)."""
+    """The `Listings` fields of the names and descriptions."""
+    return {"name_char": text_model.char_tfidf(names), **text_rows(text_model, names, descriptions)}
+
+
+def text_rows(
+    text_model: TextModel, names: Words, descriptions: Words
+) -> dict[str, sp.csr_matrix | np.ndarray]:
+    """`text_features` but the names' n-gram rows, which prepare saves first: at the real size
+    they are 1.5 GB that need not be held while these are made."""
     name_counts, desc_counts = names.token_counts(), descriptions.token_counts()
     name_hashes, name_digit, name_units = _token_kinds(names)
     desc_hashes, desc_digit, desc_units = _token_kinds(descriptions)
@@ -404,7 +408,6 @@ def text_features(
         "unit_counts": unit_counts.sign(),
     }
     return {
-        "name_char": text_model.char_tfidf(names) if name_char is None else name_char,
         "text_rows": side_by_side(rows, TEXT_FIELDS, n),
         "text_across": side_by_side(across, TEXT_FIELDS, n),
         "text_counts": np.column_stack([np.diff(rows[name].indptr) for name in TEXT_FIELDS]).astype(
