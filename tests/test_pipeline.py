@@ -186,3 +186,24 @@ def test_train_on_cuda(project):
     result = invoke("train", *FAST, "--device", "cuda", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["metrics"]["pr_auc"] > 0.5
+
+
+def test_prepare_without_a_second_process_writes_the_same_store(project, monkeypatch):
+    """On one core (or where processes cannot be forked) the features stage's worker runs first,
+    here, and hands the descriptions' words over the same way: every array the same."""
+    from matching_cli import workers
+    from matching_cli.data.prepare import stores
+
+    assert invoke("prepare").exit_code == 0
+    forked = store()
+    monkeypatch.setattr(workers, "can_fork", lambda: False)
+    monkeypatch.setenv("MATCHING_DATA__PREPARED_DIR", str(project / "here"))
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    (here,) = stores(project / "here")
+    arrays = sorted(p.relative_to(forked) for p in forked.rglob("*.npy"))
+    assert arrays == sorted(p.relative_to(here) for p in here.rglob("*.npy"))
+    assert any(p.parts[0] == "features" for p in arrays)
+    for path in arrays:
+        np.testing.assert_array_equal(np.load(forked / path), np.load(here / path), str(path))
+    assert not (here / "features" / "description_words").exists()
