@@ -252,7 +252,7 @@ def _write_store(
         # The features stage starts first, in a second process: the listings' ids are all it needs.
         features = features_started if data.listing_features else _no_features
         with features(data.dir, tables.ids, out, reporter) as write_features:
-            items = load_items(data.dir, data.blocks, reporter, allocate, tables)
+            items = load_items(tables, reporter, allocate)
             # Written pages of a mapped file stay in this process's memory while it is mapped: map
             # it again to read, and the features stage has the 1.8 GB of the full data's back.
             items.matrix.flush()

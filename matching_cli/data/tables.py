@@ -349,6 +349,7 @@ class ItemTables:
     stage on them while the embeddings are read."""
 
     ids: np.ndarray  # sorted int64 variantids of every table
+    block_names: list[str]  # the embedding columns, in the item matrix's order
     sources: dict[str, Path]  # embedding column -> the file that has it
     table_ids: dict[Path, np.ndarray]  # file -> its variantids, in row order
 
@@ -356,24 +357,22 @@ class ItemTables:
     def of(cls, data_dir: Path, block_names: list[str]) -> ItemTables:
         sources = {name: _block_source(data_dir, name) for name in block_names}
         table_ids = {path: read_ids(path) for path in set(sources.values())}
-        return cls(unique_sorted(np.concatenate(list(table_ids.values()))), sources, table_ids)
+        ids = unique_sorted(np.concatenate(list(table_ids.values())))
+        return cls(ids, list(block_names), sources, table_ids)
 
 
 def load_items(
-    data_dir: Path,
-    block_names: list[str],
+    tables: ItemTables,
     reporter: Reporter | None = None,
     allocate: Callable[[tuple[int, int]], np.ndarray] | None = None,
-    tables: ItemTables | None = None,
 ) -> Items:
-    """The item tables as one matrix. `allocate(shape)` gives the zeroed float32 matrix to fill:
-    `prepare` passes a memory map of its output file, which on a large catalogue is several times
-    faster than filling fresh memory and writing it out afterwards. `tables`: their ids, where
-    the caller has read them already."""
+    """The item tables as one matrix, its blocks in `tables.block_names`' order. `allocate(shape)`
+    gives the zeroed float32 matrix to fill: `prepare` passes a memory map of its output file,
+    which on a large catalogue is several times faster than filling fresh memory and writing it
+    out afterwards."""
     reporter = reporter or NullReporter()
     allocate = allocate or (lambda shape: np.zeros(shape, np.float32))
-    tables = tables or ItemTables.of(data_dir, block_names)
-    sources = tables.sources
+    sources, block_names = tables.sources, tables.block_names
     dims = {name: _first_dim(sources[name], name) for name in block_names}
     blocks, offset = [], 0
     for name in block_names:
