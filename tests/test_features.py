@@ -170,6 +170,23 @@ def test_saved_and_reloaded_give_the_same_features(listings, tmp_path):
     np.testing.assert_array_equal(pair_features(again, left, right, batch_pairs=1), expected)
 
 
+def test_text_model_saved_without_its_ngram_sizes_reads_as_3_to_5():
+    """Text models saved before the sizes were recorded used 3-5 characters: read back, they must
+    compute those n-grams (trigrams would miss most of their keys), and a model saved now keeps
+    its own sizes."""
+    old = fit_text_model(NAMES, ngrams=(3, 5))
+    arrays, meta = old.to_arrays()
+    assert meta.pop("char_ngrams") == [3, 5]
+    loaded = TextModel.from_arrays(arrays, meta)
+    assert loaded.ngrams == (3, 5)
+    words = Words.of(as_strings(NAMES, len(NAMES)))
+    np.testing.assert_array_equal(
+        loaded.char_tfidf(words).toarray(), old.char_tfidf(words).toarray()
+    )
+    new = fit_text_model(NAMES)
+    assert TextModel.from_arrays(*new.to_arrays()).ngrams == new.ngrams == (3, 3)
+
+
 def test_fields_side_by_side_equal_comparing_each_field_alone(listings):
     """The text fields are stored and compared side by side; each similarity must equal the dot
     products of that field's rows alone, within a field and across name and description."""
@@ -301,16 +318,18 @@ def test_remap_columns_moves_sums_and_drops_as_a_dense_reference(drop, binary):
     assert (matrix != before).nnz == 0 and np.array_equal(matrix.indptr, before.indptr)
 
 
-def test_char_tfidf_equals_scikit_learns():
+@pytest.mark.parametrize("ngrams", [(3, 3), (3, 5)])
+def test_char_tfidf_equals_scikit_learns(ngrams):
     """The TF-IDF computed per distinct word, n-grams as keys, is scikit-learn's sublinear
-    char_wb TF-IDF."""
+    char_wb TF-IDF: trigrams (the default), and 3-5 (what text models saved before used)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from matching_cli.data.ngrams import term_key
 
-    model = fit_text_model(NAMES)
+    model = fit_text_model(NAMES, ngrams=ngrams)
+    assert model.ngrams == ngrams
     normalised = [normalise(name) for name in NAMES]
-    reference = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+    reference = TfidfVectorizer(analyzer="char_wb", ngram_range=ngrams, sublinear_tf=True)
     expected = reference.fit_transform(normalised).toarray()
     terms = sorted(reference.vocabulary_, key=lambda t: int(term_key(t)))
     assert model.char_keys.tolist() == [int(term_key(t)) for t in terms]
@@ -323,19 +342,20 @@ def test_char_tfidf_equals_scikit_learns():
     )
 
 
-def test_ngram_keys_are_char_wb_ngrams():
+@pytest.mark.parametrize("sizes", [(3, 3), (3, 4), (3, 5)])
+def test_ngram_keys_are_char_wb_ngrams(sizes):
     from collections import Counter
 
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from matching_cli.data.ngrams import ngram_keys, term_key
 
-    analyse = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5)).build_analyzer()
+    analyse = TfidfVectorizer(analyzer="char_wb", ngram_range=sizes).build_analyzer()
     clean = ["a", "ab", "abc", "apple iphone 128gb", "", "x515ea-bq", "", "ab c"]  # single spaces
     uneven = [*clean, "чёрный  кот", " x", "y\tz\n"]  # split one by one
     with_controls = [*clean, "ab\x01cd", "\x00efg"]  # the code points 0 and 1 are dropped
     for texts in (clean, uneven, with_controls, [], [""]):
-        owner, keys = ngram_keys(texts)
+        owner, keys = ngram_keys(texts, sizes)
         assert len(owner) == len(keys)
         for i, text in enumerate(texts):
             text = text.replace("\x00", "").replace("\x01", "")

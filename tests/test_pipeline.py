@@ -134,7 +134,9 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
         chunk_rows=7,
         featurizer=PairFeaturizer(prepared.listings(), names),
     )
-    np.testing.assert_allclose(pd.read_csv("small.csv")["score"], submission["target"], atol=1e-7)
+    # Chunks of 7 rows are multiplied in another blocking than the whole file: the same scores
+    # within a few float32 steps (1.5e-7 seen), where a pair's row mixed up is off by far more.
+    np.testing.assert_allclose(pd.read_csv("small.csv")["score"], submission["target"], atol=1e-6)
 
 
 def test_logged_mlflow_model_scores_like_the_cli(in_trained):

@@ -28,7 +28,7 @@ from sklearn.preprocessing import normalize
 
 from matching_cli.data.arrays import load_csr, mapped, save_csr
 from matching_cli.data.fields import Fields
-from matching_cli.data.ngrams import ngram_keys
+from matching_cli.data.ngrams import NGRAMS, ngram_keys
 from matching_cli.data.text import UNITS
 from matching_cli.data.words import (
     HASH_FEATURES,
@@ -78,15 +78,16 @@ ATTRIBUTE_FIELDS = {
 
 @dataclass
 class TextModel:
-    """TF-IDF of names, by character n-grams (3-5, within words; `data/ngrams.py`, kept as 64-bit
-    keys in ascending order) and by word tokens (terms in index order), each with its idf,
-    ln((1 + n) / (1 + df)) + 1 over n names; counts enter as 1 + ln(count) and rows are
-    L2-normalised (scikit-learn's sublinear TF-IDF)."""
+    """TF-IDF of names, by character n-grams (of `ngrams` characters, within words;
+    `data/ngrams.py`, kept as 64-bit keys in ascending order) and by word tokens (terms in index
+    order), each with its idf, ln((1 + n) / (1 + df)) + 1 over n names; counts enter as
+    1 + ln(count) and rows are L2-normalised (scikit-learn's sublinear TF-IDF)."""
 
     char_keys: np.ndarray
     char_idf: np.ndarray
     word_terms: list[str]
     word_idf: np.ndarray
+    ngrams: tuple[int, int] = NGRAMS
 
     @cached_property
     def _word_index(self) -> dict[str, int]:
@@ -95,7 +96,7 @@ class TextModel:
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
         """The n-gram keys and idf weights as arrays, the word terms as a JSON-ready list."""
         arrays = {"char_keys": self.char_keys, "char_idf": self.char_idf, "word_idf": self.word_idf}
-        return arrays, {"word_terms": self.word_terms}
+        return arrays, {"word_terms": self.word_terms, "char_ngrams": list(self.ngrams)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> TextModel:
@@ -108,6 +109,8 @@ class TextModel:
             char_idf=np.asarray(arrays["char_idf"], dtype=np.float64),
             word_terms=list(meta["word_terms"]),
             word_idf=np.asarray(arrays["word_idf"], dtype=np.float64),
+            # Saved before the sizes were recorded: 3 to 5 characters, as the code was then.
+            ngrams=tuple(meta.get("char_ngrams", (3, 5))),
         )
 
     def word_tfidf(self, words: Words, counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -121,7 +124,7 @@ class TextModel:
         within each row: scipy multiplies two sorted rows without a workspace. At the real size a
         million pairs' features took 5.0-5.3 s so, 5.3-5.6 s unsorted; the sorting takes 3 s of
         `prepare`, while its worker is still busy."""
-        owner, keys = ngram_keys(words.normalised)
+        owner, keys = ngram_keys(words.normalised, self.ngrams)
         column = np.minimum(np.searchsorted(self.char_keys, keys), len(self.char_keys) - 1)
         known = self.char_keys[column] == keys if len(self.char_keys) else keys < 0
         shape = (len(words.normalised), len(self.char_keys))
@@ -154,6 +157,7 @@ def fit_text_model(
     names: Words | Sequence[str | None],
     max_features: int = MAX_TEXT_FEATURES,
     max_names: int = 300_000,
+    ngrams: tuple[int, int] = NGRAMS,
 ) -> TextModel:
     """Fit both vocabularies on the names of the listings.
 
@@ -173,11 +177,11 @@ def fit_text_model(
     order = sorted(range(len(kept)), key=lambda i: names.token_strings[kept[i]])
     word_terms = [names.token_strings[kept[i]] for i in order]
     used = np.flatnonzero(np.asarray(sample.sum(axis=0)).ravel() > 0)
-    owner, keys = ngram_keys([names.normalised[word] for word in used])
+    owner, keys = ngram_keys([names.normalised[word] for word in used], ngrams)
     distinct_keys, column = np.unique(keys, return_inverse=True)
     grams = _word_grams(used[owner], column, (len(names.normalised), len(distinct_keys)))
     kept, char_idf = _vocabulary((sample @ grams).tocsr(), n, min_df, max_features)
-    return TextModel(distinct_keys[kept], char_idf, word_terms, word_idf[order])
+    return TextModel(distinct_keys[kept], char_idf, word_terms, word_idf[order], ngrams)
 
 
 def _vocabulary(
