@@ -4,8 +4,8 @@ The n-grams are scikit-learn's `char_wb` ones (each white-space separated part p
 on both sides, every window of n characters inside it for each n asked, a part shorter than n
 giving none of that n, so a one-letter part is one 3-gram), but each is a polynomial hash of its
 code points rather than a string: computing them for a million distinct words is a few vectorised
-passes, where building the strings in Python took longer than the rest of `prepare`. Two different n-grams share
-a key with probability about 2^-64 per pair: never, in practice.
+passes, where building the strings in Python took longer than the rest of `prepare`. Two
+different n-grams share a key with probability about 2^-64 per pair: never, in practice.
 """
 
 from __future__ import annotations
