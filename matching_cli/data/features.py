@@ -121,9 +121,9 @@ class TextModel:
 
     def char_tfidf(self, words: Words) -> sp.csr_matrix:
         """Rows' character n-gram TF-IDF, the n-grams of each distinct word found once, sorted
-        within each row: scipy multiplies two sorted rows without a workspace. At the real size a
-        million pairs' features took 5.0-5.3 s so, 5.3-5.6 s unsorted; the sorting takes 3 s of
-        `prepare`, while its worker is still busy."""
+        within each row: scipy multiplies two sorted rows without a workspace. At the real size,
+        with 3-5-grams, a million pairs' features took 5.0-5.3 s so, 5.3-5.6 s unsorted; the
+        sorting took 3 s of `prepare`, while its worker was still busy."""
         owner, keys = ngram_keys(words.normalised, self.ngrams)
         column = np.minimum(np.searchsorted(self.char_keys, keys), len(self.char_keys) - 1)
         known = self.char_keys[column] == keys if len(self.char_keys) else keys < 0
