@@ -367,13 +367,20 @@ def test_ngram_keys_are_char_wb_ngrams(sizes):
 def test_attributes_split_into_entries_equal_parsing_each_text():
     """Attribute texts are split into entries parsed once each; texts of other shapes are parsed
     whole: every row must get what parsing its own text gives."""
-    from matching_cli.data.fields import _entries, _hash_rows, _parse_json, attribute_rows
+    from matching_cli.data.fields import _entries, _parse_json, attribute_rows
+    from matching_cli.data.words import HASH_FEATURES, counts_of
 
     texts = [
         *ATTRIBUTES,
         json.dumps({"Вес": "3 кг", "Цвет": ["синий", "белый"]}),  # a scalar value
         json.dumps({"Модель": ['X], "Y'], "Бренд": ["Apple"]}),  # the separator inside a value
         '{ "Бренд" : [ "Apple" ] , "Объем": ["3 л"] }',
+        # What the pattern for usual entries must leave to the JSON parser: escapes, a raw
+        # control character (not JSON), white space JSON does not know, numbers, an empty list.
+        '{"Модель": ["X\\"Y"], "Бренд": ["\\u0410pple"]}',
+        '{"Цвет": ["чёрный\tбелый"], "Бренд": ["Apple"]}',
+        '{"Цвет":\u00a0["синий"], "Бренд": ["Apple"]}',
+        '{"Вес": [3, "4"], "Цвет": [], "Объем":["1 л","2 л"]}',
         "{}",
         "[1, 2]",
         "",
@@ -381,7 +388,10 @@ def test_attributes_split_into_entries_equal_parsing_each_text():
     matrices = attribute_rows(as_strings(texts, len(texts)))
     entries = [_entries(_parse_json(text)) for text in texts]
     for kind, matrix in enumerate(matrices):
-        expected = _hash_rows([[e[kind] for e in row if e[kind] >= 0] for row in entries])
+        expected = counts_of(
+            [[e[kind] for e in row if e[kind] >= 0] for row in entries], HASH_FEATURES
+        )
+        expected.data[:] = 1.0
         assert (matrix != expected).nnz == 0, kind
         # Checked from the data, not a flag: unsorted rows made the pairs' dots 7x as slow.
         fresh = sp.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=matrix.shape)
