@@ -494,42 +494,65 @@ def test_ahead_raises_the_workers_error(listings):
         list(ahead(featurizer, iter([bad, bad]), lambda c: c, 1))
 
 
-def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch):
-    """prepare puts each listing's vectors in place batch by batch; the served model builds them
-    one listing at a time (`picture_arrays`): both must give every listing the same vectors, in
-    the same order (main first, at most MAX_EXTRA_PICTURES extras)."""
+@pytest.mark.parametrize("main_in_matrix", [True, False])
+def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch, main_in_matrix):
+    """prepare takes the main pictures from the item matrix (or reads them as it does, where
+    `data.blocks` leaves them out) and the extras batch by batch, and puts both in place a part
+    at a time; the served model builds them one listing at a time (`picture_arrays`): both must
+    give every listing the same vectors, in the same order (main first, at most
+    MAX_EXTRA_PICTURES extras)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from matching_cli.data import feature_store
     from matching_cli.data.features import MAX_EXTRA_PICTURES, picture_arrays
+    from matching_cli.data.tables import Items, ItemTables, load_items
 
     rng = np.random.default_rng(3)
     n = 9
-    vectors = lambda k: [list(v) for v in rng.normal(size=(k, 4))]  # noqa: E731
+    # As wide as Ozon's: the item matrix knows that column's width.
+    vectors = lambda k: [list(v) for v in rng.normal(size=(k, 128))]  # noqa: E731
     main = [vectors(1) if i % 4 else None for i in range(n)]
+    main[5] = vectors(2)  # two main vectors: their mean direction
     extra = [vectors(i % 3) if i % 5 else None for i in range(n)]
     extra[2] = vectors(MAX_EXTRA_PICTURES + 3)  # capped
     ids = np.arange(100, 100 + n)
-    # Rows out of order, one for a listing not in `ids` (skipped), and listing 104 twice: its
-    # later row wins.
+    # Rows out of order, one for a listing not in `ids`, and listing 104 twice (the same main
+    # picture, or the item matrix refuses it): its later row's extras win.
     order = [3, 0, 8, 1, 5, 4, 2, 7, 6]
     table = pa.table(
         {
             "variantid": [int(ids[i]) for i in order] + [999, 104],
-            "main_pic_embeddings_resnet_v1": [main[i] for i in order] + [vectors(1), main[7]],
+            "main_pic_embeddings_resnet_v1": [main[i] for i in order] + [vectors(1), main[4]],
             "pic_embeddings_resnet_v1": [extra[i] for i in order] + [None, extra[7]],
         }
     )
     pq.write_table(table, tmp_path / "images_embed.parquet", row_group_size=4)
+    pq.write_table(pa.table({"variantid": [100]}), tmp_path / "text_and_bert.parquet")
     monkeypatch.setattr(feature_store, "PICTURE_BATCH_ROWS", 2)
-    blocks, got_spans = feature_store._picture_blocks(tmp_path, ids)
-    got = np.concatenate(blocks)
-    main[4], extra[4] = main[7], extra[7]
-    want, want_spans = picture_arrays(main, extra, n)
+    monkeypatch.setattr(feature_store, "JOIN_ROWS", 4)
+    items = load_items(ItemTables.of(tmp_path, ["main_pic_embeddings_resnet_v1"]))
+    if not main_in_matrix:
+        items = Items(items.ids, items.matrix[:, :0], items.missing[:, :0], [])
+    blocks, spans = feature_store._picture_blocks(tmp_path, items.ids)
+    (tmp_path / "extras").mkdir()
+    feature_store._save_stacked(tmp_path / "extras" / "pictures.npy", blocks)
+    np.save(tmp_path / "extras" / "spans.npy", spans)
+    kinds = [
+        feature_store._main_pictures(tmp_path, items),
+        feature_store._extra_pictures(tmp_path / "extras"),
+    ]
+    feature_store._save_pictures(tmp_path, kinds)
+    got, got_spans = np.load(tmp_path / "pictures.npy"), np.load(tmp_path / "picture_spans.npy")
+    extra[4] = extra[7]
+    main.append(table["main_pic_embeddings_resnet_v1"][n].as_py())  # listing 999
+    extra.append(None)
+    want, want_spans = picture_arrays(main, extra, n + 1)
+    assert items.ids.tolist() == [*ids, 999]
     np.testing.assert_array_equal(got_spans[:, 1], want_spans[:, 1])
     assert want_spans[2, 1] == 1 + MAX_EXTRA_PICTURES
-    for i in range(n):
+    assert want_spans[5, 1] == 1  # two main vectors, one main picture
+    for i in range(n + 1):
         (a, k), (b, _) = got_spans[i], want_spans[i]
         np.testing.assert_allclose(got[a : a + k], want[b : b + k], atol=1e-3)
 

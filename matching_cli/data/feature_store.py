@@ -12,8 +12,10 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -33,14 +35,18 @@ from matching_cli.data.features import (
 )
 from matching_cli.data.fields import DESCRIPTION_CHARS, attribute_rows, category_codes
 from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
-from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
+from matching_cli.data.pairs import FAMILIES, TEXT_FAMILIES, feature_names, pair_features
 from matching_cli.data.tables import (
+    Items,
+    ItemTables,
     check_columns,
     corrupt_inside,
     image_file,
+    load_items,
     lookup,
     open_parquet,
     read_columns,
+    read_rows,
     row_group_batches,
 )
 from matching_cli.data.words import Words, as_strings
@@ -56,19 +62,22 @@ MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
 PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
 PAIR_CHUNK = 1 << 18  # labelled pairs whose features a process computes at a time
-DESCRIPTION_WORDS = "description_words"  # a folder the features stage removes when done
+DESCRIPTION_WORDS = "description_words"  # folders the features stage removes when done
+EXTRA_PICTURES_DIR = "extra_pictures"
+JOIN_ROWS = 1 << 18  # listings whose pictures are put in place at a time
 
 
 @contextmanager
 def features_started(
     data_dir: Path, ids: np.ndarray, out: Path, reporter: Reporter
-) -> Iterator[Callable[[np.ndarray, np.ndarray], list[str]]]:
+) -> Iterator[Callable[[Items, np.ndarray, np.ndarray], list[str]]]:
     """The features stage of listings `ids` (the item matrix's order) begun: a second process
-    (where there is a second core) reads the descriptions, attributes, categories and pictures
-    and saves their arrays into `out` while the caller goes on (`prepare` reads the embeddings
-    meanwhile). The function given, `write(left, right)`, does the names and the text rows here
-    and writes the feature rows of the labelled pairs (rows `left`, `right` of the item matrix);
-    it returns the feature names, in column order.
+    (where there is a second core) reads the descriptions, attributes, categories and extra
+    pictures and saves their arrays into `out` while the caller goes on (`prepare` reads the embeddings
+    meanwhile). The function given, `write(items, left, right)`, does the names, the text rows and
+    the pictures' array here (the main pictures are the item matrix's own, when it has them) and
+    writes the feature rows of the labelled pairs (rows `left`, `right` of the item matrix); it
+    returns the feature names, in column order.
 
     The two processes take about the same time, and nothing big is sent between them: the
     descriptions' words reach this one through files. A bad field file is told before any work."""
@@ -83,6 +92,7 @@ def _write_features(
     out: Path,
     reporter: Reporter,
     from_worker: Callable[[], Path | None],
+    items: Items,
     left: np.ndarray,
     right: np.ndarray,
 ) -> list[str]:
@@ -94,34 +104,57 @@ def _write_features(
     save_arrays(folder, {"name_char": text_model.char_tfidf(names)})
     saved_words = from_worker()
     descriptions = Words.load(saved_words)
-    save_arrays(folder, text_rows(text_model, names, descriptions))
-    del names, descriptions
+    arrays = text_rows(text_model, names, descriptions)
+    save_arrays(folder, arrays)
+    made_here = ["name_char", *arrays]
+    del names, descriptions, arrays
     shutil.rmtree(saved_words)
-    from_worker()  # the attributes', categories' and pictures' arrays saved
     task.close()
     save_text_model(text_model, out / TEXT_MODEL)
-    listings = Listings.load(folder)
     columns_out = feature_names()
     rows = np.lib.format.open_memmap(
         out / PAIR_FEATURES, "w+", np.float32, (len(left), len(columns_out))
     )
-    task = reporter.task("features: labelled pairs", total=len(left), unit="pairs")
-    chunks = [slice(start, start + PAIR_CHUNK) for start in range(0, len(left), PAIR_CHUNK)]
-    compute = partial(pair_features, listings)
-    pairs_of = lambda chunk: (left[chunk], right[chunk])  # noqa: E731
-    workers = one_per_core() if len(chunks) > 1 else 0
-    for chunk, values in ahead(compute, chunks, pairs_of, workers):
-        rows[chunk] = values
-        task.advance(len(rows[chunk]))
-    task.close()
+    # The families that read this process's arrays alone are computed while the worker still
+    # makes the others (the pictures last): at the real size this process waited 4 s for it.
+    here = Listings.load(folder, only=made_here)
+    _fill_pair_rows(rows, here, left, right, TEXT_FAMILIES, 0, reporter)
+    extras = from_worker()  # the attributes' and categories' arrays saved, and the extra pictures
+    _save_pictures(folder, [_main_pictures(data_dir, items), _extra_pictures(extras)])
+    shutil.rmtree(extras)
+    others = tuple(f for f in FAMILIES if f not in TEXT_FAMILIES)
+    _fill_pair_rows(rows, Listings.load(folder), left, right, others, one_per_core(), reporter)
     rows.flush()
     log.info("Pair features: %d columns in %d families", len(columns_out), len(FAMILIES))
     return columns_out
 
 
+def _fill_pair_rows(
+    rows: np.ndarray,
+    listings: Listings,
+    left: np.ndarray,
+    right: np.ndarray,
+    families: tuple[str, ...],
+    workers: int,
+    reporter: Reporter,
+) -> None:
+    """The `families`' columns of `rows` (all of `feature_names()`) for pairs (left, right), in
+    chunks, the next `workers` chunks computed in forked processes meanwhile."""
+    columns = columns_for(feature_names(), tuple(feature_names(families)))
+    task = reporter.task(f"features: labelled pairs ({', '.join(families)})", total=len(left))
+    chunks = [slice(start, start + PAIR_CHUNK) for start in range(0, len(left), PAIR_CHUNK)]
+    compute = partial(pair_features, listings, families=families)
+    pairs_of = lambda chunk: (left[chunk], right[chunk])  # noqa: E731
+    for chunk, values in ahead(compute, chunks, pairs_of, workers if len(chunks) > 1 else 0):
+        rows[chunk, columns] = values
+        task.advance(len(values))
+    task.close()
+
+
 def _other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> Iterator[Path]:
     """The descriptions' words, saved into a folder of `folder` that is yielded at once; then the
-    attributes', categories' and pictures' arrays of `Listings`, saved into `folder`."""
+    attributes' and categories' arrays of `Listings`, saved into `folder`, and the extra pictures,
+    saved into a folder of it that is returned."""
     descriptions = _string_columns(data_dir, ids, TEXT_FILE, ("description",))["description"]
     saved_words = folder / DESCRIPTION_WORDS
     Words.of(descriptions, DESCRIPTION_CHARS).save(saved_words)
@@ -135,8 +168,11 @@ def _other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> Iterator[Pat
     save_arrays(folder, attribute_features(attributes, categories))
     del columns, attributes, categories  # saved: their memory goes before the pictures come
     blocks, spans = _picture_blocks(data_dir, ids)
-    _save_stacked(folder / "pictures.npy", blocks)
-    save_arrays(folder, {"picture_spans": spans})
+    extras = folder / EXTRA_PICTURES_DIR
+    extras.mkdir()
+    _save_stacked(extras / "pictures.npy", blocks)
+    np.save(extras / "spans.npy", spans, allow_pickle=False)
+    return extras
 
 
 def load_listings(store: Path) -> Listings:
@@ -228,69 +264,148 @@ def _save_stacked(path: Path, blocks: list[np.ndarray]) -> None:
     if not blocks:
         np.save(path, _NO_PICTURES, allow_pickle=False)
         return
-    header = {
-        "descr": np.lib.format.dtype_to_descr(blocks[0].dtype),
-        "fortran_order": False,
-        "shape": (sum(len(b) for b in blocks), blocks[0].shape[1]),
-    }
-    with path.open("wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
+    shape = (sum(len(b) for b in blocks), blocks[0].shape[1])
+    with _npy_file(path, blocks[0].dtype, shape) as f:
         blocks.reverse()
         while blocks:
             np.ascontiguousarray(blocks.pop()).tofile(f)
 
 
-def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Every picture vector of each listing (main first, up to MAX_EXTRA_PICTURES extras),
-    L2-normalised, as float16 (`PICTURE_DTYPE`), in blocks of rows, and each listing's span of them
-    (start, count) in the blocks stacked.
+@contextmanager
+def _npy_file(path: Path, dtype: np.dtype, shape: tuple[int, int]) -> Iterator[BinaryIO]:
+    """An .npy file of this dtype and shape, its header written: the caller writes the rows, in
+    order."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        yield f
 
-    A batch of rows at a time, each made small at once and kept in the order read (a listing's
-    vectors put in place, not sorted there): decoding all pictures of the full data as float64, or
-    sorting them into listing order afterwards, took several times the memory of the result."""
+
+def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The first MAX_EXTRA_PICTURES extra pictures of each listing, L2-normalised, as float16
+    (`PICTURE_DTYPE`), in blocks of rows, and each listing's span of them (start, count) in the
+    blocks stacked.
+
+    A batch of rows at a time, each made small at once and kept in the order read (not sorted
+    into listing order: the spans say where each listing's are): decoding all pictures of the
+    full data as float64, or sorting them afterwards, took several times the memory of the
+    result."""
     path = image_file(data_dir)
     pf = open_parquet(path)
-    present = [c for c in (MAIN_PICTURE, EXTRA_PICTURES) if c in pf.schema_arrow.names]
     spans = np.zeros((len(ids), 2), np.int64)
-    nothing: tuple[list[np.ndarray], np.ndarray] = [], np.zeros((len(ids), 2), np.int64)
-    if not present:
-        return nothing
+    if EXTRA_PICTURES not in pf.schema_arrow.names:
+        return [], spans
     vectors: list[np.ndarray] = []
     start = 0
-    batches = row_group_batches(pf, ["variantid", *present], PICTURE_BATCH_ROWS)
+    batches = row_group_batches(pf, ["variantid", EXTRA_PICTURES], PICTURE_BATCH_ROWS)
     for batch in corrupt_inside(path, batches):
         rows = lookup(ids, batch.column(0).to_numpy(zero_copy_only=False))
-        kinds = []  # per column: (table row, vector) of those kept, by row, in the row's order
-        for rank in range(len(present)):
-            owner, position, values = _flat_vectors(batch.column(rank + 1))
-            keep = (rows[owner] >= 0) & (position < (1 if rank == 0 else MAX_EXTRA_PICTURES))
-            kinds.append((owner, values) if keep.all() else (owner[keep], values[keep]))
-        widths = {values.shape[1] for _, values in kinds if len(values)}
-        if len(widths) > 1:  # main and extra pictures of other widths: none is comparable
-            return nothing
-        if not widths:
+        owner, position, values = _flat_vectors(batch.column(1))
+        keep = (rows[owner] >= 0) & (position < MAX_EXTRA_PICTURES)
+        if not keep.all():
+            owner, values = owner[keep], values[keep]
+        if not len(values):
             continue
-        if vectors and widths != {vectors[0].shape[1]}:  # other batches, other widths
-            return nothing
-        # Row r's vectors go to [first[r], first[r] + count[r]): its main, then its extras.
-        per_kind = [np.bincount(owner, minlength=len(rows)) for owner, _ in kinds]
-        count = np.sum(per_kind, axis=0)
+        if vectors and values.shape[1] != vectors[0].shape[1]:  # other batches, other widths
+            return [], np.zeros((len(ids), 2), np.int64)
+        # The vectors come in row order: row r's are [first[r], first[r] + count[r]).
+        count = np.bincount(owner, minlength=len(rows))
         first = np.cumsum(count) - count
-        block = np.empty((int(count.sum()), widths.pop()), PICTURE_DTYPE)
-        before = np.zeros(len(rows), np.int64)  # the row's vectors of the earlier kinds
-        for (owner, values), counts in zip(kinds, per_kind, strict=True):
-            within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-            # Cast first, then put in place: scattering with the cast took the real size's
-            # pictures 10.7-12.2 s, this 9.0-11.0 s.
-            block[first[owner] + before[owner] + within] = unit_rows(values, in_place=True).astype(
-                PICTURE_DTYPE
-            )
-            before += counts
         filled = np.flatnonzero(count > 0)
         spans[rows[filled]] = np.column_stack([start + first[filled], count[filled]])  # later wins
-        vectors.append(block)
-        start += len(block)
+        vectors.append(unit_rows(values, in_place=True).astype(PICTURE_DTYPE))
+        start += len(values)
     return vectors, spans
+
+
+@dataclass
+class PictureKind:
+    """One kind of picture (main, extras): how many vectors each listing has, and `take(lo, hi)`
+    gives those of listings lo..hi, in listing order."""
+
+    counts: np.ndarray
+    width: int
+    take: Callable[[int, int], np.ndarray]
+
+
+def _main_pictures(data_dir: Path, items: Items) -> PictureKind:
+    """The main picture of each listing as the model reads it: its vector, or the mean direction
+    of several, L2-normalised. The item matrix's block, read from its file a part at a time (not
+    through its map, which would keep its pages in this process); where the matrix has none
+    (`data.blocks` left it out), the column read here the same way."""
+    names = [block.name for block in items.blocks]
+    if MAIN_PICTURE in names:
+        b = names.index(MAIN_PICTURE)
+        present = ~items.missing[:, b]
+        columns = slice(items.blocks[b].offset, items.blocks[b].offset + items.blocks[b].dim)
+
+        def take(lo: int, hi: int) -> np.ndarray:
+            return read_rows(items.matrix, lo, hi)[present[lo:hi], columns]
+
+        return PictureKind(present.astype(np.int64), items.blocks[b].dim, take)
+    nothing = PictureKind(np.zeros(len(items.ids), np.int64), 1, lambda lo, hi: _NO_PICTURES)
+    if MAIN_PICTURE not in open_parquet(image_file(data_dir)).schema_arrow.names:
+        return nothing
+    try:
+        own = load_items(ItemTables.of(data_dir, [MAIN_PICTURE]))
+    except DataError as e:  # a column the model does not read: its features are marked missing
+        log.warning("The main pictures are left out of the pair features: %s", e)
+        return nothing
+    rows = lookup(own.ids, items.ids)
+    found = (rows >= 0) & ~own.missing[np.maximum(rows, 0), 0]
+
+    def take_own(lo: int, hi: int) -> np.ndarray:
+        return own.matrix[rows[lo:hi][found[lo:hi]]]
+
+    return PictureKind(found.astype(np.int64), own.matrix.shape[1], take_own)
+
+
+def _extra_pictures(folder: Path) -> PictureKind:
+    """What the worker saved into `folder` (`_picture_blocks`)."""
+    vectors = np.load(folder / "pictures.npy", mmap_mode="r")
+    first, counts = np.load(folder / "spans.npy").T
+
+    def take(lo: int, hi: int) -> np.ndarray:
+        part = counts[lo:hi]
+        within = np.arange(part.sum()) - np.repeat(np.cumsum(part) - part, part)
+        return vectors[np.repeat(first[lo:hi], part) + within]
+
+    return PictureKind(counts, vectors.shape[1], take)
+
+
+def _save_pictures(folder: Path, kinds: list[PictureKind]) -> None:
+    """`Listings.pictures` and `picture_spans` into `folder`: each listing's vectors of each kind
+    (main, extras), one kind after the other. A kind whose vectors are not as wide as the first
+    kind's is left out: they cannot be compared.
+
+    Written a part of the listings at a time, in order: their vectors are one stretch of the
+    file. (Put in place through a map of the file, the real size's took 5.6 s and 5.5 GB.)"""
+    widths = [kind.width for kind in kinds if kind.counts.any()]
+    if len(set(widths)) > 1:
+        log.warning("Pictures of %s widths: only those of width %d are compared", widths, widths[0])
+        kinds = [kind for kind in kinds if kind.width == widths[0] or not kind.counts.any()]
+    count = np.sum([kind.counts for kind in kinds], axis=0)
+    start = np.cumsum(count) - count
+    save_arrays(folder, {"picture_spans": np.column_stack([start, count])})
+    if not widths:
+        np.save(folder / "pictures.npy", _NO_PICTURES, allow_pickle=False)
+        return
+    shape = (int(count.sum()), widths[0])
+    with _npy_file(folder / "pictures.npy", PICTURE_DTYPE, shape) as f:
+        for lo in range(0, len(count), JOIN_ROWS):
+            hi = lo + JOIN_ROWS
+            part = np.empty((int(count[lo:hi].sum()), widths[0]), PICTURE_DTYPE)
+            place = start[lo:hi] - start[lo]  # each listing's next free row of `part`
+            for kind in kinds:
+                counts = kind.counts[lo:hi]
+                within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+                part[np.repeat(place, counts) + within] = kind.take(lo, hi)
+                place = place + counts
+            part.tofile(f)
 
 
 def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ neutral values plus a "missing" flag.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -254,12 +254,16 @@ class Listings:
         save_arrays(folder, {field.name: getattr(self, field.name) for field in fields(self)})
 
     @classmethod
-    def load(cls, folder: Path) -> Listings:
+    def load(cls, folder: Path, only: Collection[str] | None = None) -> Listings:
         """Every array mapped read-only, not read: the full data's are 3 GB, which reading took 6 s
-        of each `predict`, and processes that score pairs share them through the page cache."""
-        values: dict[str, sp.csr_matrix | np.ndarray] = {}
+        of each `predict`, and processes that score pairs share them through the page cache.
+        With `only`, the other fields are None (`prepare` reads the text fields' arrays while
+        those of the others are still being made)."""
+        values: dict[str, sp.csr_matrix | np.ndarray | None] = {}
         for field in fields(cls):
-            if (folder / field.name).is_dir():
+            if only is not None and field.name not in only:
+                values[field.name] = None
+            elif (folder / field.name).is_dir():
                 values[field.name] = load_csr(folder / field.name)
             else:
                 values[field.name] = mapped(folder / f"{field.name}.npy")
@@ -292,20 +296,23 @@ def unit_rows(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:
 def picture_arrays(
     main: Sequence | None, extra: Sequence | None, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All picture vectors of each listing (its first main vector, then its first
-    MAX_EXTRA_PICTURES extra ones; `unit_rows`), and each listing's span of them (start, count).
+    """All picture vectors of each listing (its main picture, then its first MAX_EXTRA_PICTURES
+    extra ones; `unit_rows`), and each listing's span of them (start, count). The main picture is
+    the one the item matrix holds: the listing's one vector, or the mean direction of several.
 
     `main` and `extra` hold per listing a list of vectors or None (the parquet's list-of-lists).
     """
     vectors: list[np.ndarray] = []
     counts = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        for column, limit in ((main, 1), (extra, MAX_EXTRA_PICTURES)):
+        for column, limit in ((main, None), (extra, MAX_EXTRA_PICTURES)):
             value = None if column is None else column[i]
             if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
                 continue  # None, NaN, or no pictures
             value = [np.asarray(v, dtype=np.float32) for v in value[:limit] if v is not None]
             block = np.asarray(value)
+            if limit is None and block.ndim == 2 and block.shape[0]:
+                block = block.sum(axis=0, keepdims=True)  # normalised below: the mean direction
             if block.ndim == 2 and block.shape[0]:
                 vectors.append(block)
                 counts[i] += block.shape[0]

@@ -38,6 +38,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "categories": ("cat2_same", "cat3_same", "cat4_same", "cat_missing"),
     "pictures": ("pic_best_cos", "pic_mean_cos", "pic_missing"),
 }  # fmt: skip
+# The families that read the text fields' arrays alone (`text_rows`, `name_char`).
+TEXT_FAMILIES = ("text", "digits")
 # Pairs a batch: a million at the real size took 5.7-6.5 s in batches of 16,384, 6.4-7.2 s in
 # batches of 65,536 (its products' fresh memory each time), 6.9-8.4 s in smaller ones; with two
 # processes at once (predict's workers on two cores) 16,384 and 65,536 did the same.

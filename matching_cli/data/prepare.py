@@ -260,7 +260,7 @@ def _write_store(
             pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
             item_category, category_names = read_categories(data.dir, items.ids)
             split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
-            feature_names = write_features(pairs.left, pairs.right)
+            feature_names = write_features(items, pairs.left, pairs.right)
         manifest |= {
             "pair_features": feature_names,
             "blocks": [asdict(b) for b in items.blocks],
@@ -289,11 +289,11 @@ def _write_store(
 @contextmanager
 def _no_features(
     data_dir: Path, ids: np.ndarray, out: Path, reporter: Reporter
-) -> Iterator[Callable[[np.ndarray, np.ndarray], list[str]]]:
+) -> Iterator[Callable[[Items, np.ndarray, np.ndarray], list[str]]]:
     """`features_started` for the embeddings only: an empty feature table keeps the store's
     shape."""
 
-    def write(left: np.ndarray, right: np.ndarray) -> list[str]:
+    def write(items: Items, left: np.ndarray, right: np.ndarray) -> list[str]:
         np.save(out / PAIR_FEATURES, np.zeros((len(left), 0), np.float32))
         return []
 
