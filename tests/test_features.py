@@ -718,3 +718,29 @@ def test_string_columns_follow_the_item_order(tmp_path):
     columns = _string_columns(tmp_path, np.array([10, 20, 30, 50]), TEXT_FILE)
     assert columns["name"].to_pylist() == ["a last", None, "c", None]
     assert columns["description"].to_pylist() == [None, None, "dc", long[:DESCRIPTION_CHARS]]
+
+
+def test_words_are_split_at_every_white_space_as_arrow_and_python_split_them():
+    """`Words.of` splits with the ASCII kernel after making the other white space a space: the
+    words must be those that `utf8_split_whitespace` and Python's `str.split` give, for every
+    white-space character, alone, repeated and at the ends (Arrow's kernels also give empty
+    words at the ends, which have no tokens)."""
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from matching_cli.data.words import _split_words
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    texts = [f"a{s}b{s}{s}c{s}" for s in spaces] + [f"{s}x" for s in spaces]
+    texts += [
+        "".join(spaces) + "y" + "".join(spaces),
+        "plain words only",
+        "",
+        "\u200bzero\u200bwidth",
+    ]
+    column = pa.array(texts)
+    words = [[w for w in row if w] for row in _split_words(column).to_pylist()]
+    assert words == [t.split() for t in texts]
+    assert words == [[w for w in row if w] for row in pc.utf8_split_whitespace(column).to_pylist()]

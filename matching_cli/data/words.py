@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,16 +106,39 @@ def prenormalise(column: pa.Array, max_chars: int | None = None) -> pa.Array:
     text = pc.fill_null(column, "")
     if max_chars is not None:
         text = pc.utf8_slice_codeunits(text, 0, max_chars)
-    # The regex kernel finds a character 6x faster than `match_substring` (0.11 s against 0.68 s
-    # over the real size's descriptions).
-    with_entity = pc.match_substring_regex(text, "&")
-    if pc.any(with_entity).as_py():  # few texts have one: replace in those alone
-        some = text.filter(with_entity)
-        for entity, char in _ENTITIES.items():
-            some = pc.replace_substring(some, entity, char)
-        text = pc.replace_with_mask(text, with_entity, some)
+    text = _in_rows_with(text, "&", _replace_entities)
     text = pc.utf8_lower(pc.replace_substring_regex(text, r"<[^>]*>", " "))
     return pc.replace_substring_regex(text, _UNIT_AFTER_SPACE, r"\1\2\3")
+
+
+def _replace_entities(text: pa.Array) -> pa.Array:
+    for entity, char in _ENTITIES.items():
+        text = pc.replace_substring(text, entity, char)
+    return text
+
+
+def _in_rows_with(text: pa.Array, pattern: str, change: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """`change` done in the texts that `pattern` matches alone (few do; the rest are not copied).
+    The regex kernel finds even one character 6x faster than `match_substring` (0.11 s against
+    0.68 s over the real size's descriptions)."""
+    rows = pc.match_substring_regex(text, pattern)
+    if not pc.any(rows).as_py():
+        return text
+    return pc.replace_with_mask(text, rows, change(text.filter(rows)))
+
+
+# The white space that Python (and `utf8_split_whitespace`) knows and `ascii_split_whitespace`
+# does not: made a space first, the ASCII split gives the same words 2.4x faster (0.8 s against
+# 1.9 s over the real size's descriptions).
+_OTHER_SPACE = "[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+def _split_words(text: pa.Array) -> pa.Array:
+    """`pc.utf8_split_whitespace(text)`, faster."""
+    spaced = _in_rows_with(
+        text, _OTHER_SPACE, lambda some: pc.replace_substring_regex(some, _OTHER_SPACE, " ")
+    )
+    return pc.ascii_split_whitespace(spaced)
 
 
 def distinct(column: pa.Array) -> tuple[np.ndarray, list]:
@@ -148,7 +171,7 @@ class Words:
 
     @classmethod
     def of(cls, column: pa.Array, max_chars: int | None = None) -> Words:
-        split = pc.utf8_split_whitespace(prenormalise(column, max_chars))
+        split = _split_words(prenormalise(column, max_chars))
         lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
         codes, dictionary = distinct_array(pc.list_flatten(split))
         # Most distinct words are plain Latin or Russian words that `normalise` leaves as they
