@@ -696,28 +696,51 @@ def test_pictures_written_block_by_block_read_back_stacked(tmp_path):
     assert np.load(tmp_path / "none.npy").shape == (0, 1)
 
 
-def test_string_columns_follow_the_item_order(tmp_path):
-    """The fields are read in item-matrix order: a listing the file lacks gets null, a listing the
-    file repeats gets its last row, and a description is cut to DESCRIPTION_CHARS."""
+def test_fields_follow_the_item_order(tmp_path):
+    """The fields are read in item-matrix order: a listing the file lacks gets null (no words), a
+    listing the file repeats gets its last row, and a description is cut to DESCRIPTION_CHARS.
+    The names' and descriptions' words are found in the file's order and their rows reordered:
+    each listing must get the tokens of its own text."""
+    from collections import Counter
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from matching_cli.data.feature_store import _string_columns
+    from matching_cli.data.feature_store import _string_columns, _text_words
     from matching_cli.data.fields import DESCRIPTION_CHARS
-    from matching_cli.data.layout import TEXT_FILE
+    from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 
     long = "x" * (DESCRIPTION_CHARS + 50)
     table = pa.table(
         {
             "variantid": pa.array([30, 10, 50, 10], pa.int64()),
-            "name": ["c", "a first", None, "a last"],
+            "name": ["c 8 gb", "a first", None, "a last"],
             "description": ["dc", "da", long, None],
+            "categories": ['{"2": "c"}', '{"2": "a first"}', None, '{"2": "a last"}'],
         }
     )
-    pq.write_table(table, tmp_path / TEXT_FILE, row_group_size=2)  # two chunks to take from
-    columns = _string_columns(tmp_path, np.array([10, 20, 30, 50]), TEXT_FILE)
-    assert columns["name"].to_pylist() == ["a last", None, "c", None]
-    assert columns["description"].to_pylist() == [None, None, "dc", long[:DESCRIPTION_CHARS]]
+    pq.write_table(table.drop(["categories"]), tmp_path / TEXT_FILE, row_group_size=2)
+    pq.write_table(table.select(["variantid", "categories"]), tmp_path / ATTRIBUTES_FILE)
+    ids = np.array([10, 20, 30, 50])
+
+    def tokens_by_row(words: Words) -> list[Counter]:
+        counts = words.token_counts()
+        return [
+            Counter({words.token_strings[j]: c for j, c in zip(row.indices, row.data, strict=True)})
+            for row in counts
+        ]
+
+    for name, want in (
+        ("name", ["a last", None, "c 8 gb", None]),
+        ("description", [None, None, "dc", long[:DESCRIPTION_CHARS]]),
+    ):
+        got = _text_words(tmp_path, ids, name)
+        assert got.rows.shape[0] == len(ids)
+        assert tokens_by_row(got) == tokens_by_row(Words.of(pa.array(want, pa.string()))), name
+    assert tokens_by_row(_text_words(tmp_path, ids, "name"))[2] == Counter({"c": 1, "8gb": 1})
+    columns = _string_columns(tmp_path, ids, ATTRIBUTES_FILE)
+    assert columns["categories"].to_pylist() == ['{"2": "a last"}', None, '{"2": "c"}', None]
+    assert columns["characteristic_attributes_mapping"].null_count == len(ids)  # no such column
 
 
 def test_words_are_split_at_every_white_space_as_arrow_and_python_split_them():
