@@ -541,13 +541,9 @@ def test_prepare_reads_pictures_as_the_served_model_does(tmp_path, monkeypatch, 
         items = Items(items.ids, items.matrix[:, :0], items.missing[:, :0], [])
     block = feature_store._main_picture_block(items, tmp_path / "features")
     assert (block is not None) == main_in_matrix
-    blocks, spans = feature_store._picture_blocks(tmp_path, items.ids)
-    (tmp_path / "extras").mkdir()
-    feature_store._save_stacked(tmp_path / "extras" / "pictures.npy", blocks)
-    np.save(tmp_path / "extras" / "spans.npy", spans)
     kinds = [
         feature_store._main_pictures(tmp_path, items.ids, block),
-        feature_store._extra_pictures(tmp_path / "extras"),
+        feature_store._extra_pictures(*feature_store._picture_blocks(tmp_path, items.ids)),
     ]
     feature_store._save_pictures(tmp_path, kinds)
     got, got_spans = np.load(tmp_path / "pictures.npy"), np.load(tmp_path / "picture_spans.npy")
@@ -684,18 +680,6 @@ def test_workers_still_running_are_stopped_when_scoring_stops():
     assert time.monotonic() - started < 20
 
 
-def test_pictures_written_block_by_block_read_back_stacked(tmp_path):
-    from matching_cli.data.feature_store import _save_stacked
-
-    rng = np.random.default_rng(4)
-    blocks = [rng.normal(size=(k, 4)).astype(np.float16) for k in (3, 1, 5)]
-    stacked = np.concatenate(blocks)
-    _save_stacked(tmp_path / "pictures.npy", list(blocks))
-    np.testing.assert_array_equal(np.load(tmp_path / "pictures.npy"), stacked)
-    _save_stacked(tmp_path / "none.npy", [])
-    assert np.load(tmp_path / "none.npy").shape == (0, 1)
-
-
 def test_fields_follow_the_item_order(tmp_path):
     """The fields are read in item-matrix order: a listing the file lacks gets null (no words), a
     listing the file repeats gets its last row, and a description is cut to DESCRIPTION_CHARS.
@@ -767,3 +751,20 @@ def test_words_are_split_at_every_white_space_as_arrow_and_python_split_them():
     words = [[w for w in row if w] for row in _split_words(column).to_pylist()]
     assert words == [t.split() for t in texts]
     assert words == [[w for w in row if w] for row in pc.utf8_split_whitespace(column).to_pylist()]
+
+
+@pytest.mark.parametrize("rows_at_once", [1, 3, 1 << 18])
+def test_sparse_rows_are_made_unit_length_in_place(rows_at_once):
+    """TF-IDF rows are L2-normalised in parts of rows: empty rows at a part's start, middle or
+    end stay zero, and every other row ends at length 1, in the direction it had."""
+    from matching_cli.data.features import unit_sparse_rows
+
+    rng = np.random.default_rng(5)
+    dense = rng.random((11, 6)).astype(np.float32) * (rng.random((11, 6)) < 0.5)
+    dense[[0, 4, 5, 10]] = 0.0
+    matrix = sp.csr_matrix(dense)
+    out = unit_sparse_rows(matrix, rows_at_once)
+    assert out is matrix
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    want = np.divide(dense, norms, out=np.zeros_like(dense), where=norms > 0)
+    np.testing.assert_allclose(out.toarray(), want, rtol=1e-6)

@@ -65,8 +65,7 @@ MAIN_PICTURE = "main_pic_embeddings_resnet_v1"
 EXTRA_PICTURES = "pic_embeddings_resnet_v1"
 PICTURE_BATCH_ROWS = 32_768  # at 3 pictures a listing, a batch decodes to 100 MB of float64
 PAIR_CHUNK = 1 << 18  # labelled pairs whose features a process computes at a time
-DESCRIPTION_WORDS = "description_words"  # folders the features stage removes when done
-EXTRA_PICTURES_DIR = "extra_pictures"
+DESCRIPTION_WORDS = "description_words"  # a folder the features stage removes when done
 JOIN_ROWS = 1 << 18  # listings whose pictures are put in place at a time
 
 
@@ -177,14 +176,8 @@ def _other_fields(
     categories = category_codes(as_strings(columns.pop("categories"), len(ids)))
     save_arrays(folder, attribute_features(attributes, categories))
     del columns, attributes, categories  # saved: their memory goes before the pictures come
-    blocks, spans = _picture_blocks(data_dir, ids)
-    extras = folder / EXTRA_PICTURES_DIR  # read back mapped: no second copy in memory
-    extras.mkdir()
-    _save_stacked(extras / "pictures.npy", blocks)
-    np.save(extras / "spans.npy", spans, allow_pickle=False)
-    main = _main_pictures(data_dir, ids, main_block.recv())
-    _save_pictures(folder, [main, _extra_pictures(extras)])
-    shutil.rmtree(extras)
+    extras = _extra_pictures(*_picture_blocks(data_dir, ids))
+    _save_pictures(folder, [_main_pictures(data_dir, ids, main_block.recv()), extras])
 
 
 def load_listings(store: Path) -> Listings:
@@ -263,6 +256,9 @@ def _text_words(data_dir: Path, ids: np.ndarray, name: str) -> Words:
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
     values = read_columns(pf, path, [name]).column(0).combine_chunks()
     words = Words.of(values, DESCRIPTION_CHARS if name == "description" else None)
+    if not where.null_count:  # every listing in the file: the usual case
+        words.rows = words.rows[where.to_numpy()]
+        return words
     found = where.is_valid().to_numpy(zero_copy_only=False)
     taken = words.rows[pc.fill_null(where, 0).to_numpy(zero_copy_only=False)]
     counts = np.diff(taken.indptr) * found
@@ -287,19 +283,6 @@ def _row_of(ids: np.ndarray, variantid: pa.ChunkedArray) -> pa.Array:
 
 
 _NO_PICTURES = np.zeros((0, 1), PICTURE_DTYPE)
-
-
-def _save_stacked(path: Path, blocks: list[np.ndarray]) -> None:
-    """`np.save(path, np.concatenate(blocks))` without the stacked copy: at full size the
-    pictures are a gigabyte, and each block's memory goes as soon as it is written."""
-    if not blocks:
-        np.save(path, _NO_PICTURES, allow_pickle=False)
-        return
-    shape = (sum(len(b) for b in blocks), blocks[0].shape[1])
-    with _npy_file(path, blocks[0].dtype, shape) as f:
-        blocks.reverse()
-        while blocks:
-            np.ascontiguousarray(blocks.pop()).tofile(f)
 
 
 @contextmanager
@@ -419,10 +402,16 @@ def _main_pictures(data_dir: Path, ids: np.ndarray, block: MainPictureBlock | No
     return PictureKind(found.astype(np.int64), own.matrix.shape[1], take_own)
 
 
-def _extra_pictures(folder: Path) -> PictureKind:
-    """What the worker saved into `folder` (`_picture_blocks`)."""
-    vectors = np.load(folder / "pictures.npy", mmap_mode="r")
-    first, counts = np.load(folder / "spans.npy").T
+def _extra_pictures(blocks: list[np.ndarray], spans: np.ndarray) -> PictureKind:
+    """`_picture_blocks`' extra pictures, stacked (each block's memory going as it is copied)."""
+    vectors = np.empty((sum(map(len, blocks)), blocks[0].shape[1] if blocks else 1), PICTURE_DTYPE)
+    start = 0
+    blocks.reverse()
+    while blocks:
+        block = blocks.pop()
+        vectors[start : start + len(block)] = block
+        start += len(block)
+    first, counts = spans.T
 
     def take(lo: int, hi: int) -> np.ndarray:
         part = counts[lo:hi]

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 from matching_cli.data.arrays import load_csr, mapped, save_csr
 from matching_cli.data.fields import Fields
@@ -150,7 +149,27 @@ def _tfidf(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     weights = idf.astype(np.float32)
     for start in range(0, x.nnz, 1 << 24):  # idf gathered a slice at a time
         x.data[start : start + (1 << 24)] *= weights[x.indices[start : start + (1 << 24)]]
-    return normalize(x, copy=False)
+    return unit_sparse_rows(x)
+
+
+def unit_sparse_rows(x: sp.csr_matrix, rows_at_once: int = 1 << 18) -> sp.csr_matrix:
+    """`x`'s rows L2-normalised in place (an all-zero row stays zero), summed in double
+    precision, a part of the rows at a time: scikit-learn's `normalize`, without importing
+    scikit-learn (0.7 s of every command's start)."""
+    for lo in range(0, x.shape[0], rows_at_once):
+        bounds = x.indptr[lo : lo + rows_at_once + 1]
+        part = x.data[bounds[0] : bounds[-1]]
+        if not len(part):
+            continue
+        counts = np.diff(bounds)
+        # A zero after the last entry: the rows at the end that are empty start there. reduceat
+        # gives an empty row the entry where it starts: its scale is set to zero below.
+        squares = np.zeros(len(part) + 1)
+        np.square(part, out=squares[:-1], dtype=np.float64)
+        norms = np.sqrt(np.add.reduceat(squares, bounds[:-1] - bounds[0]))
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=(norms > 0) & (counts > 0))
+        part *= np.repeat(scale.astype(x.dtype), counts)
+    return x
 
 
 def fit_text_model(

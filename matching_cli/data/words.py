@@ -103,7 +103,7 @@ def as_strings(values: Sequence | pa.Array | pa.ChunkedArray | None, n: int) -> 
 def prenormalise(column: pa.Array, max_chars: int | None = None) -> pa.Array:
     """The part of `text.normalise` that crosses spaces, over a whole column in Arrow (NFKC and
     the rest are done per word)."""
-    text = pc.fill_null(column, "")
+    text = pc.fill_null(column, "") if column.null_count else column  # no copy where none is
     if max_chars is not None:
         text = pc.utf8_slice_codeunits(text, 0, max_chars)
     text = _in_rows_with(text, "&", _replace_entities)
