@@ -1,6 +1,7 @@
 """Arrays in files without pickle, read back mapped, not read: a sparse matrix is a folder of its
 parts' npy files. The prepared store's per-listing arrays (`features.Listings`) and the words that
-prepare's worker hands over (`words.Words`) are kept this way."""
+prepare's worker hands over (`words.Words`) are kept this way. And `ranks`, which the ragged
+arrays beside them (each listing's pictures, words, products) are indexed with."""
 
 from __future__ import annotations
 
@@ -27,3 +28,8 @@ def load_csr(folder: Path) -> sp.csr_matrix:
 
 def mapped(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def ranks(counts: np.ndarray) -> np.ndarray:
+    """Position of each member within its group, for groups of `counts` consecutive members."""
+    return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)

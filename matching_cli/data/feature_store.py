@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from matching_cli.data.arrays import ranks
 from matching_cli.data.features import (
     MAX_EXTRA_PICTURES,
     PICTURE_DTYPE,
@@ -415,8 +416,7 @@ def _extra_pictures(blocks: list[np.ndarray], spans: np.ndarray) -> PictureKind:
 
     def take(lo: int, hi: int) -> np.ndarray:
         part = counts[lo:hi]
-        within = np.arange(part.sum()) - np.repeat(np.cumsum(part) - part, part)
-        return vectors[np.repeat(first[lo:hi], part) + within]
+        return vectors[np.repeat(first[lo:hi], part) + ranks(part)]
 
     return PictureKind(counts, vectors.shape[1], take)
 
@@ -446,8 +446,7 @@ def _save_pictures(folder: Path, kinds: list[PictureKind]) -> None:
             place = start[lo:hi] - start[lo]  # each listing's next free row of `part`
             for kind in kinds:
                 counts = kind.counts[lo:hi]
-                within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-                part[np.repeat(place, counts) + within] = kind.take(lo, hi)
+                part[np.repeat(place, counts) + ranks(counts)] = kind.take(lo, hi)
                 place = place + counts
             part.tofile(f)
 
@@ -460,7 +459,7 @@ def _flat_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
     inner = pc.list_flatten(column)
     owner = np.repeat(np.arange(len(column)), counts)
-    position = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    position = ranks(counts)
     lengths = pc.fill_null(pc.list_value_length(inner), 0).to_numpy(zero_copy_only=False)
     if not lengths.any():
         return owner[:0], position[:0], np.zeros((0, 1), np.float32)

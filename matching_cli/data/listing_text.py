@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matching_cli.data import vocab
+from matching_cli.data.arrays import ranks
 from matching_cli.data.vocab import FORMS
 
 AXES = ("code", "size", "colour")
@@ -59,7 +60,7 @@ def draw_words(rng: np.random.Generator, level2: np.ndarray, products: np.ndarra
     level1 = vocab.LEVEL2_LEVEL1[level2]
     type_start = np.searchsorted(vocab.TYPE_LEVEL2, np.arange(vocab.N_LEVEL2))
     axis = rng.choice(3, n, p=AXIS_SHARE)
-    rank = np.arange(len(product_family)) - np.repeat(np.cumsum(products) - products, products)
+    rank = ranks(products)
     moves = [(axis[product_family] == k) * rank for k in range(3)]
     # Siblings step through numbers (staying at 3-4 digits), sizes and colours, so no two of a
     # family share the axis's spec; steps coprime with the 18 colours keep five colours distinct.

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from matching_cli.data import listing_text, vocab
+from matching_cli.data.arrays import ranks
 from matching_cli.data.layout import (
     ATTRIBUTES_FILE,
     IMAGE_FILES,
@@ -195,11 +196,6 @@ def _streams(seed: int, purpose: int, n: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in root.spawn(n)]
 
 
-def _ranks(counts: np.ndarray) -> np.ndarray:
-    """Position of each member within its group, for groups of `counts` consecutive members."""
-    return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
 def _catalogue(
     rng: np.random.Generator, n_pairs: int, n_test: int
 ) -> tuple[_Catalogue, _Split, _Split]:
@@ -241,8 +237,8 @@ def _families_and_pairs(rng: np.random.Generator, n_pairs: int) -> _Split:
     while True:
         products = rng.choice(PRODUCTS_PER_FAMILY[0], n_families, p=PRODUCTS_PER_FAMILY[1])
         listings = rng.choice(LISTINGS_PER_PRODUCT[0], products.sum(), p=LISTINGS_PER_PRODUCT[1])
-        first, rank = np.cumsum(listings) - listings, _ranks(products)
-        later = np.flatnonzero(_ranks(listings) > 0)
+        first, rank = np.cumsum(listings) - listings, ranks(products)
+        later = np.flatnonzero(ranks(listings) > 0)
         positive = np.stack([later - 1, later], axis=1)
         hard = np.empty((0, 2), np.int64)
         for gap in (1, 2):
