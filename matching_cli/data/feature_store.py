@@ -257,17 +257,12 @@ def _text_words(data_dir: Path, ids: np.ndarray, name: str) -> Words:
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
     values = read_columns(pf, path, [name]).column(0).combine_chunks()
     words = Words.of(values, DESCRIPTION_CHARS if name == "description" else None)
-    if not where.null_count:  # every listing in the file: the usual case
-        words.rows = words.rows[where.to_numpy()]
-        return words
-    found = where.is_valid().to_numpy(zero_copy_only=False)
-    taken = words.rows[pc.fill_null(where, 0).to_numpy(zero_copy_only=False)]
-    counts = np.diff(taken.indptr) * found
-    kept = np.repeat(found, np.diff(taken.indptr))
-    words.rows = sp.csr_matrix(
-        (taken.data[kept], taken.indices[kept], np.concatenate([[0], np.cumsum(counts)])),
-        shape=(len(ids), taken.shape[1]),
-    )
+    rows = words.rows
+    if where.null_count:  # listings the file lacks take an empty row, put after the file's
+        empty = sp.csr_matrix((1, rows.shape[1]), dtype=rows.dtype)
+        rows = sp.vstack([rows, empty], format="csr")
+        where = pc.fill_null(where, rows.shape[0] - 1)
+    words.rows = rows[where.to_numpy(zero_copy_only=False)]
     return words
 
 
@@ -364,10 +359,11 @@ def _main_picture_block(items: Items, folder: Path) -> MainPictureBlock | None:
     names = [block.name for block in items.blocks]
     if MAIN_PICTURE not in names or not isinstance(items.matrix, np.memmap):
         return None
-    block = items.blocks[names.index(MAIN_PICTURE)]
+    b = names.index(MAIN_PICTURE)
     present = folder / "main_pictures_present.npy"
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(present, ~items.missing[:, names.index(MAIN_PICTURE)], allow_pickle=False)
+    np.save(present, ~items.missing[:, b], allow_pickle=False)
+    block = items.blocks[b]
     return MainPictureBlock(Path(items.matrix.filename), block.offset, block.dim, present)
 
 
