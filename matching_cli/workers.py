@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -73,38 +73,58 @@ def ahead(
         return
     started = [_Server(function, start) for _ in range(workers)]
     idle = list(started)
-    waiting: deque[tuple[T, _Server | None]] = deque()
+    pending: deque[_Pending[T]] = deque()
     try:
         for chunk in chunks:
             pairs = pairs_of(chunk)
-            ready = []
-            worker = None
+            entry = _Pending(chunk, done=pairs is None)
             if pairs is not None:
                 while not idle:  # a worker is sent work only once its last result is taken
-                    ready.append(_collect(waiting, idle))
-                worker = idle.pop()
-                worker.send(pairs)
-            waiting.append((chunk, worker))
-            yield from ready  # used by the caller while the worker computes this chunk
-            while waiting and waiting[0][1] is None:
-                yield _collect(waiting, idle)
-        while waiting:
-            yield _collect(waiting, idle)
+                    idle.append(_finish_any(pending))
+                entry.worker = idle.pop()
+                entry.worker.send(pairs)
+            pending.append(entry)
+            yield from _finished_in_order(pending)  # used by the caller while the workers compute
+        while pending:
+            _finish_any(pending)
+            yield from _finished_in_order(pending)
     finally:
         for worker in started:
             worker.stop()
 
 
-def _collect(
-    waiting: deque[tuple[T, _Server | None]], idle: list[_Server]
-) -> tuple[T, np.ndarray | None]:
-    """The first waiting chunk with its result; its worker is idle again."""
-    chunk, worker = waiting[0]
-    result = None if worker is None else worker.result()
-    waiting.popleft()
-    if worker is not None:
-        idle.append(worker)
-    return chunk, result
+class _Pending(Generic[T]):
+    """A chunk sent to `worker` (None: nothing to compute), and its result once taken."""
+
+    def __init__(self, chunk: T, done: bool):
+        self.chunk = chunk
+        self.worker: _Server | None = None
+        self.done = done
+        self.result: np.ndarray | None = None
+
+    def outcome(self) -> tuple[T, np.ndarray | None]:
+        return self.chunk, self.result
+
+
+def _finished_in_order(pending: deque[_Pending[T]]) -> Iterator[tuple[T, np.ndarray | None]]:
+    """The finished chunks at the head of the queue, taken off it."""
+    while pending and pending[0].done:
+        yield pending.popleft().outcome()
+
+
+def _finish_any(pending: deque[_Pending[T]]) -> _Server:
+    """Takes the result of whichever busy worker finishes first, and returns that worker. Not
+    the first chunk's: chunks of uneven size (a parquet file's row groups of 1,048,576 rows read
+    in chunks of a million give 1,000,000 and 48,576 by turns) then sent every large chunk to
+    the same worker while the other waited, and predict ran on one core."""
+    busy = {entry.worker: entry for entry in pending if entry.worker and not entry.done}
+    ready = multiprocessing.connection.wait(
+        [signal for worker in busy for signal in worker.signals()]
+    )
+    worker = next(worker for worker in busy if set(worker.signals()) & set(ready))
+    entry = busy[worker]
+    entry.result, entry.done = worker.result(), True
+    return worker
 
 
 class _Server:
@@ -127,6 +147,10 @@ class _Server:
 
     def result(self) -> np.ndarray:
         return _received(self._connection, self._process)
+
+    def signals(self) -> list[Connection | int]:
+        """What becomes ready when it has a result or has died, for `connection.wait`."""
+        return [self._connection, self._process.sentinel]
 
     def stop(self) -> None:
         _stop(self._process, self._connection)

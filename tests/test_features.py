@@ -487,6 +487,25 @@ def test_scored_chunks_equal_scoring_here(listings, forward_here):
         np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-7)
 
 
+def test_ahead_gives_the_next_chunk_to_whichever_worker_is_free():
+    """A pairs file's row groups of 1,048,576 rows, read in chunks of a million, come as large and
+    small chunks by turns. Each chunk must go to a free worker, not wait for the first chunk's:
+    otherwise every large chunk went to one worker while the other sat idle."""
+    import os
+    import time
+
+    def work(left, right):
+        if left[0] == 1:  # a large chunk
+            time.sleep(0.5)
+        return np.array([os.getpid()])
+
+    chunks = [(np.array([k % 2]), np.array([0])) for k in range(1, 9)]  # large, small, ...
+    out = list(ahead(work, iter(chunks), lambda c: c, 2))
+    assert [chunk for chunk, _ in out] == chunks
+    large = {int(pid[0]) for chunk, pid in out if chunk[0][0] == 1}
+    assert len(large) == 2, "the large chunks all went to one worker"
+
+
 def test_ahead_raises_the_workers_error(listings):
     featurizer = PairFeaturizer(listings, tuple(feature_names()))
     bad = (np.array([0]), np.array([99]))  # no listing 99: the worker's IndexError comes back

@@ -138,9 +138,11 @@ def _probabilities(
 def scoring_workers(forward_here: bool, features: bool) -> int:
     """Forked processes for `scored_chunks`. On a CPU, on Linux (torch in forked processes is not
     tried elsewhere), one a core up to MOST_SCORING_WORKERS, each scoring whole chunks. At the
-    real size on two cores, 10M pairs took 87-91 s this way against 113-127 s with the field
-    features in one worker beside a one-thread forward pass here, which bound the time, and 121 s
-    with this process scoring chunks too (it also reads and writes them). With the forward pass
+    real size on two cores, 10M pairs (embedding features only) took 53-57 s this way, against
+    74-76 s in one process on two threads (the code before the field features); measured before
+    `ahead` gave each chunk to whichever worker was free: 87-91 s this way against 113-127 s with
+    the field features in one worker beside a one-thread forward pass here, and 121 s with this
+    process scoring chunks too (it also reads and writes them). With the forward pass
     here (a GPU), for the field features only, all cores but two. None on one core or where
     processes cannot be forked."""
     if not forward_here:
