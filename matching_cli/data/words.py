@@ -32,9 +32,10 @@ _ENTITIES = {
     "&apos;": "'",
 }  # fmt: skip
 # A number, white space, then a unit ("8 гб") becomes one word ("8гб") before the split; the unit
-# must end there (not "8 гбайт..."), as in `text.normalise`.
+# must end there (not "8 гбайт..."), as in `text.normalise`. RE2's \s is [\t\n\f\r ]: the vertical
+# tab is added, and the other white space is made a space first (`_spaced`).
 _UNIT_AFTER_SPACE = (
-    r"(\d)\s+("
+    r"(\d)[\s\v]+("
     + "|".join(sorted(map(re.escape, UNITS), key=len, reverse=True))
     + r")([^a-zа-я0-9]|$)"
 )
@@ -107,7 +108,7 @@ def prenormalise(column: pa.Array, max_chars: int | None = None) -> pa.Array:
     if max_chars is not None:
         text = pc.utf8_slice_codeunits(text, 0, max_chars)
     text = _in_rows_with(text, "&", _replace_entities)
-    text = pc.utf8_lower(pc.replace_substring_regex(text, r"<[^>]*>", " "))
+    text = _spaced(pc.utf8_lower(pc.replace_substring_regex(text, r"<[^>]*>", " ")))
     return pc.replace_substring_regex(text, _UNIT_AFTER_SPACE, r"\1\2\3")
 
 
@@ -133,12 +134,12 @@ def _in_rows_with(text: pa.Array, pattern: str, change: Callable[[pa.Array], pa.
 _OTHER_SPACE = "[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
-def _split_words(text: pa.Array) -> pa.Array:
-    """`pc.utf8_split_whitespace(text)`, faster."""
-    spaced = _in_rows_with(
+def _spaced(text: pa.Array) -> pa.Array:
+    """The white space that `ascii_split_whitespace` does not know made a space: then that splits
+    as `utf8_split_whitespace` does."""
+    return _in_rows_with(
         text, _OTHER_SPACE, lambda some: pc.replace_substring_regex(some, _OTHER_SPACE, " ")
     )
-    return pc.ascii_split_whitespace(spaced)
 
 
 def distinct(column: pa.Array) -> tuple[np.ndarray, list]:
@@ -171,7 +172,7 @@ class Words:
 
     @classmethod
     def of(cls, column: pa.Array, max_chars: int | None = None) -> Words:
-        split = _split_words(prenormalise(column, max_chars))
+        split = pc.ascii_split_whitespace(prenormalise(column, max_chars))  # spaced there
         lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
         codes, dictionary = distinct_array(pc.list_flatten(split))
         # Most distinct words are plain Latin or Russian words that `normalise` leaves as they
