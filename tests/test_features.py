@@ -283,6 +283,22 @@ def test_words_per_distinct_word_equal_normalising_each_text():
         assert got == expected, text
 
 
+def test_words_cut_texts_only_where_longer():
+    """`Words.of(column, max_chars)` cuts a text longer than max_chars characters (not bytes:
+    Cyrillic takes two) and leaves the rest; a column of no rows has no words."""
+    import pyarrow as pa
+
+    def tokens_of(words: Words) -> list[list[str]]:
+        counts = words.token_counts()
+        return [sorted(words.token_strings[j] for j in row.indices) for row in counts]
+
+    texts = ["щ" * 7 + " a", "жжж b", None]
+    cut, whole = (tokens_of(Words.of(as_strings(texts, 3), max_chars=n)) for n in (6, 9))
+    assert cut == [["щ" * 6], ["b", "жжж"], []]
+    assert whole == [["a", "щ" * 7], ["b", "жжж"], []]
+    assert Words.of(pa.array([], pa.string()), max_chars=6).rows.shape[0] == 0
+
+
 def test_words_saved_read_back_equal(tmp_path):
     """prepare's worker hands the descriptions' words over through files."""
     words = Words.of(as_strings(TEXTS, len(TEXTS)))

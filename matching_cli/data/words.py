@@ -105,7 +105,9 @@ def prenormalise(column: pa.Array, max_chars: int | None = None) -> pa.Array:
     """The part of `text.normalise` that crosses spaces, over a whole column in Arrow (NFKC and
     the rest are done per word)."""
     text = pc.fill_null(column, "") if column.null_count else column  # no copy where none is
-    if max_chars is not None:
+    # Cut only when some text is longer: counting is 0.1 s over the real size's descriptions, cutting
+    # them all 0.4-1.2 s (none of the demo data's is longer).
+    if max_chars is not None and (pc.max(pc.utf8_length(text)).as_py() or 0) > max_chars:
         text = pc.utf8_slice_codeunits(text, 0, max_chars)
     text = _in_rows_with(text, "&", _replace_entities)
     text = _spaced(pc.utf8_lower(pc.replace_substring_regex(text, r"<[^>]*>", " ")))
