@@ -60,7 +60,8 @@ def ahead(
 ) -> Iterator[tuple[T, np.ndarray | None]]:
     """Each chunk, in order, with `function(*pairs_of(chunk))` (None for a chunk whose `pairs_of`
     is None); the next `workers` chunks' are computed in forked processes while the caller works
-    on this one. `start()` runs once in each of them first.
+    on this one, each chunk by whichever process is free first. `start()` runs once in each of
+    them first.
 
     The processes are forked once and share this one's memory (the listings' arrays, the item
     matrix, the model; copy-on-write); only the item rows go to them and the results come back.
@@ -113,10 +114,11 @@ def _finished_in_order(pending: deque[_Pending[T]]) -> Iterator[tuple[T, np.ndar
 
 
 def _finish_any(pending: deque[_Pending[T]]) -> _Server:
-    """Takes the result of whichever busy worker finishes first, and returns that worker. Not
-    the first chunk's: chunks of uneven size (a parquet file's row groups of 1,048,576 rows read
-    in chunks of a million give 1,000,000 and 48,576 by turns) then sent every large chunk to
-    the same worker while the other waited, and predict ran on one core."""
+    """Takes the result of whichever busy worker finishes first, and returns that worker, idle
+    again. Waiting for the first chunk's worker instead went wrong with chunks of uneven size (a
+    parquet file's row groups of 1,048,576 rows, read in chunks of a million, give 1,000,000 and
+    48,576 rows by turns): every large chunk went to the same worker while the other waited, and
+    `predict` ran on one core."""
     busy = {entry.worker: entry for entry in pending if entry.worker and not entry.done}
     ready = multiprocessing.connection.wait(
         [signal for worker in busy for signal in worker.signals()]
