@@ -10,9 +10,11 @@ killed.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
@@ -161,6 +163,7 @@ class _Server:
 def _serve(
     connection: Connection, function: Callable[..., np.ndarray], start: Callable[[], None] | None
 ) -> None:
+    keep_freed_memory()
     if start is not None:
         start()
     while True:
@@ -233,6 +236,29 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
             send.send((True, value))
     except BaseException as error:  # told to the parent, which raises it
         send.send((False, error))
+
+
+# glibc's mallopt parameters.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """glibc's malloc told to keep the memory this process frees, for its next allocations.
+
+    A worker's temporaries are about the same each chunk. Given back to the system and taken
+    again, each 4 KiB page of them cost a page fault: 10M pairs at the real size took 4.7M faults
+    and 21 s of system time in `predict` (2.8M and 14 s without the pair features). Kept, 0.66M
+    and 5 s: 80 s instead of 87 (53 instead of 64), the same scores, and a lower peak. Blocks up
+    to 32 MB (glibc's most) come from the heap, which is no longer trimmed below 2 GB free; larger
+    ones are still mapped and unmapped. Nothing where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
 
 
 def one_per_core() -> int:
