@@ -247,10 +247,11 @@ def keep_freed_memory() -> None:
 
     A worker's temporaries are about the same each chunk. Given back to the system and taken
     again, each 4 KiB page of them cost a page fault: 10M pairs at the real size took 4.7M faults
-    and 21 s of system time in `predict` (2.8M and 14 s without the pair features). Kept, 0.66M
-    and 5 s: 80 s instead of 87 (53 instead of 64), the same scores, and a lower peak. Blocks up
-    to 32 MB (glibc's most) come from the heap, which is no longer trimmed below 2 GB free; larger
-    ones are still mapped and unmapped. Nothing where the C library is not glibc."""
+    and 21 s of system time in `predict` (2.8M and 14 s without the pair features). Kept, 1.07M
+    and 8 s: 75-78 s instead of 80-89 (53-55 instead of 53-63), the same scores. Blocks up to
+    32 MB (glibc's most) come from the heap, which is no longer trimmed below 2 GB free; larger
+    ones are still mapped and unmapped. Nothing where the C library is not glibc. (`prepare` and
+    `train`, tried the same way, gained nothing.)"""
     if not sys.platform.startswith("linux"):
         return
     try:
