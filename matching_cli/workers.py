@@ -5,7 +5,7 @@ listings' arrays, the item matrix) without its being sent, and send back only th
 computes the next chunks while the caller uses this one (prepare's labelled pairs; predict and
 match: the whole scoring on a CPU, the pair features beside the forward pass on a GPU). A process
 that dies is reported, not waited for; those still running when the caller fails or stops are
-killed.
+killed, and on Linux they die with the caller when it is killed outright.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
@@ -142,7 +143,9 @@ class _Server:
     ):
         context = multiprocessing.get_context("fork")
         self._connection, theirs = context.Pipe()
-        self._process = context.Process(target=_serve, args=(theirs, function, start), daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(os.getpid(), theirs, function, start), daemon=True
+        )
         self._process.start()
         theirs.close()
 
@@ -161,8 +164,12 @@ class _Server:
 
 
 def _serve(
-    connection: Connection, function: Callable[..., np.ndarray], start: Callable[[], None] | None
+    parent: int,
+    connection: Connection,
+    function: Callable[..., np.ndarray],
+    start: Callable[[], None] | None,
 ) -> None:
+    _die_with(parent)
     keep_freed_memory()
     if start is not None:
         start()
@@ -184,7 +191,7 @@ class Forked:
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_run_and_send, args=(send, function, args), daemon=True
+            target=_run_and_send, args=(os.getpid(), send, function, args), daemon=True
         )
         self._process.start()
         send.close()
@@ -222,7 +229,10 @@ def _stop(process: multiprocessing.process.BaseProcess, connection: Connection) 
     connection.close()
 
 
-def _run_and_send(send: Connection, function: Callable[..., object], args: tuple) -> None:
+def _run_and_send(
+    parent: int, send: Connection, function: Callable[..., object], args: tuple
+) -> None:
+    _die_with(parent)
     try:
         _send_result(send, function, args)
     finally:
@@ -236,6 +246,21 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
             send.send((True, value))
     except BaseException as error:  # told to the parent, which raises it
         send.send((False, error))
+
+
+_PR_SET_PDEATHSIG = 1  # Linux's prctl option
+
+
+def _die_with(parent: int) -> None:
+    """This process killed when `parent`, which forked it, dies (on Linux). A process that is
+    killed outright (SIGKILL, the machine's out-of-memory killer) runs no cleanup: its workers
+    worked on as orphans, and prepare's wrote into a folder the next run had removed, making it
+    again. Elsewhere they are still stopped by `stop` when the parent ends normally."""
+    if sys.platform.startswith("linux"):
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
 
 
 # glibc's mallopt parameters.

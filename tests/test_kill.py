@@ -31,19 +31,35 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def _kill_when(process: subprocess.Popen, folder: Path, pattern: str, timeout: float = 120) -> None:
-    """SIGKILL the process as soon as its temporary output shows up."""
+def _kill_when(
+    process: subprocess.Popen, folder: Path, pattern: str, timeout: float = 120
+) -> list[int]:
+    """SIGKILL the process as soon as its temporary output shows up; the processes it had forked."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if list(folder.glob(pattern)):
+            children = _children(process.pid)
             process.send_signal(signal.SIGKILL)
             process.wait()
-            return
+            return children
         if process.poll() is not None:
             pytest.fail(f"finished before it could be killed: {process.stderr.read().decode()}")
         time.sleep(0.005)
     process.kill()
     pytest.fail("its temporary output never appeared")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # an orphan that nobody reaps stays a zombie
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -86,7 +102,12 @@ def test_killed_download_keeps_the_old_data(project):
 def test_killed_prepare_leaves_no_half_written_prepared_data(tmp_path, medium_data):
     shutil.copytree(medium_data, tmp_path / "data")
     process = _start(["prepare"], tmp_path)
-    _kill_when(process, tmp_path, "prepared/.*.partial-*/items.npy")
+    workers = _kill_when(process, tmp_path, "prepared/.*.partial-*/items.npy")
+    # Its features worker dies with it, not working on into the folder the next run removes.
+    deadline = time.monotonic() + 0.5
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(map(_alive, workers)), "prepare's worker outlived it"
     assert not stores(tmp_path / "prepared")
     done = subprocess.run(
         [sys.executable, "-m", "matching_cli", "-q", "prepare"], cwd=tmp_path, capture_output=True
