@@ -124,7 +124,7 @@ def _finish_any(pending: deque[_Pending[T]]) -> _Server:
     `predict` ran on one core."""
     busy = {entry.worker: entry for entry in pending if entry.worker and not entry.done}
     ready = multiprocessing.connection.wait(
-        [signal for worker in busy for signal in worker.signals()]
+        [handle for worker in busy for handle in worker.signals()]
     )
     worker = next(worker for worker in busy if set(worker.signals()) & set(ready))
     entry = busy[worker]
