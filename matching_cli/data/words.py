@@ -237,21 +237,6 @@ class Words:
         return cls(**matrices, **strings)
 
 
-def counts_of(columns: list[list[int]], width: int) -> sp.csr_matrix:
-    """(len(columns), width) float32 counts: row i counts the column indices in columns[i]."""
-    sizes = [len(row) for row in columns]
-    matrix = sp.csr_matrix(
-        (
-            np.ones(sum(sizes), np.float32),
-            np.fromiter((c for row in columns for c in row), np.int64, sum(sizes)),
-            np.concatenate([[0], np.cumsum(sizes)]),
-        ),
-        shape=(len(columns), width),
-    )
-    matrix.sum_duplicates()
-    return matrix
-
-
 def remap_columns(
     matrix: sp.csr_matrix, column_of: np.ndarray, width: int, binary: bool = False
 ) -> sp.csr_matrix:
