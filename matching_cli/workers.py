@@ -18,7 +18,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
@@ -248,6 +248,16 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
         send.send((False, error))
 
 
+def _linux_libc(name: str) -> Callable[..., int] | None:
+    """The C library's function `name` on Linux; None elsewhere, or where the library lacks it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 _PR_SET_PDEATHSIG = 1  # Linux's prctl option
 
 
@@ -256,9 +266,9 @@ def _die_with(parent: int) -> None:
     killed outright (SIGKILL, the machine's out-of-memory killer) runs no cleanup: its workers
     worked on as orphans, and prepare's wrote into a folder the next run had removed, making it
     again. Elsewhere they are still stopped by `stop` when the parent ends normally."""
-    if sys.platform.startswith("linux"):
-        with suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl = _linux_libc("prctl")
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before that took effect
         os._exit(1)
 
@@ -277,11 +287,8 @@ def keep_freed_memory() -> None:
     32 MB (glibc's most) come from the heap, which is no longer trimmed below 2 GB free; larger
     ones are still mapped and unmapped. Nothing where the C library is not glibc. (`prepare` and
     `train`, tried the same way, gained nothing.)"""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _linux_libc("mallopt")
+    if mallopt is None:
         return
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
