@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
 import multiprocessing
 import shutil
 from collections.abc import Callable, Iterator
@@ -51,6 +50,7 @@ from matching_cli.data.tables import (
     lookup,
     open_parquet,
     read_columns,
+    read_rows,
     row_group_batches,
 )
 from matching_cli.data.words import Words, as_strings
@@ -230,9 +230,8 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
         if name not in present:
             log.info("%s: no column '%s'; its features are marked missing", path, name)
     if not present:
-        return attribute_rows(pa.nulls(len(ids), pa.string())), category_codes(
-            pa.nulls(len(ids), pa.string())
-        )
+        nothing = pa.nulls(len(ids), pa.string())
+        return attribute_rows(nothing), category_codes(nothing)
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
     rows = pf.metadata.num_rows
 
@@ -246,7 +245,9 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
     return [_in_listing_order(m, where) for m in attributes], _in_listing_order(categories, where)
 
 
-def _in_listing_order(values: sp.csr_matrix | np.ndarray, where: pa.Array):
+def _in_listing_order(
+    values: sp.csr_matrix | np.ndarray, where: pa.Array
+) -> sp.csr_matrix | np.ndarray:
     """Rows of `values`, one per row of a file, in listing order (`where`, from `_row_of`): a
     listing the file lacks gets an empty row (sparse) or a row of -1 (dense, the categories')."""
     if where.null_count:
@@ -379,10 +380,9 @@ def _main_picture_block(items: Items, folder: Path) -> MainPictureBlock | None:
 
 def _main_pictures(data_dir: Path, ids: np.ndarray, block: MainPictureBlock | None) -> PictureKind:
     """The main picture of each listing as the model reads it: its vector, or the mean direction
-    of several, L2-normalised. The item matrix's block, taken from its file a part at a time
-    through a map of that part alone (a map of the whole file would keep its pages in this
-    process; reading each part into fresh memory first took 3.5 s at the real size); where there
-    is none, the column read here the same way."""
+    of several, L2-normalised. The item matrix's block, read from its file a part at a time (not
+    through a map, which would keep its pages in this process); where there is none, the column
+    read here the same way."""
     if block is not None:
         matrix = np.load(block.matrix, mmap_mode="r")
         present = np.load(block.present)
@@ -390,7 +390,7 @@ def _main_pictures(data_dir: Path, ids: np.ndarray, block: MainPictureBlock | No
         columns = slice(block.offset, block.offset + block.dim)
 
         def take(lo: int, hi: int) -> np.ndarray:
-            return _rows_taken(matrix, lo, hi, present[lo:hi], columns)
+            return read_rows(matrix, lo, hi)[present[lo:hi], columns]
 
         return PictureKind(present.astype(np.int64), block.dim, take)
     nothing = PictureKind(np.zeros(len(ids), np.int64), 1, lambda lo, hi: _NO_PICTURES)
@@ -410,46 +410,22 @@ def _main_pictures(data_dir: Path, ids: np.ndarray, block: MainPictureBlock | No
     return PictureKind(found.astype(np.int64), own.matrix.shape[1], take_own)
 
 
-def _rows_taken(
-    matrix: np.memmap, lo: int, hi: int, rows: np.ndarray, columns: slice
-) -> np.ndarray:
-    """`matrix[lo:hi][rows, columns]` (`rows` a mask), a copy, through a map of rows lo:hi's
-    stretch of the .npy file alone, closed when done (its pages let go)."""
-    stop = min(hi, len(matrix))
-    if stop <= lo:
-        return matrix[:0, columns].copy()
-    row_bytes = matrix.shape[1] * matrix.itemsize
-    start = matrix.offset + lo * row_bytes
-    skip = start % mmap.ALLOCATIONGRANULARITY
-    with open(matrix.filename, "rb") as f:
-        part = mmap.mmap(
-            f.fileno(), skip + (stop - lo) * row_bytes, access=mmap.ACCESS_READ, offset=start - skip
-        )
-    view = np.frombuffer(part, matrix.dtype, offset=skip).reshape(-1, matrix.shape[1])
-    taken = view[rows, columns]
-    del view  # the map cannot close while an array points into it
-    part.close()
-    return taken
-
-
 def _extra_pictures(blocks: list[np.ndarray], spans: np.ndarray) -> PictureKind:
-    """`_picture_blocks`' extra pictures, taken from the blocks where they are: stacking them
-    first copied 0.5 GB into fresh memory at the real size (1 s)."""
-    bounds = np.cumsum([0, *map(len, blocks)])
+    """`_picture_blocks`' extra pictures, stacked (each block's memory going as it is copied)."""
+    vectors = np.empty((sum(map(len, blocks)), blocks[0].shape[1] if blocks else 1), PICTURE_DTYPE)
+    start = 0
+    blocks.reverse()
+    while blocks:
+        block = blocks.pop()
+        vectors[start : start + len(block)] = block
+        start += len(block)
     first, counts = spans.T
-    width = blocks[0].shape[1] if blocks else 1
 
     def take(lo: int, hi: int) -> np.ndarray:
         part = counts[lo:hi]
-        rows = np.repeat(first[lo:hi], part) + ranks(part)
-        block_of = np.searchsorted(bounds, rows, side="right") - 1
-        out = np.empty((len(rows), width), PICTURE_DTYPE)
-        for b in np.unique(block_of):
-            at = block_of == b
-            out[at] = blocks[b][rows[at] - bounds[b]]
-        return out
+        return vectors[np.repeat(first[lo:hi], part) + ranks(part)]
 
-    return PictureKind(counts, width, take)
+    return PictureKind(counts, vectors.shape[1], take)
 
 
 def _save_pictures(folder: Path, kinds: list[PictureKind]) -> None:
@@ -470,15 +446,10 @@ def _save_pictures(folder: Path, kinds: list[PictureKind]) -> None:
         np.save(folder / "pictures.npy", _NO_PICTURES, allow_pickle=False)
         return
     shape = (int(count.sum()), widths[0])
-    parts = range(0, len(count), JOIN_ROWS)
-    # One buffer for every part: a fresh one each time was fresh memory to fault in each time.
-    buffer = np.empty(
-        (max(int(count[lo : lo + JOIN_ROWS].sum()) for lo in parts), shape[1]), PICTURE_DTYPE
-    )
     with _npy_file(folder / "pictures.npy", PICTURE_DTYPE, shape) as f:
-        for lo in parts:
+        for lo in range(0, len(count), JOIN_ROWS):
             hi = lo + JOIN_ROWS
-            part = buffer[: int(count[lo:hi].sum())]
+            part = np.empty((int(count[lo:hi].sum()), widths[0]), PICTURE_DTYPE)
             place = start[lo:hi] - start[lo]  # each listing's next free row of `part`
             for kind in kinds:
                 counts = kind.counts[lo:hi]
