@@ -233,11 +233,11 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
         nothing = pa.nulls(len(ids), pa.string())
         return attribute_rows(nothing), category_codes(nothing)
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
-    rows = pf.metadata.num_rows
+    file_rows = pf.metadata.num_rows
 
     def column(name: str) -> pa.Array:
         return as_strings(
-            read_columns(pf, path, [name]).column(0) if name in present else None, rows
+            read_columns(pf, path, [name]).column(0) if name in present else None, file_rows
         )
 
     attributes = attribute_rows(column("characteristic_attributes_mapping"))
