@@ -218,18 +218,25 @@ def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
     return present
 
 
+def _field_file(path: Path, wanted: tuple[str, ...]) -> tuple[pq.ParquetFile | None, list[str]]:
+    """A field file (None where there is none) and which of the `wanted` fields it has; each one
+    it lacks is logged: its features are marked missing."""
+    pf = open_parquet(path) if path.is_file() else None
+    present = [] if pf is None else [n for n in _present_columns(pf, path) if n in wanted]
+    for name in wanted:
+        if name not in present:
+            log.info("%s: no column '%s'; its features are marked missing", path, name)
+    return pf, present
+
+
 def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matrix], np.ndarray]:
     """The attributes' hashed rows (`fields.attribute_rows`) and the categories' codes
     (`fields.category_codes`) of listings `ids`: empty rows and -1 where the file, a column or a
     listing's row is absent. Parsed in the file's order, then put in the listings' (taking the
     texts into listing order first copied 650 MB of strings: 2.3 s at the real size)."""
     path = data_dir / ATTRIBUTES_FILE
-    pf = open_parquet(path) if path.is_file() else None
-    present = [] if pf is None else _present_columns(pf, path)
-    for name in _FIELDS[ATTRIBUTES_FILE]:
-        if name not in present:
-            log.info("%s: no column '%s'; its features are marked missing", path, name)
-    if not present:
+    pf, present = _field_file(path, _FIELDS[ATTRIBUTES_FILE])
+    if pf is None or not present:
         nothing = pa.nulls(len(ids), pa.string())
         return attribute_rows(nothing), category_codes(nothing)
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
@@ -266,9 +273,8 @@ def _text_words(data_dir: Path, ids: np.ndarray, name: str) -> Words:
     put in the listings' (taking the texts into that order first copied them: 0.9 s of the real
     size's descriptions, against 0.1 s for the rows)."""
     path = data_dir / TEXT_FILE
-    pf = open_parquet(path) if path.is_file() else None
-    if pf is None or name not in _present_columns(pf, path):
-        log.info("%s: no column '%s'; its features are marked missing", path, name)
+    pf, present = _field_file(path, (name,))
+    if pf is None or not present:
         return Words.of(pa.nulls(len(ids), pa.string()))
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
     values = read_columns(pf, path, [name]).column(0).combine_chunks()
