@@ -1,6 +1,7 @@
 """Pair features on tiny hand-made listings whose answers are known."""
 
 import json
+import logging
 import sys
 
 import numpy as np
@@ -748,7 +749,7 @@ def test_workers_still_running_are_stopped_when_scoring_stops():
     assert time.monotonic() - started < 20
 
 
-def test_fields_follow_the_item_order(tmp_path):
+def test_fields_follow_the_item_order(tmp_path, caplog):
     """The fields are read in item-matrix order: a listing the file lacks gets null (no words), a
     listing the file repeats gets its last row, and a description is cut to DESCRIPTION_CHARS.
     The names' and descriptions' words are found in the file's order and their rows reordered:
@@ -808,6 +809,17 @@ def test_fields_follow_the_item_order(tmp_path):
     attributes, categories = _attribute_fields(tmp_path, ids)
     assert [m.shape[0] for m in attributes] == [len(ids)] * 4
     assert all(m.nnz == 0 for m in attributes) and np.array_equal(categories, want)
+    # No attributes file at all: empty rows, no categories, and one line that says so.
+    (tmp_path / ATTRIBUTES_FILE).unlink()
+    with caplog.at_level(logging.INFO, logger="matching_cli.data.feature_store"):
+        attributes, categories = _attribute_fields(tmp_path, ids)
+    assert all(m.shape[0] == len(ids) and m.nnz == 0 for m in attributes)
+    assert (categories == -1).all() and categories.shape[0] == len(ids)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"{tmp_path / ATTRIBUTES_FILE} not found: the features of categories, "
+        "characteristic_attributes_mapping are marked missing"
+    ]
 
 
 def test_words_are_split_at_every_white_space_as_arrow_and_python_split_them():

@@ -221,8 +221,11 @@ def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
 def _field_file(path: Path, wanted: tuple[str, ...]) -> tuple[pq.ParquetFile | None, list[str]]:
     """A field file (None where there is none) and which of the `wanted` fields it has; each one
     it lacks is logged: its features are marked missing."""
-    pf = open_parquet(path) if path.is_file() else None
-    present = [] if pf is None else [n for n in _present_columns(pf, path) if n in wanted]
+    if not path.is_file():
+        log.info("%s not found: the features of %s are marked missing", path, ", ".join(wanted))
+        return None, []
+    pf = open_parquet(path)
+    present = [n for n in _present_columns(pf, path) if n in wanted]
     for name in wanted:
         if name not in present:
             log.info("%s: no column '%s'; its features are marked missing", path, name)
