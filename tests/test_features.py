@@ -812,6 +812,7 @@ def test_fields_follow_the_item_order(tmp_path, caplog):
     # No attributes file at all: empty rows, no categories, and one line that says so.
     (tmp_path / ATTRIBUTES_FILE).unlink()
     with caplog.at_level(logging.INFO, logger="matching_cli.data.feature_store"):
+        caplog.clear()  # what the calls above said, where an earlier test left the level at INFO
         attributes, categories = _attribute_fields(tmp_path, ids)
     assert all(m.shape[0] == len(ids) and m.nnz == 0 for m in attributes)
     assert (categories == -1).all() and categories.shape[0] == len(ids)
