@@ -219,8 +219,8 @@ def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
 
 
 def _field_file(path: Path, wanted: tuple[str, ...]) -> tuple[pq.ParquetFile | None, list[str]]:
-    """A field file (None where there is none) and which of the `wanted` fields it has; each one
-    it lacks is logged: its features are marked missing."""
+    """A field file (None where there is none) and which of the `wanted` fields it has; what it
+    lacks is logged (an absent file in one line): those features are marked missing."""
     if not path.is_file():
         log.info("%s not found: the features of %s are marked missing", path, ", ".join(wanted))
         return None, []
