@@ -51,6 +51,7 @@ class PairFeatures(StrEnum):
 class Head(StrEnum):
     """What turns a pair's features into a match probability."""
 
+    auto = "auto"  # chosen when training starts (`settings.auto_head`): by data size and options
     mlp = "mlp"  # a neural network on the embedding interactions and the pair features
     trees = "trees"  # gradient-boosted trees on the pair features and the embeddings' cosines
 

@@ -33,6 +33,7 @@ from matching_cli.errors import MatchingError
 from matching_cli.progress import rich_reporter
 from matching_cli.settings import (
     AUTO_BATCH_MAX,
+    AUTO_TREES_BELOW,
     BASE_BATCH,
     BASE_LR,
     MIN_STEPS_PER_EPOCH,
@@ -381,7 +382,9 @@ def train(
         typer.Option(
             "--head",
             help=setting_help(
-                "mlp: a neural network; trees: gradient-boosted trees on the pair features",
+                "mlp: a neural network; trees: gradient-boosted trees on the pair features; "
+                f"auto: trees below {AUTO_TREES_BELOW:,} training pairs, unless an option only "
+                "the MLP reads is given",
                 "model.head",
             ),
         ),
@@ -425,7 +428,10 @@ def train(
     Prepares the data first when needed, picks the threshold on validation, tests the model
     and saves it in models/<run id>/ and in the MLflow run. Under `torchrun --nproc-per-node N
     -m matching_cli train`, N processes train it together (--batch-size is each one's share).
-    With --head trees, gradient-boosted trees are fitted on the CPU instead of the MLP.
+    With --head trees, gradient-boosted trees are fitted on the CPU instead of the MLP; the
+    default, --head auto, fits them on smaller catalogues (see --head) unless an option only the
+    MLP reads (--epochs, --batch-size, --lr, --hidden-size, --num-layers, --pair-features,
+    --device with an accelerator) is given.
     """
     from matching_cli.jobs import train_job
 
@@ -447,17 +453,25 @@ def train(
         },
         mlflow={"experiment": experiment},
     )
-    if resume is None and settings.model.head == Head.trees:
-        _check_tree_options(
-            {
-                "--epochs": epochs,
-                "--batch-size": batch_size,
-                "--lr": lr,
-                "--hidden-size": hidden_size,
-                "--num-layers": num_layers,
-                "--pair-features": pair_features,
-                f"--device {device}": device if device not in (None, "auto", "cpu") else None,
-            }
+    mlp_options = [
+        name
+        for name, value in {
+            "--epochs": epochs,
+            "--batch-size": batch_size,
+            "--lr": lr,
+            "--hidden-size": hidden_size,
+            "--num-layers": num_layers,
+            "--pair-features": pair_features,
+            f"--device {device}": device if device not in (None, "auto", "cpu") else None,
+        }.items()
+        if value is not None
+    ]
+    if resume is None and settings.model.head == Head.trees and mlp_options:
+        # Refused, not ignored: a run that silently trained something else than asked is worse
+        # than a one-line error.
+        raise MatchingError(
+            f"{', '.join(mlp_options)}: only for the MLP head; the trees (head = trees) fit on "
+            "the CPU and choose their number of trees themselves. Drop them, or give --head mlp"
         )
     if resume is not None:
         _check_resume_options(
@@ -481,20 +495,10 @@ def train(
             report_dir,
             register=register,
             resume_epochs=epochs if resume else None,
+            mlp_options=mlp_options,
         )
     if result is not None:  # None: a process of several, not the first
         _show_run(result, "Test metrics", as_json)
-
-
-def _check_tree_options(options: dict[str, Any]) -> None:
-    """The MLP's options given with head = trees are refused, not ignored: a run that silently
-    trained something else than asked is worse than a one-line error."""
-    given = [name for name, value in options.items() if value is not None]
-    if given:
-        raise MatchingError(
-            f"{', '.join(given)}: only for the MLP head; the trees (head = trees) fit on the CPU "
-            "and choose their number of trees themselves. Drop them, or give --head mlp"
-        )
 
 
 def _check_resume_options(options: dict[str, Any]) -> None:

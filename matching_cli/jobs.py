@@ -52,7 +52,7 @@ from matching_cli.model.train import (
 from matching_cli.predict import PredictSummary, predict_file
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.serving import request_fields, request_frame
-from matching_cli.settings import Settings
+from matching_cli.settings import Settings, auto_head
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def train_job(
     callbacks: Sequence[Callback] = (),
     register: str | None = None,
     resume_epochs: int | None = None,
+    mlp_options: Sequence[str] = (),
 ) -> RunResult | None:
     """Train and test a model, tracked as an MLflow run; `resume` continues a stopped run, to its
     own epoch total or to `resume_epochs`.
@@ -106,11 +107,18 @@ def train_job(
     `callbacks` join the loop's own (MLflow, progress, checkpoints); `register` names the registered
     model a finished run's model becomes a new version of. Started by torchrun, each
     process trains its share and only the first one tracks, saves and returns a result.
-    `[model] head = "trees"` fits gradient-boosted trees instead (`train_trees.py`)."""
-    if settings.model.head == Head.trees and resume is None:  # a resumed run keeps its head
+    `[model] head = "trees"` fits gradient-boosted trees instead (`train_trees.py`); `auto` is
+    made one or the other first (`settings.auto_head`; `mlp_options`: the MLP's options given on
+    the command line), and the run records why. A resumed run keeps its head."""
+    prepared, head_choice = None, ""
+    if settings.model.head == Head.auto and resume is None:
+        settings, prepared, head_choice = _choose_head(settings, reporter, mlp_options)
+    if settings.model.head == Head.trees and resume is None:
         from matching_cli.train_trees import train_trees_job
 
-        return train_trees_job(settings, reporter, run_name, report_dir, register)
+        return train_trees_job(
+            settings, reporter, run_name, report_dir, register, prepared, head_choice
+        )
     with _processes(settings) as shard:
         if shard.rank != 0:
             _fit(_setup(settings, NullReporter(), resume, shard, resume_epochs), [])
@@ -125,7 +133,26 @@ def train_job(
             callbacks,
             register,
             resume_epochs,
+            prepared,
+            head_choice,
         )
+
+
+def _choose_head(
+    settings: Settings, reporter: Reporter | None, mlp_options: Sequence[str]
+) -> tuple[Settings, Prepared | None, str]:
+    """`head = "auto"` made concrete: the settings with it, the prepared data when choosing needed
+    them (not under torchrun, whose processes prepare the data one after another), and why."""
+    from matching_cli.scale import distributed
+
+    prepared = None
+    if not (mlp_options or distributed.launched()):
+        prepared = ensure_prepared(settings.data, reporter)
+    train_pairs = None if prepared is None else len(prepared.splits["train"])
+    head, why = auto_head(train_pairs, settings.train.device, mlp_options)
+    log.info("head auto: %s", why)
+    model = settings.model.model_copy(update={"head": head})
+    return settings.model_copy(update={"model": model}), prepared, f"head {why}"
 
 
 @contextmanager
@@ -150,10 +177,12 @@ def _train_and_track(
     callbacks: Sequence[Callback],
     register: str | None,
     resume_epochs: int | None,
+    prepared: Prepared | None,
+    head_choice: str,
 ) -> RunResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    setup = _setup(settings, reporter, resume, shard, resume_epochs)
+    setup = _setup(settings, reporter, resume, shard, resume_epochs, prepared, head_choice)
     with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
         if resume is None:
             tracking.log_settings(setup.settings)
@@ -203,7 +232,11 @@ def _setup(
     resume: str | None,
     shard: Shard,
     resume_epochs: int | None = None,
+    prepared: Prepared | None = None,
+    head_choice: str = "",
 ) -> TrainSetup:
+    """`prepared`: the data when they are already read; `head_choice`: why `head = "auto"` became
+    the MLP, for the run's record."""
     from matching_cli.scale.distributed import main_first
 
     checkpoint = None
@@ -213,8 +246,9 @@ def _setup(
         settings = trained_settings(checkpoint.settings, settings)
         settings = _resumed_epochs(settings, checkpoint, resume, resume_epochs)
     device = shard.device or resolve_device(settings.train.device)
-    with main_first(shard):  # one process prepares the data, the others read it
-        prepared = ensure_prepared(settings.data, reporter)
+    if prepared is None:
+        with main_first(shard):  # one process prepares the data, the others read it
+            prepared = ensure_prepared(settings.data, reporter)
     train_pairs = len(prepared.splits["train"])
     auto_choices = settings.train.auto_choices(device.type, train_pairs, shard.processes)
     settings = settings.model_copy(
@@ -240,8 +274,9 @@ def _setup(
         f"{len(data.splits['train']):,}",
         f"{len(data.splits['val']):,}",
     )
+    choices = "; ".join(filter(None, [head_choice, auto_choices]))
     tags = run_tags(prepared, device, settings.model.head) | (
-        {"auto_choices": auto_choices} if auto_choices else {}
+        {"auto_choices": choices} if choices else {}
     )
     return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags, shard)
 

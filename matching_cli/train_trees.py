@@ -16,7 +16,7 @@ import torch
 
 from matching_cli import tracking
 from matching_cli.data.feature_store import columns_for
-from matching_cli.data.prepare import ensure_prepared
+from matching_cli.data.prepare import Prepared, ensure_prepared
 from matching_cli.errors import ModelError
 from matching_cli.jobs import (
     RunResult,
@@ -28,7 +28,7 @@ from matching_cli.jobs import (
 )
 from matching_cli.model.network import ModelConfig
 from matching_cli.model.train import Shard, to_device
-from matching_cli.model.tree_head import fit_trees
+from matching_cli.model.tree_head import fit_trees, staged_history
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import Settings
 
@@ -42,8 +42,12 @@ def train_trees_job(
     run_name: str | None = None,
     report_dir: Path | None = None,
     register: str | None = None,
+    prepared: Prepared | None = None,
+    head_choice: str = "",
 ) -> RunResult:
-    """Fit the trees on the train split, pick the thresholds on validation, test, save and track."""
+    """Fit the trees on the train split, pick the thresholds on validation, test, save and track.
+    `prepared`: the data when they are already read; `head_choice`: why `head = "auto"` became
+    the trees, for the run's record."""
     from matching_cli.scale import distributed
 
     if distributed.launched():
@@ -52,12 +56,16 @@ def train_trees_job(
         )
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
-    prepared = ensure_prepared(settings.data, reporter)
+    if prepared is None:
+        prepared = ensure_prepared(settings.data, reporter)
     names = model_feature_names(settings, prepared)
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
     data = to_device(prepared, CPU, columns_for(prepared.feature_names, names))
     _say_what_the_trees_read(config, len(data.splits["train"]))
-    with tracking.run("train", run_name, run_tags(prepared, CPU, config.head)) as run:
+    tags = run_tags(prepared, CPU, config.head) | (
+        {"auto_choices": head_choice} if head_choice else {}
+    )
+    with tracking.run("train", run_name, tags) as run:
         tracking.log_settings(settings)
         fitting = reporter.task("fitting gradient-boosted trees", total=None)
         clock = time.perf_counter()
@@ -76,9 +84,14 @@ def train_trees_job(
         log.info("Fitted %d trees in %.1f s", model.n_trees, seconds)
         tracking.log_metrics({"n_trees": model.n_trees, "fit_seconds": seconds})
         finishing = reporter.task("testing and saving the model", total=None)
+        history = staged_history(model, data.items, train, data.splits["val"], settings.train.seed)
+        for stage in history:
+            tracking.log_metrics(
+                {k: v for k, v in stage.items() if k != "trees"}, step=stage["trees"]
+            )
         setup = TrainSetup(settings, CPU, prepared, data, model, None, None, {}, Shard())
         saved, folder = finalize_model(setup, run.id)
-        metrics = test_model(setup, saved, [], None, report_dir, run.id)
+        metrics = test_model(setup, saved, history, None, report_dir, run.id)
         finishing.close()
         registered = None
         if register is not None:

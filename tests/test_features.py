@@ -482,7 +482,7 @@ def test_scored_chunks_equal_scoring_here(listings, forward_here):
 
     torch.manual_seed(0)
     names = tuple(feature_names())
-    model = PairClassifier(ModelConfig.build(ModelSettings(), [4], names))
+    model = PairClassifier(ModelConfig.build(ModelSettings(head="mlp"), [4], names))
     missing = len(listings)
     items = torch.randn(missing + 1, 4)
     items[missing] = 0.0

@@ -31,7 +31,7 @@ def fast_settings():
     return load_settings(
         overrides={
             "train": {"epochs": 3, "batch_size": 256, "seed": 7},
-            "model": {"hidden_size": 32},
+            "model": {"hidden_size": 32, "head": "mlp"},  # what `auto` gives with FAST's options
         }
     )
 

@@ -1,5 +1,6 @@
 """`[model] head = "trees"` end to end: train, evaluate, predict, match, the registry and the served
-model, on tiny demo data and the real MLflow store; and the MLP's options refused with it."""
+model, on tiny demo data and the real MLflow store; the MLP's options refused with it; and `auto`,
+the default, choosing between the heads."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from tests.conftest import invoke, store, use_store
 
+ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "trees"
 NAME = "tree-matcher"
 
@@ -30,7 +32,10 @@ def trees_run(tmp_path_factory, demo_data, mlflow_uri):
     with pytest.MonkeyPatch.context() as mp, threadpool_limits(limits=1, user_api="openmp"):
         mp.chdir(folder)
         use_store(mp, mlflow_uri, EXPERIMENT)
-        result = invoke("train", "--head", "trees", "--seed", "7", "--register", NAME, "--json")
+        result = invoke(
+            "train", "--head", "trees", "--seed", "7", "--register", NAME, "--json",
+            "--report-dir", "report",
+        )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     return folder, out["run_id"], out["metrics"]
@@ -62,7 +67,15 @@ def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees):
     assert metrics["average_precision"] > 0.8  # the demo's pair features carry real signal
     assert 0 < run.data.metrics["threshold"] < 1 and "group_threshold" in run.data.metrics
     plots = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
-    assert plots == {"pr_curve.png", "metrics.png", "confusion_matrix.png"}  # no epochs, no curve
+    assert plots == {"pr_curve.png", "metrics.png", "confusion_matrix.png", "loss_curves.png"}
+    # The history by number of trees, in the run and in the report `dvc plots show` reads.
+    history = pd.read_csv(folder / "report" / "history.csv")
+    assert list(history) == ["trees", "train_loss", "val_loss", "val_pr_auc", "val_ap"]
+    assert history["trees"].iloc[-1] == run.data.metrics["n_trees"] and len(history) <= 41
+    logged = client.get_metric_history(run_id, "val_ap")
+    assert [m.step for m in logged] == history["trees"].tolist()
+    assert [m.value for m in logged] == pytest.approx(history["val_ap"].tolist())
+    assert (folder / "report" / "loss_curves.png").stat().st_size > 0
     meta = json.loads((folder / "models" / run_id / "model.json").read_text())
     assert meta["model"]["head"] == "trees"
     weights = load_file(folder / "models" / run_id / "weights.safetensors")
@@ -171,6 +184,50 @@ def test_the_head_comes_from_the_settings_and_torchrun_is_refused(project, monke
     monkeypatch.setenv("MATCHING_MODEL__HEAD", "forest")
     wrong = invoke("train")
     assert wrong.exit_code != 0 and "mlp" in wrong.stderr and "trees" in wrong.stderr
+
+
+def test_auto_chooses_by_training_pairs_options_and_device():
+    from matching_cli.choices import Head
+    from matching_cli.model.network import ModelConfig
+    from matching_cli.settings import AUTO_TREES_BELOW, ModelSettings, auto_head
+
+    assert auto_head(2_100) == (Head.trees, auto_head(2_100)[1])
+    assert "2,100 training pairs" in auto_head(2_100)[1]
+    assert auto_head(AUTO_TREES_BELOW - 1)[0] == Head.trees
+    assert auto_head(AUTO_TREES_BELOW)[0] == Head.mlp
+    assert auto_head(840_000, "cpu")[0] == Head.mlp
+    assert auto_head(2_100, "cpu")[0] == Head.trees
+    head, why = auto_head(2_100, "cuda:1")
+    assert head == Head.mlp and "cuda:1" in why
+    head, why = auto_head(2_100, mlp_options=["--epochs", "--lr"])
+    assert head == Head.mlp and "--epochs, --lr" in why
+    assert auto_head(None)[0] == Head.mlp  # torchrun: several processes
+    with pytest.raises(ValueError, match="head auto is chosen when training starts"):
+        ModelConfig.build(ModelSettings(), [2], [])
+
+
+def test_auto_fits_trees_on_a_small_catalogue_and_the_mlp_when_its_options_are_given(project):
+    import yaml
+
+    # dvc.yaml's train stage, as `dvc repro` runs it: every metric and plot it names is written.
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    default = invoke(*stage["cmd"].split()[1:], "--seed", "7", "--json")
+    assert default.exit_code == 0, default.stderr
+    for output in stage["metrics"] + stage["plots"]:
+        assert all(Path(path).is_file() for path in output), output
+    given = invoke("train", "--epochs", "1", "--hidden-size", "8", "--json")
+    assert given.exit_code == 0, given.stderr
+    client = mlflow.MlflowClient()
+    for result, head, why in [
+        (default, "trees", "head trees, for "),
+        (given, "mlp", "head mlp, as --epochs, --hidden-size"),
+    ]:
+        run = client.get_run(json.loads(result.stdout)["run_id"])
+        assert run.data.tags["head"] == head and run.data.params["model.head"] == head
+        assert run.data.tags["auto_choices"].startswith(why), run.data.tags["auto_choices"]
+        model = json.loads((Path("models") / run.info.run_id / "model.json").read_text())
+        assert model["model"]["head"] == head
+        assert f"head auto: {why.removeprefix('head ')}" in " ".join(result.stderr.split())
 
 
 def test_a_listing_without_an_embedding_goes_the_missing_way():

@@ -42,3 +42,12 @@ def test_fit_learns_the_signal():
     accuracy = ((trees.predict_proba(x_new) > 0.5) == y_new).mean()
     majority = max(y_new.mean(), 1 - y_new.mean())
     assert accuracy > majority + 0.1
+
+
+def test_staged_scores_are_scikit_learns():
+    x, y = data(1500, 4)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+    stages = np.array([1, 2, 17, 30])
+    expected = np.array(list(model.staged_decision_function(x)))[stages - 1]
+    staged = export(model).staged_raw_scores(x, stages, batch_rows=600)  # batches cut the rows
+    np.testing.assert_allclose(staged, expected, atol=1e-9, rtol=0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 from torch import nn
 
-from matching_cli.choices import PairFeatures
+from matching_cli.choices import Head, PairFeatures
 from matching_cli.settings import ModelSettings
 
 
@@ -17,9 +17,17 @@ class ModelConfig(ModelSettings):
 
     model_config = ConfigDict(frozen=True)
 
+    head: Head = Head.mlp  # a built model's head is concrete: `auto` is chosen before (`jobs.py`)
     block_dims: tuple[int, ...]  # width of each embedding block, in item-matrix order
     # Pair features from the listings' fields read beside the embeddings, by name, in input order.
     feature_names: tuple[str, ...] = ()
+
+    @field_validator("head")
+    @classmethod
+    def _concrete(cls, head: Head) -> Head:
+        if head == Head.auto:
+            raise ValueError("head auto is chosen when training starts; a model is mlp or trees")
+        return head
 
     @classmethod
     def build(

@@ -15,15 +15,18 @@ from matching_cli.model.metrics import confusion, has_both_classes
 
 
 def loss_curves(history: list[dict[str, float]]) -> Figure:
+    """Per epoch of the MLP, or per number of trees (a history of `trees`, not `epoch`)."""
     fig, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] for h in history]
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
-    loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
+    step = "epoch" if "epoch" in history[0] else "trees"
+    steps = [h[step] for h in history]
+    loss_ax.plot(steps, [h["train_loss"] for h in history], marker="o", label="train")
+    loss_ax.plot(steps, [h["val_loss"] for h in history], marker="o", label="validation")
+    loss_ax.set(xlabel=step, ylabel="BCE loss", title="Loss")
     loss_ax.legend()
-    auc_ax.plot(epochs, [h["val_pr_auc"] for h in history], marker="o", label="PR-AUC")
-    auc_ax.plot(epochs, [h["val_ap"] for h in history], marker="o", label="average precision")
-    auc_ax.set(xlabel="epoch", ylabel="area", title="Validation (best epoch: highest AP)")
+    auc_ax.plot(steps, [h["val_pr_auc"] for h in history], marker="o", label="PR-AUC")
+    auc_ax.plot(steps, [h["val_ap"] for h in history], marker="o", label="average precision")
+    title = "best epoch: highest AP" if step == "epoch" else "trees chosen by early stopping"
+    auc_ax.set(xlabel=step, ylabel="area", title=f"Validation ({title})")
     auc_ax.legend()
     fig.tight_layout()
     return fig

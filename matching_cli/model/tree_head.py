@@ -14,12 +14,19 @@ validation AP on the demo data, where the name vector tells what the text featur
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
+from matching_cli.model.metrics import average_precision, pr_auc
 from matching_cli.model.network import ModelConfig
 from matching_cli.model.trees import ARRAYS, TreeEnsemble, TreeSettings, fit
+
+if TYPE_CHECKING:
+    from matching_cli.model.train import DevicePairs
 
 _SCALARS = ("baseline", "max_depth")
 INPUT_BATCH = 65_536  # pairs whose embeddings are gathered at once while the inputs are built
@@ -111,6 +118,19 @@ def fit_trees(
     """Fit the trees on the pairs (left[k], right[k]); the number of trees is chosen by early
     stopping on a tenth of these pairs held out (`TreeSettings`), not on the validation split,
     which stays for the threshold and the reported validation metrics."""
+    x = pair_inputs(config, items, left, right, features)
+    ensemble = fit(x, target.cpu().numpy(), TreeSettings(seed=seed))
+    return TreeClassifier(config, ensemble)
+
+
+def pair_inputs(
+    config: ModelConfig,
+    items: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    features: torch.Tensor | None,
+) -> np.ndarray:
+    """`tree_inputs` of the pairs (left[k], right[k]), their embeddings gathered batch by batch."""
     parts = []
     for start in range(0, len(left), INPUT_BATCH):
         rows = slice(start, start + INPUT_BATCH)
@@ -122,6 +142,55 @@ def fit_trees(
                 config,
             )
         )
-    x = np.concatenate(parts) if parts else np.zeros((0, len(input_names(config))))
-    ensemble = fit(x, target.cpu().numpy(), TreeSettings(seed=seed))
-    return TreeClassifier(config, ensemble)
+    return np.concatenate(parts) if parts else np.zeros((0, len(input_names(config))))
+
+
+HISTORY_POINTS = 40  # stages of the trees' history: every n_trees / 40 trees, and the last
+HISTORY_TRAIN_PAIRS = 50_000  # training pairs the history's train loss is measured on, at most
+
+
+def staged_history(
+    model: TreeClassifier, items: torch.Tensor, train: DevicePairs, val: DevicePairs, seed: int
+) -> list[dict[str, float]]:
+    """The trees' counterpart of the MLP's epochs: after the first k trees, the loss on (up to
+    HISTORY_TRAIN_PAIRS of) the training pairs and the loss, PR-AUC and average precision on the
+    validation pairs, at HISTORY_POINTS values of k; what `loss_curves.png` and `history.csv`
+    show."""
+    n_trees = model.n_trees
+    stages = np.unique(np.append(np.arange(1, n_trees + 1, -(-n_trees // HISTORY_POINTS)), n_trees))
+    if len(train) > HISTORY_TRAIN_PAIRS:
+        some = np.sort(np.random.default_rng(seed).choice(len(train), HISTORY_TRAIN_PAIRS, False))
+        rows = torch.from_numpy(some).to(train.left.device)
+        train = replace(
+            train,
+            left=train.left[rows],
+            right=train.right[rows],
+            target=train.target[rows],
+            features=None if train.features is None else train.features[rows],
+        )
+    scores = {}
+    for name, pairs in (("train", train), ("val", val)):
+        x = pair_inputs(model.config, items, pairs.left, pairs.right, pairs.features)
+        target = pairs.target.cpu().numpy().astype(np.float64)
+        scores[name] = (target, model.ensemble.staged_raw_scores(x, stages))
+    history = []
+    for k, trees in enumerate(stages):
+        (y_train, train_raw), (y_val, val_raw) = scores["train"], scores["val"]
+        probability = 1.0 / (1.0 + np.exp(-val_raw[k]))
+        history.append(
+            {
+                "trees": int(trees),
+                "train_loss": _log_loss(y_train, train_raw[k]),
+                "val_loss": _log_loss(y_val, val_raw[k]),
+                "val_pr_auc": pr_auc(y_val, probability),
+                "val_ap": average_precision(y_val, probability),
+            }
+        )
+    return history
+
+
+def _log_loss(target: np.ndarray, logits: np.ndarray) -> float:
+    """Binary cross-entropy of logits, as the MLP's loss is measured."""
+    return (
+        float(np.mean(np.logaddexp(0.0, logits) - target * logits)) if len(target) else float("nan")
+    )
