@@ -169,6 +169,14 @@ def test_resume_keeps_its_runs_head(project):
     assert "--head cannot change them" in " ".join(result.stderr.split()), result.stderr
 
 
+def test_a_trees_run_is_not_resumed(in_trees):
+    _, run_id, _ = in_trees
+    result = invoke("train", "--resume", run_id)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    text = " ".join(result.stderr.split())
+    assert f"run {run_id} fitted gradient-boosted trees" in text, result.stderr
+
+
 def test_the_head_comes_from_the_settings_and_torchrun_is_refused(project, monkeypatch):
     from matching_cli.errors import ModelError
     from matching_cli.jobs import train_job

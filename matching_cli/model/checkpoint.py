@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from matching_cli.errors import ModelError
 from matching_cli.files import atomic_dir
+from matching_cli.model.saved import META as MODEL_META
 from matching_cli.model.train import Callback, EpochStats, FitState
 from matching_cli.settings import Settings
 
@@ -65,6 +66,11 @@ class Checkpoint:
     @classmethod
     def read(cls, folder: Path) -> Checkpoint:
         if not (folder / META).is_file() or not (folder / TENSORS).is_file():
+            if _fitted_trees(folder.parent):
+                raise ModelError(
+                    f"run {folder.parent.name} fitted gradient-boosted trees (head = trees) in "
+                    "one call: there are no epochs to continue; train a new run"
+                )
             raise ModelError(
                 f"{folder}: no checkpoint to resume from (it is written after each finished epoch)"
             )
@@ -114,6 +120,14 @@ class Checkpoint:
 
 def checkpoint_dir(models_dir: Path, run_id: str) -> Path:
     return models_dir / run_id / "checkpoint"
+
+
+def _fitted_trees(model_folder: Path) -> bool:
+    """Whether the model saved in `model_folder` is the trees head (its model.json says so)."""
+    try:
+        return json.loads((model_folder / MODEL_META).read_text())["model"]["head"] == "trees"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 class CheckpointCallback(Callback):
