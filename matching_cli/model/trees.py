@@ -60,6 +60,12 @@ def fit(x: np.ndarray, y: np.ndarray, settings: TreeSettings = TreeSettings()) -
     return export(model)
 
 
+# (row, tree) walks taken a step at once. The walk's arrays (8 bytes a walk) then stay in the
+# CPU's caches: 2^18 walks scored 1.4-1.5x faster than 4096 rows did (206 and 473 trees: 4096
+# rows are 0.8M and 1.9M walks); 2^16-2^18 were alike, 2^19 as slow as 4096 rows.
+BATCH_WALKS = 1 << 18
+
+
 @dataclass
 class TreeEnsemble:
     """All trees' nodes in one table; tree t starts at node roots[t]; children are global indices."""
@@ -76,30 +82,36 @@ class TreeEnsemble:
     n_features: int
     max_depth: int
 
-    def raw_score(self, x: np.ndarray, batch_rows: int = 4096) -> np.ndarray:
+    def raw_score(self, x: np.ndarray, batch_rows: int | None = None) -> np.ndarray:
         """The log-odds: baseline + the sum of one leaf per tree, all trees walked in lockstep.
 
         Each step moves only the walks not yet on a leaf: most trees are far shallower than the
         deepest, and walking every (row, tree) to the deepest depth took 3x as long."""
         x = self._checked(x)
         out = np.empty(len(x), dtype=np.float64)
+        batch_rows = batch_rows or self._batch_rows()
         for start in range(0, len(x), batch_rows):
             rows = x[start : start + batch_rows]
             out[start : start + len(rows)] = self.baseline + self._leaf_values(rows).sum(axis=1)
         return out
 
     def staged_raw_scores(
-        self, x: np.ndarray, stages: np.ndarray, batch_rows: int = 4096
+        self, x: np.ndarray, stages: np.ndarray, batch_rows: int | None = None
     ) -> np.ndarray:
         """(len(stages), n): the log-odds of the first stages[i] trees alone, as `raw_score` gives
         them for all trees (scikit-learn's `staged_decision_function`, at these stages)."""
         x = self._checked(x)
         out = np.empty((len(stages), len(x)), dtype=np.float64)
+        batch_rows = batch_rows or self._batch_rows()
         for start in range(0, len(x), batch_rows):
             rows = x[start : start + batch_rows]
             summed = np.cumsum(self._leaf_values(rows), axis=1)[:, np.asarray(stages) - 1]
             out[:, start : start + len(rows)] = self.baseline + summed.T
         return out
+
+    def _batch_rows(self) -> int:
+        """Rows walked at once: BATCH_WALKS (row, tree) walks, whatever the number of trees."""
+        return max(1, BATCH_WALKS // len(self.roots))
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
