@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -158,6 +159,21 @@ def log_settings(settings: Settings) -> None:
 
 def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
     mlflow.log_metrics({prefix + k: v for k, v in metrics.items()}, step=step)
+
+
+def log_history(history: list[dict[str, float]], step: str) -> None:
+    """Every row's metrics at once, each at the row's `step` value (one request, not one a row)."""
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), now, int(row[step]))
+        for row in history
+        for key, value in row.items()
+        if key != step
+    ]
+    mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics)
 
 
 def log_figures(figures: dict[str, Figure], folder: str) -> None:

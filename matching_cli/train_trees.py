@@ -85,10 +85,7 @@ def train_trees_job(
         tracking.log_metrics({"n_trees": model.n_trees, "fit_seconds": seconds})
         finishing = reporter.task("testing and saving the model", total=None)
         history = staged_history(model, data.items, train, data.splits["val"], settings.train.seed)
-        for stage in history:
-            tracking.log_metrics(
-                {k: v for k, v in stage.items() if k != "trees"}, step=stage["trees"]
-            )
+        tracking.log_history(history, step="trees")
         setup = TrainSetup(settings, CPU, prepared, data, model, None, None, {}, Shard())
         saved, folder = finalize_model(setup, run.id)
         metrics = test_model(setup, saved, history, None, report_dir, run.id)

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from matching_cli.choices import Head
 from matching_cli.errors import ModelError
 from matching_cli.files import atomic_dir
 from matching_cli.model.saved import META as MODEL_META
@@ -125,7 +126,7 @@ def checkpoint_dir(models_dir: Path, run_id: str) -> Path:
 def _fitted_trees(model_folder: Path) -> bool:
     """Whether the model saved in `model_folder` is the trees head (its model.json says so)."""
     try:
-        return json.loads((model_folder / MODEL_META).read_text())["model"]["head"] == "trees"
+        return json.loads((model_folder / MODEL_META).read_text())["model"]["head"] == Head.trees
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

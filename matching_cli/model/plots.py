@@ -25,8 +25,8 @@ def loss_curves(history: list[dict[str, float]]) -> Figure:
     loss_ax.legend()
     auc_ax.plot(steps, [h["val_pr_auc"] for h in history], marker="o", label="PR-AUC")
     auc_ax.plot(steps, [h["val_ap"] for h in history], marker="o", label="average precision")
-    title = "best epoch: highest AP" if step == "epoch" else "trees chosen by early stopping"
-    auc_ax.set(xlabel=step, ylabel="area", title=f"Validation ({title})")
+    title = "Validation (best epoch: highest AP)" if step == "epoch" else "Validation"
+    auc_ax.set(xlabel=step, ylabel="area", title=title)
     auc_ax.legend()
     fig.tight_layout()
     return fig
