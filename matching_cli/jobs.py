@@ -67,6 +67,8 @@ class RunResult:
     epochs: int | None = None  # ...of the epochs run
     registered: str | None = None  # models:/NAME/VERSION, when the run's model was registered
     mistakes: pd.DataFrame | None = None  # `evaluate --errors`: the most confident mistakes
+    head: Head | None = None  # training: the head trained (`auto` made concrete)
+    n_trees: int | None = None  # training the trees: how many were fitted
 
 
 @dataclass
@@ -222,7 +224,14 @@ def _train_and_track(
     else:
         log.info("Model saved in %s", folder)
     return RunResult(
-        run.id, metrics, run.status, saved.threshold, state.best_epoch, state.epoch, registered
+        run.id,
+        metrics,
+        run.status,
+        saved.threshold,
+        state.best_epoch,
+        state.epoch,
+        registered,
+        head=Head.mlp,
     )
 
 

@@ -38,7 +38,8 @@ def short_path(path: Path, limit: int = TITLE_PATH_CHARS) -> str:
 
 
 def run_table(title: str, result: RunResult) -> Table:
-    """Test metrics, then the threshold they were measured at and, after training, the epoch kept."""
+    """Test metrics, then the threshold they were measured at and, after training, the head and
+    the epoch kept (the MLP) or the number of trees."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -47,8 +48,12 @@ def run_table(title: str, result: RunResult) -> Table:
     if result.threshold is not None:
         table.add_section()
         table.add_row("threshold (best F1 on validation)", f"{result.threshold:.4f}")
+    if result.head is not None:
+        table.add_row("head", str(result.head))
     if result.best_epoch is not None:
         table.add_row("best epoch (weights kept)", f"{result.best_epoch} of {result.epochs}")
+    if result.n_trees is not None:
+        table.add_row("trees fitted", str(result.n_trees))
     return table
 
 
@@ -57,8 +62,12 @@ def run_json(result: RunResult) -> dict[str, Any]:
     out["metrics"] = result.metrics
     if result.threshold is not None:
         out["threshold"] = result.threshold
+    if result.head is not None:
+        out["head"] = str(result.head)
     if result.best_epoch is not None:
         out["best_epoch"], out["epochs"] = result.best_epoch, result.epochs
+    if result.n_trees is not None:
+        out["n_trees"] = result.n_trees
     if result.registered:
         out["registered"] = result.registered
     return out

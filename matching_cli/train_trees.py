@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from matching_cli import tracking
+from matching_cli.choices import Head
 from matching_cli.data.feature_store import columns_for
 from matching_cli.data.prepare import Prepared, ensure_prepared
 from matching_cli.errors import ModelError
@@ -95,7 +96,15 @@ def train_trees_job(
             registered = f"models:/{register}/{tracking.register_model(run.id, register)}"
             log.info("Registered the model as %s", registered)
     log.info("Model saved in %s", folder)
-    return RunResult(run.id, metrics, run.status, saved.threshold, registered=registered)
+    return RunResult(
+        run.id,
+        metrics,
+        run.status,
+        saved.threshold,
+        registered=registered,
+        head=Head.trees,
+        n_trees=model.n_trees,
+    )
 
 
 def _say_what_the_trees_read(config: ModelConfig, train_pairs: int) -> None:

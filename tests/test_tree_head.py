@@ -230,7 +230,9 @@ def test_auto_fits_trees_on_a_small_catalogue_and_the_mlp_when_its_options_are_g
         (default, "trees", "head trees, for "),
         (given, "mlp", "head mlp, as --epochs, --hidden-size"),
     ]:
-        run = client.get_run(json.loads(result.stdout)["run_id"])
+        out = json.loads(result.stdout)
+        assert out["head"] == head and ("n_trees" in out) == (head == "trees")
+        run = client.get_run(out["run_id"])
         assert run.data.tags["head"] == head and run.data.params["model.head"] == head
         assert run.data.tags["auto_choices"].startswith(why), run.data.tags["auto_choices"]
         model = json.loads((Path("models") / run.info.run_id / "model.json").read_text())
