@@ -498,7 +498,7 @@ def evaluate_job(
     tracking.configure(settings.mlflow, create=False)
     loaded = load_model_run(settings, run_id, reporter or NullReporter())
     run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
-    items = items_to_device(prepared.items.matrix, loaded.device)
+    items = items_to_device(prepared.items.matrix, loaded.scoring_device)
     if pairs_path is None:
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
         columns = columns_for(prepared.feature_names, loaded.feature_names)
@@ -524,7 +524,7 @@ def evaluate_job(
         prefix, folder = f"eval_{pairs_path.stem}_", f"evaluation/{pairs_path.stem}"
     if len(host_pairs) == 0:
         raise DataError("no pairs to evaluate")
-    device_pairs = pairs_to_device(host_pairs, loaded.device, columns)
+    device_pairs = pairs_to_device(host_pairs, loaded.scoring_device, columns)
     scores = _probabilities(saved.classifier, items, device_pairs)
     mistakes = None
     with tracking.run("evaluate", run_id=run_id, keep_status=True):
@@ -602,7 +602,7 @@ def predict_job(
     summary = predict_file(
         loaded.saved.classifier,
         loaded.prepared.items,
-        loaded.device,
+        loaded.scoring_device,
         pairs_path,
         out_path,
         submission=submission,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from matching_cli import tracking
+from matching_cli.choices import Head
 from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.prepare import Prepared, prepared_for
 from matching_cli.model.saved import SavedModel, check_blocks, load_model
@@ -48,12 +49,16 @@ class ModelRun:
     run_id: str
     saved: SavedModel
     settings: Settings  # `trained_settings` of the model and today's
-    device: torch.device
+    device: torch.device  # today's `train.device`: what `match` searches neighbours on
     prepared: Prepared
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self.saved.classifier.config.feature_names
+
+    @property
+    def scoring_device(self) -> torch.device:
+        return scoring_device(self.saved.classifier.config.head, self.device)
 
     def featurizer(self) -> PairFeaturizer | None:
         """What computes the model's field features for new pairs (None: it reads none)."""
@@ -62,12 +67,21 @@ class ModelRun:
         return PairFeaturizer(self.prepared.listings(), self.feature_names)
 
 
+def scoring_device(head: Head, device: torch.device) -> torch.device:
+    """Where a model scores pairs: the MLP on `device`; the trees on the CPU, whatever `device`,
+    since they are walked with numpy: on the CPU `predict` and `match` walk them in forked
+    processes, one a core, where on a GPU the walk would run in this process alone."""
+    return device if head == Head.mlp else torch.device("cpu")
+
+
 def load_model_run(settings: Settings, run_id: str | None, reporter: Reporter) -> ModelRun:
     """The given training run (or the experiment's latest finished one); MLflow is configured."""
     device = resolve_device(settings.train.device)
     found = tracking.find_training_run(run_id, settings.mlflow.experiment)
     with tracking.downloaded_model(found.info.run_id) as folder:
         saved = load_model(folder, device)
+    if scoring_device(saved.classifier.config.head, device) != device:
+        log.info("The model is gradient-boosted trees: it scores on the CPU, not on %s", device)
     merged = trained_settings(saved.settings, settings)
     prepared = prepared_for(merged.data, saved.data_fingerprint, reporter)
     check_blocks(saved.blocks, prepared.items.blocks)

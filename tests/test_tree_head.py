@@ -240,6 +240,17 @@ def test_auto_fits_trees_on_a_small_catalogue_and_the_mlp_when_its_options_are_g
         assert f"head auto: {why.removeprefix('head ')}" in " ".join(result.stderr.split())
 
 
+def test_the_trees_score_on_the_cpu_whatever_the_device():
+    """On a GPU, predict and match would walk the trees in one process: they stay on the CPU's
+    forked workers (the MLP scores on the device)."""
+    from matching_cli.choices import Head
+    from matching_cli.loading import scoring_device
+
+    cuda = torch.device("cuda", 1)
+    assert scoring_device(Head.trees, cuda) == torch.device("cpu")
+    assert scoring_device(Head.mlp, cuda) == cuda
+
+
 def test_a_listing_without_an_embedding_goes_the_missing_way():
     from matching_cli.model.network import ModelConfig
     from matching_cli.model.tree_head import tree_inputs

@@ -152,7 +152,7 @@ def match_job(
                 saved.classifier,
                 prepared.items.matrix,
                 candidates,
-                device,
+                loaded.scoring_device,
                 reporter,
                 featurizer,
             )
