@@ -5,7 +5,10 @@ the default, choosing between the heads."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -223,6 +226,18 @@ def test_auto_fits_trees_on_a_small_catalogue_and_the_mlp_when_its_options_are_g
     assert default.exit_code == 0, default.stderr
     for output in stage["metrics"] + stage["plots"]:
         assert all(Path(path).is_file() for path in output), output
+    # ... and `dvc plots show` draws dvc.yaml's plots of that history (a trees one: no epochs).
+    plots = {"plots": yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]}
+    Path("dvc.yaml").write_text(yaml.safe_dump(plots))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], check=True, env=env)
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    drawn = json.loads(shown.stdout)
+    assert not drawn.get("errors") and drawn["data"]["reports/train/history.csv"], shown.stdout
     given = invoke("train", "--epochs", "1", "--hidden-size", "8", "--json")
     assert given.exit_code == 0, given.stderr
     client = mlflow.MlflowClient()
