@@ -45,8 +45,8 @@ def main() -> None:
     loaded = load_model_run(settings, args.run_id, NullReporter())
     val = loaded.prepared.splits["val"]
     columns = columns_for(loaded.prepared.feature_names, loaded.feature_names)
-    device_val = pairs_to_device(val, loaded.device, columns)
-    items = items_to_device(loaded.prepared.items.matrix, loaded.device)
+    device_val = pairs_to_device(val, loaded.scoring_device, columns)
+    items = items_to_device(loaded.prepared.items.matrix, loaded.scoring_device)
     scores = (
         predict_proba(
             loaded.saved.classifier, items, device_val.left, device_val.right, device_val.features
