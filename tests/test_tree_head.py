@@ -202,8 +202,8 @@ def test_auto_chooses_by_training_pairs_options_and_device():
     from matching_cli.model.network import ModelConfig
     from matching_cli.settings import AUTO_TREES_BELOW, ModelSettings, auto_head
 
-    assert auto_head(2_100) == (Head.trees, auto_head(2_100)[1])
-    assert "2,100 training pairs" in auto_head(2_100)[1]
+    head, why = auto_head(2_100)
+    assert head == Head.trees and "2,100 training pairs" in why
     assert auto_head(AUTO_TREES_BELOW - 1)[0] == Head.trees
     assert auto_head(AUTO_TREES_BELOW)[0] == Head.mlp
     assert auto_head(840_000, "cpu")[0] == Head.mlp
