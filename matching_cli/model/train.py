@@ -253,8 +253,14 @@ def validate(
     logits = score_pairs(model, items, pairs.left, pairs.right, pairs.features)
     if not bool(torch.isfinite(logits).all()):  # diverged: the metrics cannot rank NaN
         return float("nan"), float("nan"), float("nan")
-    loss = float(nn.functional.binary_cross_entropy_with_logits(logits, pairs.target))
-    target, score = pairs.target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy()
+    return logit_metrics(logits, pairs.target)
+
+
+def logit_metrics(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, float, float]:
+    """Loss, trapezoid PR-AUC and average precision of match logits against 0/1 targets (the
+    MLP's validation each epoch, the trees' at each stage of their history)."""
+    loss = float(nn.functional.binary_cross_entropy_with_logits(logits, target))
+    target, score = target.cpu().numpy(), torch.sigmoid(logits).cpu().numpy()
     return loss, pr_auc(target, score), average_precision(target, score)
 
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from matching_cli.model.metrics import average_precision, pr_auc
 from matching_cli.model.network import ModelConfig
 from matching_cli.model.trees import ARRAYS, TreeEnsemble, TreeSettings, fit
 
@@ -168,29 +167,26 @@ def staged_history(
             target=train.target[rows],
             features=None if train.features is None else train.features[rows],
         )
-    scores = {}
-    for name, pairs in (("train", train), ("val", val)):
+    from matching_cli.model.train import logit_metrics  # the MLP's validation measures
+
+    def staged(pairs: DevicePairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stages, pairs) logits and the float64 targets."""
         x = pair_inputs(model.config, items, pairs.left, pairs.right, pairs.features)
-        target = pairs.target.cpu().numpy().astype(np.float64)
-        scores[name] = (target, model.ensemble.staged_raw_scores(x, stages))
+        logits = torch.from_numpy(model.ensemble.staged_raw_scores(x, stages))
+        return logits, pairs.target.cpu().double()
+
+    (train_logits, train_target), (val_logits, val_target) = staged(train), staged(val)
     history = []
     for k, trees in enumerate(stages):
-        (y_train, train_raw), (y_val, val_raw) = scores["train"], scores["val"]
-        probability = 1.0 / (1.0 + np.exp(-val_raw[k]))
+        loss, pr_auc, ap = logit_metrics(val_logits[k], val_target)
+        train_loss = nn.functional.binary_cross_entropy_with_logits(train_logits[k], train_target)
         history.append(
             {
                 "trees": int(trees),
-                "train_loss": _log_loss(y_train, train_raw[k]),
-                "val_loss": _log_loss(y_val, val_raw[k]),
-                "val_pr_auc": pr_auc(y_val, probability),
-                "val_ap": average_precision(y_val, probability),
+                "train_loss": float(train_loss),
+                "val_loss": loss,
+                "val_pr_auc": pr_auc,
+                "val_ap": ap,
             }
         )
     return history
-
-
-def _log_loss(target: np.ndarray, logits: np.ndarray) -> float:
-    """Binary cross-entropy of logits, as the MLP's loss is measured."""
-    return (
-        float(np.mean(np.logaddexp(0.0, logits) - target * logits)) if len(target) else float("nan")
-    )
