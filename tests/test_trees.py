@@ -1,10 +1,13 @@
 """The array export of scikit-learn's boosted trees predicts what scikit-learn predicts."""
 
+import multiprocessing
+
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
+from matching_cli.model import trees as trees_module
 from matching_cli.model.trees import TreeEnsemble, TreeSettings, export, fit
 
 
@@ -49,5 +52,58 @@ def test_staged_scores_are_scikit_learns():
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
     stages = np.array([1, 2, 17, 30])
     expected = np.array(list(model.staged_decision_function(x)))[stages - 1]
-    staged = export(model).staged_raw_scores(x, stages, batch_rows=600)  # batches cut the rows
+    trees = export(model)
+    staged = trees.staged_raw_scores(x, stages)
+    by_numpy = trees.numpy_staged_raw_scores(x, stages, batch_rows=600)  # batches cut the rows
     np.testing.assert_allclose(staged, expected, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(by_numpy, expected, atol=1e-9, rtol=0)
+
+
+def test_the_compiled_walk_scores_as_numpy_and_scikit_learn():
+    """The installed scikit-learn's compiled walk is taken (this test fails when a new version
+    changes it, and scoring falls back to numpy's 2.5x slower walk)."""
+    x, y = data(2000, 5)
+    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(x, y)
+    trees = export(model)
+    assert trees._compiled_tables is not None
+    x_new, _ = data(3000, 6)
+    np.testing.assert_allclose(trees.raw_score(x_new), model.decision_function(x_new), atol=1e-9)
+    np.testing.assert_allclose(trees.raw_score(x_new), trees.numpy_raw_score(x_new), atol=1e-9)
+
+
+def test_a_walk_that_disagrees_is_not_used(monkeypatch, caplog):
+    """A scikit-learn whose compiled walk means something else: the probe catches it, numpy walks."""
+    x, y = data(1000, 7)
+    trees = export(HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y))
+    walk, record = trees_module._compiled_walk()
+
+    def other_walk(nodes, rows, raw_bitsets, known_bitsets, f_idx_map, n_threads, out):
+        walk(nodes, rows, raw_bitsets, known_bitsets, f_idx_map, n_threads, out)
+        out *= 2  # say, leaf values now halved in the record
+
+    monkeypatch.setattr(trees_module, "_compiled_walk", lambda: (other_walk, record))
+    assert trees._compiled_tables is None
+    assert "walked by numpy" in caplog.text
+    np.testing.assert_allclose(trees.raw_score(x), trees.numpy_raw_score(x), atol=0)
+
+
+def _score_in_child(trees: TreeEnsemble, x: np.ndarray, out) -> None:
+    out.put(trees.raw_score(x))
+
+
+def test_trees_score_in_a_process_forked_after_fitting():
+    """Fitting runs an OpenMP team; a team in a process forked after that hangs (GNU OpenMP),
+    as `predict`'s and `match`'s scoring workers are: the compiled walk keeps to one thread."""
+    x, y = data(20_000, 8)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        trees = fit(x, y, TreeSettings(max_iter=20))
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_score_in_child, args=(trees, x[:5000], out))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "scoring in a forked process hung"
+    np.testing.assert_allclose(out.get(timeout=10), trees.raw_score(x[:5000]), atol=0)

@@ -3,13 +3,20 @@
 scikit-learn's `HistGradientBoostingClassifier` is fitted as usual; `export` copies each tree's
 node table (feature, raw threshold, children, leaf value, where a missing value goes) into flat
 arrays, so the head saves to safetensors + JSON with no pickle, and `TreeEnsemble.predict_proba`
-reproduces scikit-learn's probabilities (to float rounding) without scikit-learn at serving time.
+reproduces scikit-learn's probabilities (to float rounding).
+
+Scoring walks each tree with scikit-learn's compiled walk where the installed scikit-learn has it
+as this module expects (a private function, checked on probe rows before use), on one thread: 2.3-
+2.5x less CPU than numpy's lockstep walk, which is kept for a scikit-learn without it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +29,7 @@ if TYPE_CHECKING:  # scoring needs numpy only; scikit-learn is imported when fit
 WEIGHTS_FILE = "trees.safetensors"
 META_FILE = "trees.json"
 ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "missing_left", "roots")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,16 @@ class TreeEnsemble:
     n_features: int
     max_depth: int
 
-    def raw_score(self, x: np.ndarray, batch_rows: int | None = None) -> np.ndarray:
-        """The log-odds: baseline + the sum of one leaf per tree, all trees walked in lockstep.
+    def raw_score(self, x: np.ndarray) -> np.ndarray:
+        """The log-odds: baseline + the sum of one leaf per tree (scikit-learn's
+        `decision_function`), by the compiled walk where there is one."""
+        x = self._checked(x)
+        if self._compiled_tables is None:
+            return self.numpy_raw_score(x)
+        return self._compiled_stages(self._compiled_tables, x, np.array([len(self.roots)]))[0]
+
+    def numpy_raw_score(self, x: np.ndarray, batch_rows: int | None = None) -> np.ndarray:
+        """`raw_score` with all trees walked in lockstep by numpy, whatever scikit-learn has.
 
         Each step moves only the walks not yet on a leaf: most trees are far shallower than the
         deepest, and walking every (row, tree) to the deepest depth took 3x as long."""
@@ -95,11 +111,18 @@ class TreeEnsemble:
             out[start : start + len(rows)] = self.baseline + self._leaf_values(rows).sum(axis=1)
         return out
 
-    def staged_raw_scores(
-        self, x: np.ndarray, stages: np.ndarray, batch_rows: int | None = None
-    ) -> np.ndarray:
+    def staged_raw_scores(self, x: np.ndarray, stages: np.ndarray) -> np.ndarray:
         """(len(stages), n): the log-odds of the first stages[i] trees alone, as `raw_score` gives
         them for all trees (scikit-learn's `staged_decision_function`, at these stages)."""
+        x = self._checked(x)
+        if self._compiled_tables is None:
+            return self.numpy_staged_raw_scores(x, stages)
+        return self._compiled_stages(self._compiled_tables, x, stages)
+
+    def numpy_staged_raw_scores(
+        self, x: np.ndarray, stages: np.ndarray, batch_rows: int | None = None
+    ) -> np.ndarray:
+        """`staged_raw_scores` walked by numpy in lockstep, as `numpy_raw_score`."""
         x = self._checked(x)
         out = np.empty((len(stages), len(x)), dtype=np.float64)
         batch_rows = batch_rows or self._batch_rows()
@@ -108,6 +131,65 @@ class TreeEnsemble:
             summed = np.cumsum(self._leaf_values(rows), axis=1)[:, np.asarray(stages) - 1]
             out[:, start : start + len(rows)] = self.baseline + summed.T
         return out
+
+    @cached_property
+    def _compiled_tables(self) -> list[np.ndarray] | None:
+        """Each tree's nodes as scikit-learn's compiled walk reads them (children numbered within
+        the tree); None where this scikit-learn has no such walk, or where it does not give what
+        numpy's walk gives on probe rows (values near the thresholds, some missing)."""
+        compiled = _compiled_walk()
+        if compiled is None:
+            return None
+        _, record = compiled
+        ends = np.append(self.roots[1:], len(self.feature))[: len(self.roots)]
+        tables = []
+        for root, end in zip(self.roots, ends, strict=True):
+            nodes, leaf = slice(root, end), self.is_leaf[root:end]
+            table = np.zeros(end - root, record)
+            table["value"] = self.value[nodes]
+            table["feature_idx"] = self.feature[nodes]
+            table["num_threshold"] = self.threshold[nodes]
+            table["missing_go_to_left"] = self.missing_left[nodes]
+            table["is_leaf"] = leaf
+            table["left"] = np.where(leaf, 0, self.left[nodes] - root)
+            table["right"] = np.where(leaf, 0, self.right[nodes] - root)
+            tables.append(table)
+        rng = np.random.default_rng(0)
+        probe = rng.choice(self.threshold, (PROBE_ROWS, self.n_features)) + rng.normal(
+            0, 1e-3, (PROBE_ROWS, self.n_features)
+        )
+        probe[rng.random(probe.shape) < 0.1] = np.nan
+        compiled_scores = self._compiled_stages(tables, probe, np.array([len(tables)]))[0]
+        if not np.allclose(compiled_scores, self.numpy_raw_score(probe), rtol=0, atol=1e-9):
+            log.warning(
+                "scikit-learn's compiled tree walk scores probe rows otherwise than numpy's "
+                "walk: the trees are walked by numpy (about 2.5x the CPU time)"
+            )
+            return None
+        return tables
+
+    def _compiled_stages(
+        self, tables: list[np.ndarray], x: np.ndarray, stages: np.ndarray
+    ) -> np.ndarray:
+        """`staged_raw_scores` by scikit-learn's compiled walk, a tree over all rows at a time."""
+        walk, _ = _compiled_walk()
+        out = np.empty((len(stages), len(x)), dtype=np.float64)
+        summed, leaf = np.full(len(x), self.baseline), np.empty(len(x))
+        stage_of = {int(trees): k for k, trees in enumerate(stages)}
+        if 0 in stage_of:
+            out[stage_of[0]] = summed
+        for trees, table in enumerate(tables, start=1):
+            # One thread: in a forked scoring worker an OpenMP team hangs (GNU OpenMP after a
+            # fork, once the parent has had one: fitting the trees starts one).
+            walk(table, x, _NO_CATEGORIES, _NO_CATEGORIES, self._feature_map, 1, leaf)
+            summed += leaf
+            if trees in stage_of:
+                out[stage_of[trees]] = summed
+        return out
+
+    @cached_property
+    def _feature_map(self) -> np.ndarray:
+        return np.zeros(self.n_features, np.uint32)  # no categorical feature to map
 
     def _batch_rows(self) -> int:
         """Rows walked at once: BATCH_WALKS (row, tree) walks, whatever the number of trees."""
@@ -161,6 +243,35 @@ class TreeEnsemble:
             n_features=int(meta["n_features"]),
             max_depth=int(meta["max_depth"]),
         )
+
+
+PROBE_ROWS = 256  # rows scored both ways before the compiled walk is trusted
+_NO_CATEGORIES = np.zeros((0, 8), np.uint32)  # bitsets of categorical splits: there are none
+# The fields of scikit-learn's node record that the walk reads.
+_WALKED = {
+    "value",
+    "feature_idx",
+    "num_threshold",
+    "missing_go_to_left",
+    "left",
+    "right",
+    "is_leaf",
+}
+
+
+@cache
+def _compiled_walk() -> tuple[Callable, np.dtype] | None:
+    """scikit-learn's compiled walk of one tree over rows of raw values, and its node record;
+    None where the installed version has not got them as this module expects (both are private
+    to scikit-learn; their shape has been the same from 1.0 to 1.9)."""
+    try:
+        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    except ImportError:
+        return None
+    if not _WALKED | {"is_categorical"} <= set(PREDICTOR_RECORD_DTYPE.names or ()):
+        return None
+    return _predict_from_raw_data, PREDICTOR_RECORD_DTYPE
 
 
 def export(model: HistGradientBoostingClassifier) -> TreeEnsemble:
