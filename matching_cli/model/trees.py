@@ -1,4 +1,4 @@
-"""A gradient-boosted head stored as plain arrays: fitted by scikit-learn, predicted by numpy.
+"""A gradient-boosted head stored as plain arrays: fitted by scikit-learn, saved with no pickle.
 
 scikit-learn's `HistGradientBoostingClassifier` is fitted as usual; `export` copies each tree's
 node table (feature, raw threshold, children, leaf value, where a missing value goes) into flat
@@ -6,8 +6,9 @@ arrays, so the head saves to safetensors + JSON with no pickle, and `TreeEnsembl
 reproduces scikit-learn's probabilities (to float rounding).
 
 Scoring walks each tree with scikit-learn's compiled walk where the installed scikit-learn has it
-as this module expects (a private function, checked on probe rows before use), on one thread: 2.3-
-2.5x less CPU than numpy's lockstep walk, which is kept for a scikit-learn without it.
+as this module expects (a private function, checked on probe rows before use), on one thread:
+1.8-2.1x less CPU than numpy's lockstep walk (`benchmarks/trees_walk.py`), which is kept for a
+scikit-learn without it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-if TYPE_CHECKING:  # scoring needs numpy only; scikit-learn is imported when fitting
+if TYPE_CHECKING:  # scikit-learn is imported when fitting or walking the trees
     from sklearn.ensemble import HistGradientBoostingClassifier
 
 WEIGHTS_FILE = "trees.safetensors"
@@ -163,7 +164,7 @@ class TreeEnsemble:
         if not np.allclose(compiled_scores, self.numpy_raw_score(probe), rtol=0, atol=1e-9):
             log.warning(
                 "scikit-learn's compiled tree walk scores probe rows otherwise than numpy's "
-                "walk: the trees are walked by numpy (about 2.5x the CPU time)"
+                "walk: the trees are walked by numpy (about twice the CPU time)"
             )
             return None
         return tables
