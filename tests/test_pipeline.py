@@ -176,6 +176,26 @@ def test_without_listing_features_prepare_and_the_model_read_embeddings_only(pro
     assert len(pd.read_csv("s.csv")) == len(pd.read_parquet("data/test.parquet"))
 
 
+def test_a_catalogue_without_an_image_table_trains_on_its_names(project, monkeypatch):
+    """No image table: the default blocks are a one-line error naming the setting; with the name
+    block alone, train and predict run and every pair's picture features are marked missing."""
+    from matching_cli.data.pairs import feature_names
+
+    (project / "data" / "images_embed.parquet").unlink()
+    result = invoke("train", "--json")
+    assert result.exit_code != 0
+    assert "'main_pic_embeddings_resnet_v1' (data.blocks)" in result.stderr
+    assert "no image table" in result.stderr and "[data] blocks" in result.stderr
+    monkeypatch.setenv("MATCHING_DATA__BLOCKS", '["name_bert_64"]')
+    result = invoke("train", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = np.load(store() / "pair_features.npy")
+    assert (rows[:, feature_names().index("pic_missing")] == 1).all()
+    assert (rows[:, feature_names().index("pic_best_cos")] == 0).all()
+    assert invoke("predict", "data/test.parquet", "-o", "s.csv").exit_code == 0
+    assert len(pd.read_csv("s.csv")) == len(pd.read_parquet("data/test.parquet"))
+
+
 def test_same_seed_gives_the_same_metrics(project, trained):
     result = invoke("train", *FAST, "--json")
     assert result.exit_code == 0, result.stderr

@@ -208,7 +208,11 @@ def _check_field_files(data_dir: Path) -> None:
     for file in _FIELDS:
         if (data_dir / file).is_file():
             _present_columns(open_parquet(data_dir / file), data_dir / file)
-    open_parquet(image_file(data_dir))
+    images = image_file(data_dir)
+    if images is None:
+        log.info("%s has no image table: the picture features are marked missing", data_dir)
+    else:
+        open_parquet(images)
 
 
 def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
@@ -325,8 +329,10 @@ def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], 
     full data as float64, or sorting them afterwards, took several times the memory of the
     result."""
     path = image_file(data_dir)
-    pf = open_parquet(path)
     spans = np.zeros((len(ids), 2), np.int64)
+    if path is None:
+        return [], spans
+    pf = open_parquet(path)
     if EXTRA_PICTURES not in pf.schema_arrow.names:
         return [], spans
     vectors: list[np.ndarray] = []
@@ -403,7 +409,8 @@ def _main_pictures(data_dir: Path, ids: np.ndarray, block: MainPictureBlock | No
 
         return PictureKind(present.astype(np.int64), block.dim, take)
     nothing = PictureKind(np.zeros(len(ids), np.int64), 1, lambda lo, hi: _NO_PICTURES)
-    if MAIN_PICTURE not in open_parquet(image_file(data_dir)).schema_arrow.names:
+    images = image_file(data_dir)
+    if images is None or MAIN_PICTURE not in open_parquet(images).schema_arrow.names:
         return nothing
     try:
         own = load_items(ItemTables.of(data_dir, [MAIN_PICTURE]))

@@ -14,13 +14,14 @@ TRUTH_FILE = "truth.parquet"  # each listing's product: only the demo data set h
 
 # What competition.zip holds, besides one image table.
 ARCHIVE_FILES = (PAIRS_FILE, TEST_FILE, TEXT_FILE, ATTRIBUTES_FILE)
-# What the commands cannot do without, besides one image table.
+# What the commands cannot do without. A catalogue may lack an image table (`data.blocks` then
+# names no picture column); the competition's has one, which `download` fetches.
 REQUIRED_FILES = (PAIRS_FILE, TEXT_FILE)
 
 
 def missing_files(data_dir: Path) -> list[str]:
-    """The files the commands need that `data_dir` lacks, in the order above; [] when the data is
-    present. This is the one rule for "the data is there"."""
+    """The competition's files that `data_dir` lacks (the required ones and an image table), in the
+    order above; [] when the data is present: what `download` fetches unless forced."""
     missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
     if not any((data_dir / name).is_file() for name in IMAGE_FILES):
         missing.append(" or ".join(IMAGE_FILES))

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from matching_cli.data.feature_store import PAIR_FEATURES, features_started, load_listings
 from matching_cli.data.features import Listings
-from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, TEXT_FILE, missing_files
+from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, REQUIRED_FILES, TEXT_FILE
 from matching_cli.data.tables import (
     Block,
     Items,
@@ -114,12 +114,17 @@ class SplitReport:
 
 
 def source_files(data_dir: Path) -> list[Path]:
-    missing = missing_files(data_dir)
+    """The raw files `prepare` reads: the pairs and the texts, which it cannot do without, then
+    the image table and the attributes where the catalogue has them."""
+    missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
     if missing:
         raise DataError(
             f"{data_dir / missing[0]}: file not found; run `matching download` (or --synthetic)"
         )
-    files = [data_dir / PAIRS_FILE, data_dir / TEXT_FILE, image_file(data_dir)]
+    files = [data_dir / PAIRS_FILE, data_dir / TEXT_FILE]
+    images = image_file(data_dir)
+    if images is not None:
+        files.append(images)
     if (data_dir / ATTRIBUTES_FILE).is_file():
         files.append(data_dir / ATTRIBUTES_FILE)
     return files

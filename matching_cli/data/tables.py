@@ -171,18 +171,16 @@ def damaged(path: Path, error: Exception) -> DataError:
     )
 
 
-def image_file(data_dir: Path) -> Path:
-    """`images_embed.parquet` (the original project's name) or `resnet.parquet` (the competition's)."""
+def image_file(data_dir: Path) -> Path | None:
+    """`images_embed.parquet` (the original project's name) or `resnet.parquet` (the competition's);
+    None where there is neither: a catalogue without pictures (its picture features are marked
+    missing, and `data.blocks` must name no picture column)."""
     found = [data_dir / name for name in IMAGE_FILES if (data_dir / name).is_file()]
     if len(found) == 2 and fingerprint_file(found[0]) != fingerprint_file(found[1]):
         raise DataError(
             f"{data_dir}: both {' and '.join(sorted(IMAGE_FILES))} exist and differ; keep one"
         )
-    if not found:
-        raise DataError(
-            f"{data_dir}: no image table ({' or '.join(IMAGE_FILES)}); run `matching download`"
-        )
-    return found[0]
+    return found[0] if found else None
 
 
 def check_columns(pf: pq.ParquetFile, path: Path, expected: dict[str, str]) -> None:
@@ -224,12 +222,17 @@ def _leaf(t: pa.DataType) -> pa.DataType:
 
 
 def _block_source(data_dir: Path, column: str) -> Path:
-    candidates = [data_dir / TEXT_FILE, image_file(data_dir)]
+    images = image_file(data_dir)
+    candidates = [data_dir / TEXT_FILE, *([images] if images else [])]
     for path in candidates:
         if column in open_parquet(path).schema_arrow.names:
             return path
+    where = ", ".join(p.name for p in candidates)
+    if images is None:
+        where += f" (there is no image table, {' or '.join(IMAGE_FILES)})"
     raise DataError(
-        f"embedding column '{column}' (data.blocks) is in none of {', '.join(p.name for p in candidates)}"
+        f"embedding column '{column}' (data.blocks) is in none of {where}; list the embedding "
+        "columns the catalogue has in [data] blocks of settings.toml"
     )
 
 
