@@ -71,15 +71,19 @@ def test_the_compiled_walk_scores_as_numpy_and_scikit_learn():
     np.testing.assert_allclose(trees.raw_score(x_new), trees.numpy_raw_score(x_new), atol=1e-9)
 
 
-def test_a_walk_that_disagrees_is_not_used(monkeypatch, caplog):
-    """A scikit-learn whose compiled walk means something else: the probe catches it, numpy walks."""
+@pytest.mark.parametrize("change", ["halved leaves", "another signature"])
+def test_a_walk_that_disagrees_is_not_used(monkeypatch, caplog, change):
+    """A scikit-learn whose compiled walk means something else, or is called otherwise: the probe
+    catches it, numpy walks."""
     x, y = data(1000, 7)
     trees = export(HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y))
     walk, record = trees_module._compiled_walk()
 
     def other_walk(nodes, rows, raw_bitsets, known_bitsets, f_idx_map, n_threads, out):
+        if change == "another signature":
+            raise TypeError("other_walk() takes 6 positional arguments but 7 were given")
         walk(nodes, rows, raw_bitsets, known_bitsets, f_idx_map, n_threads, out)
-        out *= 2  # say, leaf values now halved in the record
+        out *= 2
 
     monkeypatch.setattr(trees_module, "_compiled_walk", lambda: (other_walk, record))
     assert trees._compiled_tables is None
