@@ -25,7 +25,7 @@ from matching_cli.data.tables import (
 )
 from matching_cli.errors import DataError
 from matching_cli.files import output_stream, resolve_output
-from matching_cli.model.scoring import scored_chunks
+from matching_cli.model.scoring import chunk_pairs, scored_chunks
 from matching_cli.model.train import items_to_score
 from matching_cli.progress import NullReporter, Reporter
 
@@ -64,7 +64,7 @@ def predict_file(
     *,
     submission: bool = False,
     on_missing: OnMissing = OnMissing.error,
-    chunk_rows: int = 1_000_000,
+    chunk_rows: int | None = None,
     reporter: Reporter | None = None,
     featurizer: PairFeaturizer | None = None,
 ) -> PredictSummary:
@@ -145,14 +145,18 @@ def _chunks(
         yield _Chunk(v1, v2, left, right, absent, seen, score)
 
 
-def _pair_batches(path: Path, chunk_rows: int) -> tuple[int | None, Iterator[pa.RecordBatch]]:
-    """(rows if known, batches of variantid1, variantid2) from a parquet or a `.csv` pairs file."""
+def _pair_batches(
+    path: Path, chunk_rows: int | None
+) -> tuple[int | None, Iterator[pa.RecordBatch]]:
+    """(rows if known, batches of variantid1, variantid2) from a parquet or a `.csv` pairs file;
+    `chunk_rows` a batch, or as `scoring.chunk_pairs` says."""
     if path.suffix.lower() == ".csv":
         check_input_file(path)
-        return None, _csv_batches(path, chunk_rows)
+        return None, _csv_batches(path, chunk_rows or chunk_pairs(None))
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid1": "int", "variantid2": "int"})
-    batches = row_group_batches(pf, ["variantid1", "variantid2"], chunk_rows)
+    rows = chunk_rows or chunk_pairs(pf.metadata.num_rows)
+    batches = row_group_batches(pf, ["variantid1", "variantid2"], rows)
     return pf.metadata.num_rows, corrupt_inside(path, batches)
 
 

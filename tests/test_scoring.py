@@ -65,3 +65,15 @@ def test_the_served_scorer_normalises_raw_embeddings_and_keeps_the_order():
     assert not torch.allclose(served, predict_proba(model, items, right, left), atol=1e-3)
     with pytest.raises(DataError, match="pic_2"):
         scorer.score(frame.drop(columns="pic_2"))
+
+
+def test_chunks_leave_no_core_idle_and_stay_bounded(monkeypatch):
+    """`match` and `predict` score chunks of `chunk_pairs` pairs in forked processes, a single
+    chunk in this one: 749k candidates on two cores are eight chunks, not one."""
+    from matching_cli.model import scoring
+
+    monkeypatch.setattr(scoring, "available_cores", lambda: 2)
+    assert scoring.chunk_pairs(749_454) == 93_682  # ceil(749,454 / 8)
+    assert -(-749_454 // scoring.chunk_pairs(749_454)) == 8
+    assert scoring.chunk_pairs(10_000_000) == scoring.chunk_pairs(None) == 1 << 20
+    assert scoring.chunk_pairs(1_000) == 1 << 16

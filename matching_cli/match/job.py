@@ -39,13 +39,12 @@ from matching_cli.match.text_blocking import (
     with_text_candidates,
 )
 from matching_cli.model.saved import Classifier, SavedModel
-from matching_cli.model.scoring import scored_chunks
+from matching_cli.model.scoring import chunk_pairs, scored_chunks
 from matching_cli.model.train import items_to_score
 from matching_cli.progress import NullReporter, Reporter, Task
 from matching_cli.settings import MatchSettings, Settings
 
 log = logging.getLogger(__name__)
-SCORE_CHUNK = 1 << 20
 ARTIFACT_LIMIT = 200 * 2**20  # output files larger than this stay out of MLflow
 
 
@@ -217,7 +216,8 @@ def score_candidates(
     items = items_to_score(matrix, device)
     out = np.empty(len(candidates), np.float32)
     task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
-    chunks = [slice(start, start + SCORE_CHUNK) for start in range(0, len(candidates), SCORE_CHUNK)]
+    size = chunk_pairs(len(candidates))
+    chunks = [slice(start, start + size) for start in range(0, len(candidates), size)]
     pairs_of = lambda chunk: (candidates.left[chunk], candidates.right[chunk])  # noqa: E731
     with closing(scored_chunks(model, items, chunks, pairs_of, featurizer)) as scored:
         for chunk, scores in scored:
