@@ -144,8 +144,8 @@ def chunk_pairs(total: int | None) -> int:
     """Pairs a chunk for `scored_chunks` of `total` pairs (None: not known): at most
     MOST_CHUNK_PAIRS, and few enough that every core gets CHUNKS_PER_CORE chunks where the pairs
     allow. A single chunk is scored in this process alone: `match` on the 50k-pair demo catalogue
-    (749k candidates in one chunk of 2^20) scored them in 14.2-14.7 s, in 5.3-5.4 s as six chunks
-    of 2^17 on two cores."""
+    (749k candidates in one chunk of 2^20) scored them in 14.2-14.7 s, in 5.2-5.4 s as six to
+    eight chunks on two cores."""
     if total is None:
         return MOST_CHUNK_PAIRS
     even = -(-total // (CHUNKS_PER_CORE * available_cores()))
