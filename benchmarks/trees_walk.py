@@ -19,7 +19,8 @@ from functools import partial
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from matching_cli.model.trees import BATCH_WALKS, export
+from matching_cli.model.tree_walk import BATCH_WALKS
+from matching_cli.model.trees import export
 
 BEFORE_ROWS = 4096  # the numpy walker's batch until 2026-12-07
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from matching_cli.model import trees as trees_module
+from matching_cli.model import tree_walk
 from matching_cli.model.trees import TreeEnsemble, TreeSettings, export, fit
 
 
@@ -77,7 +77,7 @@ def test_a_walk_that_disagrees_is_not_used(monkeypatch, caplog, change):
     catches it, numpy walks."""
     x, y = data(1000, 7)
     trees = export(HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y))
-    walk, record = trees_module._compiled_walk()
+    walk, record = tree_walk.compiled_walk()
 
     def other_walk(nodes, rows, raw_bitsets, known_bitsets, f_idx_map, n_threads, out):
         if change == "another signature":
@@ -85,7 +85,7 @@ def test_a_walk_that_disagrees_is_not_used(monkeypatch, caplog, change):
         walk(nodes, rows, raw_bitsets, known_bitsets, f_idx_map, n_threads, out)
         out *= 2
 
-    monkeypatch.setattr(trees_module, "_compiled_walk", lambda: (other_walk, record))
+    monkeypatch.setattr(tree_walk, "compiled_walk", lambda: (other_walk, record))
     assert trees._compiled_tables is None
     assert "walked by numpy" in caplog.text
     np.testing.assert_allclose(trees.raw_score(x), trees.numpy_raw_score(x), atol=0)

@@ -3,26 +3,21 @@
 scikit-learn's `HistGradientBoostingClassifier` is fitted as usual; `export` copies each tree's
 node table (feature, raw threshold, children, leaf value, where a missing value goes) into flat
 arrays, so the head saves to safetensors + JSON with no pickle, and `TreeEnsemble.predict_proba`
-reproduces scikit-learn's probabilities (to float rounding).
-
-Scoring walks each tree with scikit-learn's compiled walk where the installed scikit-learn has it
-as this module expects (a private function, checked on probe rows before use), on one thread:
-1.8-2.1x less CPU than numpy's lockstep walk (`benchmarks/trees_walk.py`), which is kept for a
-scikit-learn without it.
+reproduces scikit-learn's probabilities (to float rounding); `tree_walk` walks them.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+
+from matching_cli.model import tree_walk
 
 if TYPE_CHECKING:  # scikit-learn is imported when fitting or walking the trees
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -30,7 +25,6 @@ if TYPE_CHECKING:  # scikit-learn is imported when fitting or walking the trees
 WEIGHTS_FILE = "trees.safetensors"
 META_FILE = "trees.json"
 ARRAYS = ("feature", "threshold", "left", "right", "value", "is_leaf", "missing_left", "roots")
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,12 +63,6 @@ def fit(x: np.ndarray, y: np.ndarray, settings: TreeSettings = TreeSettings()) -
     return export(model)
 
 
-# (row, tree) walks taken a step at once. The walk's arrays (8 bytes a walk) then stay in the
-# CPU's caches: 2^18 walks scored 1.4-1.5x faster than 4096 rows did (206 and 473 trees: 4096
-# rows are 0.8M and 1.9M walks); 2^16-2^18 were alike, 2^19 as slow as 4096 rows.
-BATCH_WALKS = 1 << 18
-
-
 @dataclass
 class TreeEnsemble:
     """All trees' nodes in one table; tree t starts at node roots[t]; children are global indices."""
@@ -93,131 +81,35 @@ class TreeEnsemble:
 
     def raw_score(self, x: np.ndarray) -> np.ndarray:
         """The log-odds: baseline + the sum of one leaf per tree (scikit-learn's
-        `decision_function`), by the compiled walk where there is one."""
-        x = self._checked(x)
-        if self._compiled_tables is None:
-            return self.numpy_raw_score(x)
-        return self._compiled_stages(self._compiled_tables, x, np.array([len(self.roots)]))[0]
-
-    def numpy_raw_score(self, x: np.ndarray, batch_rows: int | None = None) -> np.ndarray:
-        """`raw_score` with all trees walked in lockstep by numpy, whatever scikit-learn has.
-
-        Each step moves only the walks not yet on a leaf: most trees are far shallower than the
-        deepest, and walking every (row, tree) to the deepest depth took 3x as long."""
-        x = self._checked(x)
-        out = np.empty(len(x), dtype=np.float64)
-        batch_rows = batch_rows or self._batch_rows()
-        for start in range(0, len(x), batch_rows):
-            rows = x[start : start + batch_rows]
-            out[start : start + len(rows)] = self.baseline + self._leaf_values(rows).sum(axis=1)
-        return out
+        `decision_function`), by scikit-learn's compiled walk where there is one (`tree_walk`)."""
+        return self.staged_raw_scores(x, np.array([len(self.roots)]))[0]
 
     def staged_raw_scores(self, x: np.ndarray, stages: np.ndarray) -> np.ndarray:
         """(len(stages), n): the log-odds of the first stages[i] trees alone, as `raw_score` gives
         them for all trees (scikit-learn's `staged_decision_function`, at these stages)."""
-        x = self._checked(x)
+        x, stages = self._checked(x), np.asarray(stages)
         if self._compiled_tables is None:
-            return self.numpy_staged_raw_scores(x, stages)
-        return self._compiled_stages(self._compiled_tables, x, stages)
+            return tree_walk.numpy_stages(self, x, stages)
+        return tree_walk.compiled_stages(self, self._compiled_tables, x, stages)
+
+    def numpy_raw_score(self, x: np.ndarray, batch_rows: int | None = None) -> np.ndarray:
+        """`raw_score` by numpy's walk, whatever scikit-learn has (the fallback, and the check)."""
+        return self.numpy_staged_raw_scores(x, np.array([len(self.roots)]), batch_rows)[0]
 
     def numpy_staged_raw_scores(
         self, x: np.ndarray, stages: np.ndarray, batch_rows: int | None = None
     ) -> np.ndarray:
-        """`staged_raw_scores` walked by numpy in lockstep, as `numpy_raw_score`."""
-        x = self._checked(x)
-        out = np.empty((len(stages), len(x)), dtype=np.float64)
-        batch_rows = batch_rows or self._batch_rows()
-        for start in range(0, len(x), batch_rows):
-            rows = x[start : start + batch_rows]
-            summed = np.cumsum(self._leaf_values(rows), axis=1)[:, np.asarray(stages) - 1]
-            out[:, start : start + len(rows)] = self.baseline + summed.T
-        return out
+        return tree_walk.numpy_stages(self, self._checked(x), np.asarray(stages), batch_rows)
 
     @cached_property
     def _compiled_tables(self) -> list[np.ndarray] | None:
-        """Each tree's nodes as scikit-learn's compiled walk reads them (children numbered within
-        the tree); None where this scikit-learn has no such walk, or where it does not give what
-        numpy's walk gives on probe rows (values near the thresholds, some missing)."""
-        compiled = _compiled_walk()
-        if compiled is None:
-            return None
-        _, record = compiled
-        ends = np.append(self.roots[1:], len(self.feature))[: len(self.roots)]
-        tables = []
-        for root, end in zip(self.roots, ends, strict=True):
-            nodes, leaf = slice(root, end), self.is_leaf[root:end]
-            table = np.zeros(end - root, record)
-            table["value"] = self.value[nodes]
-            table["feature_idx"] = self.feature[nodes]
-            table["num_threshold"] = self.threshold[nodes]
-            table["missing_go_to_left"] = self.missing_left[nodes]
-            table["is_leaf"] = leaf
-            table["left"] = np.where(leaf, 0, self.left[nodes] - root)
-            table["right"] = np.where(leaf, 0, self.right[nodes] - root)
-            tables.append(table)
-        rng = np.random.default_rng(0)
-        probe = rng.choice(self.threshold, (PROBE_ROWS, self.n_features)) + rng.normal(
-            0, 1e-3, (PROBE_ROWS, self.n_features)
-        )
-        probe[rng.random(probe.shape) < 0.1] = np.nan
-        try:
-            compiled_scores = self._compiled_stages(tables, probe, np.array([len(tables)]))[0]
-        except (TypeError, ValueError):  # called otherwise in this version
-            compiled_scores = np.full(PROBE_ROWS, np.nan)
-        if not np.allclose(compiled_scores, self.numpy_raw_score(probe), rtol=0, atol=1e-9):
-            log.warning(
-                "scikit-learn's compiled tree walk scores probe rows otherwise than numpy's "
-                "walk: the trees are walked by numpy (about twice the CPU time)"
-            )
-            return None
-        return tables
-
-    def _compiled_stages(
-        self, tables: list[np.ndarray], x: np.ndarray, stages: np.ndarray
-    ) -> np.ndarray:
-        """`staged_raw_scores` by scikit-learn's compiled walk, a tree over all rows at a time."""
-        walk, _ = _compiled_walk()
-        out = np.empty((len(stages), len(x)), dtype=np.float64)
-        summed, leaf = np.full(len(x), self.baseline), np.empty(len(x))
-        stage_of = {int(trees): k for k, trees in enumerate(stages)}
-        if 0 in stage_of:
-            out[stage_of[0]] = summed
-        for trees, table in enumerate(tables, start=1):
-            # One thread: in a forked scoring worker an OpenMP team hangs (GNU OpenMP after a
-            # fork, once the parent has had one: fitting the trees starts one).
-            walk(table, x, _NO_CATEGORIES, _NO_CATEGORIES, self._feature_map, 1, leaf)
-            summed += leaf
-            if trees in stage_of:
-                out[stage_of[trees]] = summed
-        return out
-
-    @cached_property
-    def _feature_map(self) -> np.ndarray:
-        return np.zeros(self.n_features, np.uint32)  # no categorical feature to map
-
-    def _batch_rows(self) -> int:
-        """Rows walked at once: BATCH_WALKS (row, tree) walks, whatever the number of trees."""
-        return max(1, BATCH_WALKS // len(self.roots))
+        return tree_walk.compiled_tables(self)
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected (n, {self.n_features}) features, got {x.shape}")
         return x
-
-    def _leaf_values(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), trees): the value of the leaf each row reaches in each tree."""
-        trees = len(self.roots)
-        flat = rows.ravel()
-        node = np.tile(self.roots, len(rows))  # walk k: row k // trees, tree k % trees
-        walking = np.flatnonzero(~self.is_leaf[node])
-        while len(walking):
-            at = node[walking]
-            value = flat[walking // trees * self.n_features + self.feature[at]]
-            go_left = np.where(np.isnan(value), self.missing_left[at], value <= self.threshold[at])
-            node[walking] = np.where(go_left, self.left[at], self.right[at])
-            walking = walking[~self.is_leaf[node[walking]]]
-        return self.value[node].reshape(len(rows), trees)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of a match, shape (n,) (scikit-learn's `predict_proba(x)[:, 1]`)."""
@@ -247,36 +139,6 @@ class TreeEnsemble:
             n_features=int(meta["n_features"]),
             max_depth=int(meta["max_depth"]),
         )
-
-
-PROBE_ROWS = 256  # rows scored both ways before the compiled walk is trusted
-_NO_CATEGORIES = np.zeros((0, 8), np.uint32)  # bitsets of categorical splits: there are none
-# The fields of scikit-learn's node record that its walk reads.
-_WALKED = {
-    "value",
-    "feature_idx",
-    "num_threshold",
-    "missing_go_to_left",
-    "left",
-    "right",
-    "is_leaf",
-}
-
-
-@cache
-def _compiled_walk() -> tuple[Callable, np.dtype] | None:
-    """scikit-learn's compiled walk of one tree over rows of raw values, and its node record;
-    None where the installed version has not got them as this module expects (both are private
-    to scikit-learn: a new version may change them, which the probe in `_compiled_tables` and
-    `tests/test_trees.py` would tell)."""
-    try:
-        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
-        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
-    except ImportError:
-        return None
-    if not _WALKED | {"is_categorical"} <= set(PREDICTOR_RECORD_DTYPE.names or ()):
-        return None
-    return _predict_from_raw_data, PREDICTOR_RECORD_DTYPE
 
 
 def export(model: HistGradientBoostingClassifier) -> TreeEnsemble:
