@@ -145,6 +145,9 @@ def _chunks(
         yield _Chunk(v1, v2, left, right, absent, seen, score)
 
 
+CSV_PAIR_BYTES = 24  # a line of a pairs CSV: two ids of 8-11 digits, a comma, a newline
+
+
 def _pair_batches(
     path: Path, chunk_rows: int | None
 ) -> tuple[int | None, Iterator[pa.RecordBatch]]:
@@ -152,7 +155,8 @@ def _pair_batches(
     `chunk_rows` a batch, or as `scoring.chunk_pairs` says."""
     if path.suffix.lower() == ".csv":
         check_input_file(path)
-        return None, _csv_batches(path, chunk_rows or chunk_pairs(None))
+        rows = chunk_rows or chunk_pairs(path.stat().st_size // CSV_PAIR_BYTES)  # about
+        return None, _csv_batches(path, rows)
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid1": "int", "variantid2": "int"})
     rows = chunk_rows or chunk_pairs(pf.metadata.num_rows)
@@ -173,7 +177,7 @@ def _csv_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     options = pacsv.ConvertOptions(
         column_types=dict.fromkeys(columns, pa.int64()), include_columns=columns
     )
-    block = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 24))
+    block = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * CSV_PAIR_BYTES))
     try:
         reader = pacsv.open_csv(path, read_options=block, convert_options=options)
         yield from reader
