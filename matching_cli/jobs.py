@@ -283,10 +283,7 @@ def _setup(
         f"{len(data.splits['train']):,}",
         f"{len(data.splits['val']):,}",
     )
-    choices = "; ".join(filter(None, [head_choice, auto_choices]))
-    tags = run_tags(prepared, device, settings.model.head) | (
-        {"auto_choices": choices} if choices else {}
-    )
+    tags = run_tags(prepared, device, settings.model.head, head_choice, auto_choices)
     return TrainSetup(settings, device, prepared, data, model, optimizer, resumed, tags, shard)
 
 
@@ -302,13 +299,21 @@ def model_feature_names(settings: Settings, prepared: Prepared) -> tuple[str, ..
     return names
 
 
-def run_tags(prepared: Prepared, device: torch.device, head: Head) -> dict[str, str]:
-    return tracking.git_tags() | {
+def run_tags(
+    prepared: Prepared, device: torch.device, head: Head, *auto_choices: str
+) -> dict[str, str]:
+    """A training run's tags; `auto_choices`: what the `auto` settings became and why (the tag
+    `auto_choices`, where there is any)."""
+    tags = tracking.git_tags() | {
         "head": str(head),
         "data_fingerprint": prepared.fingerprint,
         "device": str(device),
         "torch_version": torch.__version__,
     }
+    choices = "; ".join(filter(None, auto_choices))
+    if choices:
+        tags["auto_choices"] = choices
+    return tags
 
 
 def _resumed_epochs(

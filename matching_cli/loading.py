@@ -69,7 +69,7 @@ class ModelRun:
 
 def scoring_device(head: Head, device: torch.device) -> torch.device:
     """Where a model scores pairs: the MLP on `device`; the trees on the CPU, whatever `device`,
-    since they are walked with numpy: on the CPU `predict` and `match` walk them in forked
+    since their walk is CPU code (`tree_walk`): on the CPU `predict` and `match` walk them in forked
     processes, one a core, where on a GPU the walk would run in this process alone."""
     return device if head == Head.mlp else torch.device("cpu")
 

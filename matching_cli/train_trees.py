@@ -63,10 +63,7 @@ def train_trees_job(
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
     data = to_device(prepared, CPU, columns_for(prepared.feature_names, names))
     _say_what_the_trees_read(config, len(data.splits["train"]))
-    tags = run_tags(prepared, CPU, config.head) | (
-        {"auto_choices": head_choice} if head_choice else {}
-    )
-    with tracking.run("train", run_name, tags) as run:
+    with tracking.run("train", run_name, run_tags(prepared, CPU, config.head, head_choice)) as run:
         tracking.log_settings(settings)
         fitting = reporter.task("fitting gradient-boosted trees", total=None)
         clock = time.perf_counter()

@@ -19,10 +19,15 @@ ARCHIVE_FILES = (PAIRS_FILE, TEST_FILE, TEXT_FILE, ATTRIBUTES_FILE)
 REQUIRED_FILES = (PAIRS_FILE, TEXT_FILE)
 
 
+def missing_required(data_dir: Path) -> list[str]:
+    """The REQUIRED_FILES that `data_dir` lacks, in order: what no command can do without."""
+    return [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+
+
 def missing_files(data_dir: Path) -> list[str]:
     """The competition's files that `data_dir` lacks (the required ones and an image table), in the
     order above; [] when the data is present: what `download` fetches unless forced."""
-    missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+    missing = missing_required(data_dir)
     if not any((data_dir / name).is_file() for name in IMAGE_FILES):
         missing.append(" or ".join(IMAGE_FILES))
     return missing

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from matching_cli.data.feature_store import PAIR_FEATURES, features_started, load_listings
 from matching_cli.data.features import Listings
-from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, REQUIRED_FILES, TEXT_FILE
+from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, TEXT_FILE, missing_required
 from matching_cli.data.tables import (
     Block,
     Items,
@@ -116,7 +116,7 @@ class SplitReport:
 def source_files(data_dir: Path) -> list[Path]:
     """The raw files `prepare` reads: the pairs and the texts, which it cannot do without, then
     the image table and the attributes where the catalogue has them."""
-    missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+    missing = missing_required(data_dir)
     if missing:
         raise DataError(
             f"{data_dir / missing[0]}: file not found; run `matching download` (or --synthetic)"
