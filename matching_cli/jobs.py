@@ -112,6 +112,7 @@ def train_job(
     `[model] head = "trees"` fits gradient-boosted trees instead (`train_trees.py`); `auto` is
     made one or the other first (`settings.auto_head`; `mlp_options`: the MLP's options given on
     the command line), and the run records why. A resumed run keeps its head."""
+    resolve_device(settings.train.device)  # an absent device is told before any data or run
     prepared, head_choice = None, ""
     if settings.model.head == Head.auto and resume is None:
         settings, prepared, head_choice = _choose_head(settings, reporter, mlp_options)

@@ -139,7 +139,7 @@ def test_predict_submission_and_chunks_give_the_same_scores(in_trained):
     np.testing.assert_allclose(pd.read_csv("small.csv")["score"], submission["target"], atol=1e-6)
 
 
-def test_logged_mlflow_model_scores_like_the_cli(in_trained):
+def test_logged_mlflow_model_scores_like_the_cli(in_trained, tmp_path):
     """The served model takes the listings' raw fields and computes its features itself."""
     from matching_cli.data.prepare import load_prepared
     from matching_cli.model.saved import load_model
@@ -152,7 +152,8 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained):
     fields = request_fields(load_model(folder / "models" / run_id))
     request = request_frame(folder / "data", ids1, ids2, fields)
     assert "name_1" in request and "name_bert_64_2" in request  # raw fields, as in the files
-    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(request)
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=str(tmp_path))
+    served = served.predict(request)
     pd.DataFrame({"variantid1": ids1, "variantid2": ids2}).to_parquet("test_split.parquet")
     assert (
         invoke("predict", "test_split.parquet", "-o", "cli.csv", "--run-id", run_id).exit_code == 0

@@ -38,7 +38,7 @@ def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_scores_raw_listings_like_predict(in_trained, mlflow_uri):
+def test_mlflow_models_serve_scores_raw_listings_like_predict(in_trained, mlflow_uri, tmp_path):
     from matching_cli.model.saved import load_model
     from matching_cli.serving import request_fields, request_frame
 
@@ -49,7 +49,9 @@ def test_mlflow_models_serve_scores_raw_listings_like_predict(in_trained, mlflow
     body = json.dumps({"dataframe_records": request.to_dict(orient="records")})
     port = _free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    # The server copies the model into a temporary folder that it leaves behind when stopped.
+    (tmp_path / "server").mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "TMPDIR": str(tmp_path / "server")}
     command = [str(mlflow), "models", "serve", "-m", f"runs:/{run_id}/model"]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

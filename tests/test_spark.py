@@ -122,3 +122,18 @@ def test_spark_master_needs_the_spark_engine(in_trained):
     result = invoke("predict", "data/test.parquet", "-o", "x.csv", "--spark-master", "local[4]")
     assert result.exit_code == 2
     assert "--engine spark" in result.output
+
+
+def test_the_request_columns_are_read_without_leaving_a_temporary_folder(
+    in_trained, tmp_path, monkeypatch
+):
+    """`mlflow.models.get_model_info` left a folder in the system's temporary folder at each call."""
+    import tempfile
+
+    from matching_cli.scale.spark import request_columns
+
+    _, run_id, _ = in_trained
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    columns = request_columns(f"runs:/{run_id}/model")
+    assert "name_1" in columns and "name_bert_64_2" in columns
+    assert list(tmp_path.iterdir()) == []

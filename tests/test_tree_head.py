@@ -59,7 +59,7 @@ def _predicted(run: str, pairs: pd.DataFrame, *source: str) -> np.ndarray:
     return pd.read_csv(f"{run}.csv")["score"].to_numpy()
 
 
-def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees):
+def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees, tmp_path):
     folder, run_id, metrics = in_trees
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
@@ -83,7 +83,7 @@ def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees):
     assert meta["model"]["head"] == "trees"
     weights = load_file(folder / "models" / run_id / "weights.safetensors")
     assert {"feature", "threshold", "roots", "baseline"} <= set(weights)
-    served = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+    served = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=tmp_path))
     assert not [p for p in served.rglob("*") if p.suffix in (".pkl", ".pickle", ".joblib")]
 
 
@@ -125,7 +125,7 @@ def test_evaluate_and_predict_give_the_trees_own_probabilities(in_trees):
     np.testing.assert_allclose(by_alias, expected, atol=1e-6)
 
 
-def test_the_served_model_and_match_score_like_predict(in_trees):
+def test_the_served_model_and_match_score_like_predict(in_trees, tmp_path):
     from matching_cli.data.prepare import load_prepared
     from matching_cli.model.saved import load_model
     from matching_cli.serving import request_fields, request_frame
@@ -137,7 +137,7 @@ def test_the_served_model_and_match_score_like_predict(in_trees):
     request = request_frame(
         folder / "data", ids1, ids2, request_fields(load_model(folder / "models" / run_id))
     )
-    served = mlflow.pyfunc.load_model(f"models:/{NAME}/1").predict(request)
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/1", dst_path=str(tmp_path)).predict(request)
     predicted = _predicted("served", pd.DataFrame({"variantid1": ids1, "variantid2": ids2}))
     np.testing.assert_allclose(np.asarray(served).ravel(), predicted, atol=1e-6)
 

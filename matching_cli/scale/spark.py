@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 from functools import reduce
 from itertools import islice
 from pathlib import Path
@@ -113,8 +114,14 @@ def read_listings(spark: SparkSession, data_dir: str | Path) -> DataFrame:
 
 
 def request_columns(model_uri: str) -> list[str]:
-    """The request's columns the logged model names (`name_bert_64_1`, ..., `name_bert_64_2`, ...)."""
-    signature = mlflow.models.get_model_info(model_uri).signature
+    """The request's columns the logged model names (`name_bert_64_1`, ..., `name_bert_64_2`, ...).
+    Its MLmodel file is read from a folder removed after (`mlflow.models.get_model_info` leaves one
+    in the system's temporary folder at each call)."""
+    with tempfile.TemporaryDirectory(prefix="matching-mlmodel-") as staging:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_uri.rstrip('/')}/MLmodel", dst_path=staging
+        )
+        signature = mlflow.models.Model.load(path).signature
     if signature is None:
         raise DataError(
             f"{model_uri}: the model was logged without its request columns; train again"
