@@ -67,11 +67,12 @@ PREPARE_CASES = {
     "data folder missing": (lambda: shutil.rmtree(DATA), "data folder data not found"),
     "data folder empty": (
         lambda: [p.unlink() for p in DATA.iterdir()],
-        "train.parquet: file not found",
+        "train.parquet: file not found; run `matching download` (or --synthetic)",
     ),
     "text table missing": (
         lambda: (DATA / "text_and_bert.parquet").unlink(),
-        "text_and_bert.parquet: file not found",
+        "text_and_bert.parquet: file not found; a catalogue needs train.parquet and "
+        "text_and_bert.parquet (README: Data)",
     ),
     "two different image tables": (
         lambda: _edit_copy_image_table(),

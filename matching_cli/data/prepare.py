@@ -28,7 +28,13 @@ from scipy.sparse.csgraph import connected_components
 
 from matching_cli.data.feature_store import PAIR_FEATURES, features_started, load_listings
 from matching_cli.data.features import Listings
-from matching_cli.data.layout import ATTRIBUTES_FILE, PAIRS_FILE, TEXT_FILE, missing_required
+from matching_cli.data.layout import (
+    ATTRIBUTES_FILE,
+    PAIRS_FILE,
+    REQUIRED_FILES,
+    TEXT_FILE,
+    missing_required,
+)
 from matching_cli.data.tables import (
     Block,
     Items,
@@ -118,9 +124,10 @@ def source_files(data_dir: Path) -> list[Path]:
     the image table and the attributes where the catalogue has them."""
     missing = missing_required(data_dir)
     if missing:
-        raise DataError(
-            f"{data_dir / missing[0]}: file not found; run `matching download` (or --synthetic)"
-        )
+        remedy = "run `matching download` (or --synthetic)"
+        if len(missing) < len(REQUIRED_FILES):  # a catalogue of one's own, a file short
+            remedy = f"a catalogue needs {' and '.join(REQUIRED_FILES)} (README: Data); " + remedy
+        raise DataError(f"{data_dir / missing[0]}: file not found; {remedy}")
     files = [data_dir / PAIRS_FILE, data_dir / TEXT_FILE]
     images = image_file(data_dir)
     if images is not None:
