@@ -97,7 +97,8 @@ def _score_in_child(trees: TreeEnsemble, x: np.ndarray, out) -> None:
 
 def test_trees_score_in_a_process_forked_after_fitting():
     """Fitting runs an OpenMP team; a team in a process forked after that hangs (GNU OpenMP),
-    as `predict`'s and `match`'s scoring workers are: the compiled walk keeps to one thread."""
+    as `predict`'s and `match`'s scoring workers are: the compiled walk keeps to one thread there
+    (it runs on every core in the process that fitted)."""
     x, y = data(20_000, 8)
     with threadpool_limits(limits=2, user_api="openmp"):
         trees = fit(x, y, TreeSettings(max_iter=20))

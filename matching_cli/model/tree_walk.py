@@ -1,25 +1,39 @@
 """Walking the exported trees (`trees.TreeEnsemble`) over rows of inputs, two ways.
 
 scikit-learn's compiled walk (`_predict_from_raw_data`, private to it) where the installed version
-has it as expected and scores probe rows as numpy does, on one thread: 1.8-2.1x less CPU than
-numpy's lockstep walk (`benchmarks/trees_walk.py`), which scores where the compiled one is missing.
-One thread, because a process forked after its parent ran an OpenMP team hangs in one of its own
-(GNU OpenMP): fitting the trees starts a team, and `predict` and `match` score in forked workers.
+has it as expected and scores probe rows as numpy does: 1.8-2.1x less CPU than numpy's lockstep
+walk (`benchmarks/trees_walk.py`), which scores where the compiled one is missing.
+The compiled walk runs on every core here, on one thread in a forked process: a process forked
+after its parent ran an OpenMP team hangs in one of its own (GNU OpenMP). Fitting the trees starts
+a team, and `predict` and `match` score in forked workers, one a core; `train` and `evaluate`
+score here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from matching_cli.workers import available_cores
+
 if TYPE_CHECKING:
     from matching_cli.model.trees import TreeEnsemble
 
 log = logging.getLogger(__name__)
+_threads = available_cores()  # of the compiled walk; 1 in a forked process (below)
+
+
+def _one_thread() -> None:
+    global _threads
+    _threads = 1
+
+
+os.register_at_fork(after_in_child=_one_thread)
 
 # (row, tree) walks taken a step at once by numpy. The walk's arrays (8 bytes a walk) then stay
 # in the CPU's caches: 2^18 walks scored 1.4-1.5x faster than 4096 rows did (206 and 473 trees:
@@ -107,7 +121,7 @@ def compiled_stages(
         out[stage_of[0]] = summed
     no_categories = np.zeros(trees.n_features, np.uint32)  # the map of categorical features
     for n, table in enumerate(tables, start=1):
-        walk(table, x, _NO_CATEGORIES, _NO_CATEGORIES, no_categories, 1, leaf)  # one thread
+        walk(table, x, _NO_CATEGORIES, _NO_CATEGORIES, no_categories, _threads, leaf)
         summed += leaf
         if n in stage_of:
             out[stage_of[n]] = summed
