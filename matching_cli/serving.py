@@ -30,7 +30,7 @@ from matching_cli.data.feature_store import (
     load_text_model,
 )
 from matching_cli.data.features import TextModel, listing_features
-from matching_cli.data.tables import embedding_rows, row_group_batches
+from matching_cli.data.tables import embedding_rows
 from matching_cli.errors import DataError
 from matching_cli.model.saved import SavedModel, load_model
 from matching_cli.model.scoring import predict_proba
@@ -126,23 +126,30 @@ def request_frame(
     wanted = set(int(v) for v in np.concatenate([variantid1, variantid2]))
     found: dict[str, dict[int, Any]] = {}
     for path in sorted(Path(data_dir).glob("*.parquet")):
-        schema = pq.read_schema(path)
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
         here = [n for n in names if n in schema.names and n not in found]
         if "variantid" not in schema.names or not here:
             continue
-        # A row group at a time, only the wanted rows kept: reading the columns whole and then
-        # filtering decoded every picture of the full data (2.7 GB more for `train`'s example).
         keys = pa.array(sorted(wanted), schema.field("variantid").type)
-        rows = [
-            batch.filter(pc.is_in(batch.column(0), keys))
-            for batch in row_group_batches(pq.ParquetFile(path), ["variantid", *here])
-        ]
-        ids = [v for batch in rows for v in batch.column(0).to_pylist()]
+        rows = _rows_with(pf, keys, here)
+        ids = rows.column(0).to_pylist()
         for name in here:
-            values = [v for batch in rows for v in batch.column(name).to_pylist()]
-            found[name] = dict(zip(ids, values, strict=True))
+            found[name] = dict(zip(ids, rows.column(name).to_pylist(), strict=True))
     frame = {}
     for side, ids in zip(SIDES, (variantid1, variantid2), strict=True):
         for name, values in found.items():
             frame[f"{name}{side}"] = [values.get(int(v)) for v in ids]
     return pd.DataFrame(frame)
+
+
+def _rows_with(pf: pq.ParquetFile, keys: pa.Array, columns: list[str]) -> pa.Table:
+    """The rows of `pf` whose variantid is among `keys`, with `columns`: the variantid column is
+    read first, then only the row groups that hold those rows. (Every row group read and filtered
+    decoded all the pictures of the real size: 11.8 s for the 4 listings of `train`'s example.)"""
+    where = pc.fill_null(pc.is_in(pf.read(columns=["variantid"]).column(0), keys), False)
+    rows = np.flatnonzero(where.to_numpy())
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    groups = np.unique(np.searchsorted(np.cumsum(sizes), rows, side="right"))
+    table = pf.read_row_groups(groups.tolist(), columns=["variantid", *columns])
+    return table.filter(pc.is_in(table.column(0), keys))

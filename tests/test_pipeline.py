@@ -163,6 +163,29 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained, tmp_path):
     )
 
 
+def test_a_request_is_built_from_the_row_groups_that_hold_its_listings(tmp_path):
+    """`train`'s example request: only the row groups holding the pairs' listings are read, each
+    file's own order and row groups alike; a listing a file lacks gets None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from matching_cli.serving import request_frame
+
+    ids = np.arange(100, 110)
+    names = pa.table({"variantid": ids, "name": [f"name {i}" for i in ids]})
+    pq.write_table(names, tmp_path / "text_and_bert.parquet", row_group_size=3)
+    pictures = pa.table({"variantid": ids[::-1][:8], "pic": [[float(i)] for i in ids[::-1][:8]]})
+    pq.write_table(pictures, tmp_path / "images_embed.parquet", row_group_size=4)
+    # Names' row groups: 100-102, 103-105, 106-108, 109; of the second only its first row.
+    left, right = np.array([101, 108, 103]), np.array([107, 999, 100])
+    frame = request_frame(tmp_path, left, right, ["name", "pic"])
+    assert frame["name_1"].tolist() == ["name 101", "name 108", "name 103"]
+    assert frame["name_2"][0] == "name 107" and pd.isna(frame["name_2"][1])
+    assert frame["name_2"][2] == "name 100"
+    assert frame["pic_1"].tolist() == [None, [108.0], [103.0]]  # 100, 101: not in the file
+    assert frame["pic_2"].tolist() == [[107.0], None, None]
+
+
 def test_without_listing_features_prepare_and_the_model_read_embeddings_only(project, monkeypatch):
     """The way to the real data on a machine with little memory: no features stage at all."""
     monkeypatch.setenv("MATCHING_DATA__LISTING_FEATURES", "false")
