@@ -12,6 +12,7 @@ text model fitted at `prepare`, so the server and `matching predict` give a pair
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from matching_cli.data.feature_store import (
     load_text_model,
 )
 from matching_cli.data.features import TextModel, listing_features
-from matching_cli.data.tables import embedding_rows
+from matching_cli.data.tables import embedding_rows, row_group_batches
 from matching_cli.errors import DataError
 from matching_cli.model.saved import SavedModel, load_model
 from matching_cli.model.scoring import predict_proba
@@ -132,10 +133,11 @@ def request_frame(
         if "variantid" not in schema.names or not here:
             continue
         keys = pa.array(sorted(wanted), schema.field("variantid").type)
-        rows = _rows_with(pf, keys, here)
-        ids = rows.column(0).to_pylist()
+        rows = [batch.filter(pc.is_in(batch.column(0), keys)) for batch in _batches(pf, keys, here)]
+        ids = [v for batch in rows for v in batch.column(0).to_pylist()]
         for name in here:
-            found[name] = dict(zip(ids, rows.column(name).to_pylist(), strict=True))
+            values = [v for batch in rows for v in batch.column(name).to_pylist()]
+            found[name] = dict(zip(ids, values, strict=True))
     frame = {}
     for side, ids in zip(SIDES, (variantid1, variantid2), strict=True):
         for name, values in found.items():
@@ -143,13 +145,13 @@ def request_frame(
     return pd.DataFrame(frame)
 
 
-def _rows_with(pf: pq.ParquetFile, keys: pa.Array, columns: list[str]) -> pa.Table:
-    """The rows of `pf` whose variantid is among `keys`, with `columns`: the variantid column is
-    read first, then only the row groups that hold those rows. (Every row group read and filtered
-    decoded all the pictures of the real size: 11.8 s for the 4 listings of `train`'s example.)"""
+def _batches(pf: pq.ParquetFile, keys: pa.Array, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The row groups of `pf` that hold the variantids `keys`, with `columns`, in batches (a file
+    of one row group is not decoded whole at once): the variantid column is read first. (Every
+    row group read decoded all the pictures of the real size: 11.8 s for the 4 listings of
+    `train`'s example.)"""
     where = pc.fill_null(pc.is_in(pf.read(columns=["variantid"]).column(0), keys), False)
     rows = np.flatnonzero(where.to_numpy())
     sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
     groups = np.unique(np.searchsorted(np.cumsum(sizes), rows, side="right"))
-    table = pf.read_row_groups(groups.tolist(), columns=["variantid", *columns])
-    return table.filter(pc.is_in(table.column(0), keys))
+    return row_group_batches(pf, ["variantid", *columns], groups=groups.tolist())

@@ -148,12 +148,15 @@ def corrupt_inside(path: Path, batches: Iterable[_T]) -> Iterator[_T]:
 
 
 def row_group_batches(
-    pf: pq.ParquetFile, columns: list[str], batch_size: int = BATCH_ROWS
+    pf: pq.ParquetFile,
+    columns: list[str],
+    batch_size: int = BATCH_ROWS,
+    groups: Iterable[int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches, read one row group at a time: pyarrow's batch reader over the
-    whole file grew by the data it had read (2.9 GB after the full data's pictures, none of them
-    kept); per row group it stays flat."""
-    for group in range(pf.metadata.num_row_groups):
+    """The file's rows (of row `groups` alone, where given) in batches, read one row group at a
+    time: pyarrow's batch reader over the whole file grew by the data it had read (2.9 GB after
+    the full data's pictures, none of them kept); per row group it stays flat."""
+    for group in range(pf.metadata.num_row_groups) if groups is None else groups:
         yield from pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[group])
 
 
