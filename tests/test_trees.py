@@ -100,15 +100,16 @@ def test_trees_score_in_a_process_forked_after_fitting():
     as `predict`'s and `match`'s scoring workers are: the compiled walk keeps to one thread there
     (it runs on every core in the process that fitted)."""
     x, y = data(20_000, 8)
-    with threadpool_limits(limits=2, user_api="openmp"):
-        trees = fit(x, y, TreeSettings(max_iter=20))
     context = multiprocessing.get_context("fork")
     out = context.Queue()
-    child = context.Process(
-        target=_score_in_child, args=(trees, x[:2000], out)
-    )  # 16 KB: fits the pipe
-    child.start()
-    child.join(60)
+    # Two threads where the child starts too: it would walk on two without its own rule.
+    with threadpool_limits(limits=2, user_api="openmp"):
+        trees = fit(x, y, TreeSettings(max_iter=20))
+        child = context.Process(
+            target=_score_in_child, args=(trees, x[:2000], out)
+        )  # 16 KB: fits the pipe
+        child.start()
+        child.join(60)
     hung = child.is_alive()
     if hung:
         child.kill()

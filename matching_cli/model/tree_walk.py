@@ -3,10 +3,10 @@
 scikit-learn's compiled walk (`_predict_from_raw_data`, private to it) where the installed version
 has it as expected and scores probe rows as numpy does: 1.8-2.1x less CPU than numpy's lockstep
 walk (`benchmarks/trees_walk.py`), which scores where the compiled one is missing.
-The compiled walk runs on every core here, on one thread in a forked process: a process forked
-after its parent ran an OpenMP team hangs in one of its own (GNU OpenMP). Fitting the trees starts
-a team, and `predict` and `match` score in forked workers, one a core; `train` and `evaluate`
-score here.
+The compiled walk runs on as many threads as scikit-learn's own predictions here, on one in a
+forked process: a process forked after its parent ran an OpenMP team hangs in one of its own (GNU
+OpenMP). Fitting the trees starts a team, and `predict` and `match` score in forked workers, one a
+core; `train` and `evaluate` score here.
 """
 
 from __future__ import annotations
@@ -25,15 +25,28 @@ if TYPE_CHECKING:
     from matching_cli.model.trees import TreeEnsemble
 
 log = logging.getLogger(__name__)
-_threads = available_cores()  # of the compiled walk; 1 in a forked process (below)
+_forked = False  # set in a forked process (below): its compiled walks keep to one thread
 
 
-def _one_thread() -> None:
-    global _threads
-    _threads = 1
+def _in_forked_process() -> None:
+    global _forked
+    _forked = True
 
 
-os.register_at_fork(after_in_child=_one_thread)
+os.register_at_fork(after_in_child=_in_forked_process)
+
+
+def _walk_threads() -> int:
+    """One in a forked process; elsewhere the count scikit-learn takes for its own predictions
+    (OMP_NUM_THREADS and a container's CPU quota heeded), or every core where it has none."""
+    if _forked:
+        return 1
+    try:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+    except ImportError:
+        return available_cores()
+    return _openmp_effective_n_threads()
+
 
 # (row, tree) walks taken a step at once by numpy. The walk's arrays (8 bytes a walk) then stay
 # in the CPU's caches: 2^18 walks scored 1.4-1.5x faster than 4096 rows did (206 and 473 trees:
@@ -120,8 +133,9 @@ def compiled_stages(
     if 0 in stage_of:
         out[stage_of[0]] = summed
     no_categories = np.zeros(trees.n_features, np.uint32)  # the map of categorical features
+    threads = _walk_threads()
     for n, table in enumerate(tables, start=1):
-        walk(table, x, _NO_CATEGORIES, _NO_CATEGORIES, no_categories, _threads, leaf)
+        walk(table, x, _NO_CATEGORIES, _NO_CATEGORIES, no_categories, threads, leaf)
         summed += leaf
         if n in stage_of:
             out[stage_of[n]] = summed
