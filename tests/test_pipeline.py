@@ -164,8 +164,9 @@ def test_logged_mlflow_model_scores_like_the_cli(in_trained, tmp_path):
 
 
 def test_a_request_is_built_from_the_row_groups_that_hold_its_listings(tmp_path):
-    """`train`'s example request: only the row groups holding the pairs' listings are read, each
-    file's own order and row groups alike; a listing a file lacks gets None."""
+    """`train`'s example request, read from the row groups that hold its listings: a listing
+    alone at the start of a row group is found, in each file's own order and row groups; a
+    listing a file lacks gets None."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
