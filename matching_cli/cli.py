@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,8 +105,13 @@ def main(
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("matching_cli").setLevel(level)
     # MLflow's INFO lines are about its store's migrations, not our work; --verbose shows them.
+    # MLflow sets its loggers' level itself when it is first imported (later, by the command),
+    # from MLFLOW_LOGGING_LEVEL: a level the user set there is kept.
+    mlflow_level = logging.DEBUG if verbose else logging.WARNING
+    if "mlflow" not in sys.modules:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(mlflow_level))
     for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logging.getLogger(name).setLevel(mlflow_level)
     # urllib3 warns once per retry of an unreachable tracking server; the error says it once.
     logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)
     ctx.obj = State(config=config, verbose=verbose, quiet=quiet)

@@ -46,6 +46,20 @@ def test_missing_pairs_file_is_named_without_pointing_at_download(project, comma
 # --- 5 and 7: logs when stderr is not a terminal -------------------------------------------------
 
 
+def test_a_new_process_shows_our_log_lines_and_not_mlflows(project, tmp_path):
+    """MLflow sets its own loggers' level when first imported, which a command does after the CLI
+    set up logging: in a new process its INFO lines ("Creating initial MLflow database tables",
+    "Validating input example") came between ours."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env["MATCHING_MLFLOW__TRACKING_URI"] = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    command = [sys.executable, "-m", "matching_cli", "train", "--head", "trees"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Model saved in" in result.stderr
+    assert not re.search(r"INFO mlflow\.", result.stderr), result.stderr
+
+
 def test_piped_train_logs_every_stage_and_no_batches_after_the_last_epoch(project):
     result = invoke("train", *FAST)
     assert result.exit_code == 0, result.stderr
