@@ -5,12 +5,15 @@ listings' arrays, the item matrix) without its being sent, and send back only th
 computes the next chunks while the caller uses this one (prepare's labelled pairs; predict and
 match: the whole scoring on a CPU, the pair features beside the forward pass on a GPU). A process
 that dies is reported, not waited for; those still running when the caller fails or stops are
-killed, and on Linux they die with the caller when it is killed outright.
+killed, and on Linux they die with the caller when it is killed outright. What they log is sent
+back with their results and logged by the caller (`_LogToParent`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -170,6 +173,7 @@ def _serve(
     start: Callable[[], None] | None,
 ) -> None:
     _die_with(parent)
+    _LogToParent.install(connection)
     keep_freed_memory()
     if start is not None:
         start()
@@ -206,18 +210,22 @@ class Forked:
 def _received(connection: Connection, process: multiprocessing.process.BaseProcess) -> Any:
     """What the process sent: its result, or its error raised here; a RuntimeError when it ended
     without sending anything."""
-    multiprocessing.connection.wait([connection, process.sentinel])
-    try:  # a result sent, or the pipe closed by the process's end (EOF)
-        ok, value = connection.recv()
-    except EOFError:
-        process.join()
-        raise RuntimeError(
-            f"a worker process stopped without a result (exit code {process.exitcode}; "
-            "killed for memory?)"
-        ) from None
-    if not ok:
-        raise value
-    return value
+    while True:
+        multiprocessing.connection.wait([connection, process.sentinel])
+        try:  # a result or a log record sent, or the pipe closed by the process's end (EOF)
+            ok, value = connection.recv()
+        except EOFError:
+            process.join()
+            raise RuntimeError(
+                f"a worker process stopped without a result (exit code {process.exitcode}; "
+                "killed for memory?)"
+            ) from None
+        if ok is None:
+            _log_here(*value)
+        elif not ok:
+            raise value
+        else:
+            return value
 
 
 def _stop(process: multiprocessing.process.BaseProcess, connection: Connection) -> None:
@@ -233,6 +241,7 @@ def _run_and_send(
     parent: int, send: Connection, function: Callable[..., object], args: tuple
 ) -> None:
     _die_with(parent)
+    _LogToParent.install(send)
     try:
         _send_result(send, function, args)
     finally:
@@ -246,6 +255,36 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
             send.send((True, value))
     except BaseException as error:  # told to the parent, which raises it
         send.send((False, error))
+
+
+class _LogToParent(logging.Handler):
+    """In a worker, in place of the handlers it was forked with: each record is sent to the parent,
+    which logs it when it next waits for the worker's result (`_received`). Written by the worker
+    itself, a warning went through the parent's progress display, and was lost where the parent's
+    stderr is no file (a test's captured output)."""
+
+    def __init__(self, connection: Connection):
+        super().__init__()
+        self._connection = connection
+
+    @classmethod
+    def install(cls, connection: Connection) -> None:
+        logging.getLogger().handlers = [cls(connection)]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        with contextlib.suppress(OSError):  # the parent has stopped listening: nobody to tell
+            self._connection.send((None, (record.name, record.levelno, message, record.created)))
+
+
+def _log_here(name: str, level: int, message: str, created: float) -> None:
+    """A worker's log record (`_LogToParent`) logged by this process's handlers, with its time."""
+    logger = logging.getLogger(name)
+    record = logger.makeRecord(name, level, "(worker)", 0, message, None, None)
+    record.created, record.msecs = created, (created % 1) * 1000
+    logger.handle(record)
 
 
 def _linux_libc(name: str) -> Callable[..., int] | None:

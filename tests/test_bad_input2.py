@@ -280,6 +280,43 @@ def test_prepare_survives_categories_that_break_the_json_parser(project):
     )
 
 
+def test_prepare_tells_of_attributes_it_cannot_read_and_listings_without_a_row(project):
+    """Attribute texts that are no JSON object, and listings that the attributes file has no row
+    for, are counted on stderr (the features worker's log reaches the command's); their pairs get
+    the attributes' "missing" flag."""
+    from matching_cli.data.prepare import load_prepared
+
+    table = pq.read_table(DATA / "attributes.parquet")
+    ids = table.column("variantid").to_pylist()
+    pairs = pq.read_table(DATA / "train.parquet").to_pylist()
+    first, second = next(
+        (p["variantid1"], p["variantid2"]) for p in pairs if ids[0] not in p.values()
+    )
+    values = table.column("characteristic_attributes_mapping").to_pylist()
+    values[ids.index(first)] = "{not json"
+    values[ids.index(second)] = "[1, 2]"  # JSON, but no object
+    index = table.schema.get_field_index("characteristic_attributes_mapping")
+    table = table.set_column(index, "characteristic_attributes_mapping", pa.array(values))
+    pq.write_table(table.slice(1), DATA / "attributes.parquet")  # listing ids[0] loses its row
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    told = " ".join(result.stderr.split())
+    assert (
+        "attributes.parquet: 2 'characteristic_attributes_mapping' values are not JSON objects "
+        "(e.g. '{not json'); those listings count as having no attributes" in told
+    ), told
+    assert "attributes.parquet has no row for 1 of the " in told, told
+    prepared = load_prepared(store())
+    position = {int(v): i for i, v in enumerate(prepared.items.ids)}
+    at = prepared.feature_names.index("attr_missing")
+    flags = []
+    for split in prepared.splits.values():
+        for a, b in ((first, second), (second, first)):
+            rows = (split.left == position[a]) & (split.right == position[b])
+            flags += split.features[rows, at].tolist()
+    assert flags == [1.0]
+
+
 # 12. predict names a folder or a link loop, and reads a CSV pairs file.
 
 

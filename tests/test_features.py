@@ -665,6 +665,35 @@ def test_a_worker_that_dies_is_told_not_waited_for():
         Forked(os._exit, 3).result()
 
 
+def _warn_and_return(value):
+    import logging
+
+    logging.getLogger("matching_cli.data.fields").warning("a worker's warning about %s", value)
+    return value
+
+
+def _warn_about_pairs(left, right):
+    return _warn_and_return(left + right)
+
+
+def test_what_a_worker_logs_is_logged_by_its_parent(caplog):
+    """A forked worker's log records go to its parent, which logs them: written by the worker
+    itself they went around the parent's progress display, and were lost where its stderr is no
+    file (the CLI tests' captured output)."""
+    from matching_cli.workers import Forked
+
+    with caplog.at_level("WARNING", logger="matching_cli"):
+        assert Forked(_warn_and_return, 7).result() == 7
+        chunks = [(np.array([1]), np.array([2])), (np.array([3]), np.array([4]))]
+        assert [int(v[0]) for _, v in ahead(_warn_about_pairs, chunks, lambda c: c, 2)] == [3, 7]
+    # Sorted: the two `ahead` workers may finish in either order.
+    told = sorted((r.name, r.levelname, r.getMessage()) for r in caplog.records)
+    assert told == [
+        ("matching_cli.data.fields", "WARNING", f"a worker's warning about {value}")
+        for value in ("7", "[3]", "[7]")
+    ]
+
+
 def _first_then_after_a_sign(sign, fail):
     """Yields 1, then waits for `sign` to exist (the caller makes it once it has the 1)."""
     import time

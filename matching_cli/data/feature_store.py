@@ -247,6 +247,14 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
         nothing = pa.nulls(len(ids), pa.string())
         return attribute_rows(nothing), category_codes(nothing)
     where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
+    if where.null_count:
+        log.info(
+            "%s has no row for %s of the %s listings: their attribute and category features are "
+            "marked missing",
+            path,
+            f"{where.null_count:,}",
+            f"{len(ids):,}",
+        )
     file_rows = pf.metadata.num_rows
 
     def column(name: str) -> pa.Array:
@@ -254,7 +262,7 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
             read_columns(pf, path, [name]).column(0) if name in present else None, file_rows
         )
 
-    attributes = attribute_rows(column("characteristic_attributes_mapping"))
+    attributes = attribute_rows(column("characteristic_attributes_mapping"), str(path))
     categories = category_codes(column("categories"))
     return [_in_listing_order(m, where) for m in attributes], _in_listing_order(categories, where)
 

@@ -10,6 +10,7 @@ the rest costs time and memory.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import zlib
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from matching_cli.data.words import (
     token_hash,
 )
 
+log = logging.getLogger(__name__)
 DESCRIPTION_CHARS = 300
 CATEGORY_LEVELS = ("2", "3", "4")
 
@@ -71,13 +73,19 @@ def parse_others(
 
 
 def _parse_json(text: str | None) -> dict:
-    if not isinstance(text, str) or not text:
+    return _json_object(text) or {}
+
+
+def _json_object(text: str | None) -> dict | None:
+    """The JSON object in `text`: {} where there is no text, None where the text is no JSON
+    object."""
+    if not isinstance(text, str) or not text.strip():
         return {}
     try:
         value = json.loads(text)
     except (TypeError, ValueError, RecursionError):  # deep nesting breaks the parser itself
-        return {}
-    return value if isinstance(value, dict) else {}
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @lru_cache(maxsize=1 << 17)
@@ -164,8 +172,9 @@ def _entry_hashes(found: list[list[tuple[int, int, int, int]] | None]) -> list[s
     return matrices
 
 
-def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
-    """The four hashed attribute matrices: names, name=values, numeric names, name=number."""
+def attribute_rows(column: pa.Array, source: str | None = None) -> list[sp.csr_matrix]:
+    """The four hashed attribute matrices: names, name=values, numeric names, name=number. Texts
+    that are no JSON object give empty rows, and a warning that counts them (naming `source`)."""
     split = pc.split_pattern_regex(pc.fill_null(column, ""), _ENTRY_END)
     lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
     codes, pieces = distinct(pc.list_flatten(split))
@@ -178,7 +187,10 @@ def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
     redo = np.flatnonzero(whole)
     per_piece = _entry_hashes(entries)
     if len(redo):
-        redone = _entry_hashes([_entries(_parse_json(column[int(i)].as_py())) for i in redo])
+        texts = [column[int(i)].as_py() for i in redo]
+        mappings = [_json_object(text) for text in texts]
+        _warn_unreadable(source, [t for t, m in zip(texts, mappings, strict=True) if m is None])
+        redone = _entry_hashes([_entries(mapping or {}) for mapping in mappings])
         keep = sp.diags((~whole).astype(np.float32))
         # Puts row k of the texts parsed whole in row redo[k].
         place = sp.csr_matrix(
@@ -197,6 +209,17 @@ def attribute_rows(column: pa.Array) -> list[sp.csr_matrix]:
         matrix.sort_indices()
         matrices.append(matrix)
     return matrices
+
+
+def _warn_unreadable(source: str | None, texts: list[str]) -> None:
+    if texts:
+        log.warning(
+            "%s%d 'characteristic_attributes_mapping' values are not JSON objects (e.g. %r); "
+            "those listings count as having no attributes",
+            f"{source}: " if source else "",
+            len(texts),
+            texts[0][:80],
+        )
 
 
 def category_codes(column: pa.Array) -> np.ndarray:
