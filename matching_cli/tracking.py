@@ -224,12 +224,20 @@ def _request_schema(example: pd.DataFrame):  # type: ignore[no-untyped-def]
 
 
 def _served_requirements() -> list[str]:
-    """What the served model imports, pinned to what trained it (a local label like +cpu dropped)."""
-    from importlib.metadata import version
+    """What the served model imports, pinned to what trained it (a local label like +cpu dropped).
+    MLflow's version is the module's: installed as `mlflow-skinny` it has no `mlflow`
+    distribution. A package installed without its metadata is named unpinned."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    names = ["torch", "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy"]
+    names = ["torch", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy"]
     names += ["safetensors", "pydantic", "pydantic-settings", "rich"]
-    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+    pinned = [f"mlflow=={mlflow.__version__}"]
+    for name in names:
+        try:
+            pinned.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            pinned.append(name)
+    return pinned
 
 
 class MlflowCallback(Callback):

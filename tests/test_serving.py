@@ -70,3 +70,27 @@ def test_mlflow_models_serve_scores_raw_listings_like_predict(in_trained, mlflow
     test.to_parquet("three.parquet")
     assert invoke("predict", "three.parquet", "-o", "three.csv", "--run-id", run_id).exit_code == 0
     np.testing.assert_allclose(served, pd.read_csv("three.csv")["score"], atol=1e-6)
+
+
+def test_the_served_models_requirements_need_no_mlflow_distribution(monkeypatch):
+    """MLflow installed as `mlflow-skinny` (as on the GPU machine) has no `mlflow` distribution:
+    `train` failed when it logged the model. MLflow is pinned to the module's version, and a
+    package without metadata is named unpinned."""
+    import importlib.metadata
+
+    import mlflow
+
+    from matching_cli.tracking import _served_requirements
+
+    known = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name in ("mlflow", "rich"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return known(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    requirements = _served_requirements()
+    assert requirements[0] == f"mlflow=={mlflow.__version__}"
+    assert "rich" in requirements
+    assert f"numpy=={known('numpy')}" in requirements
