@@ -135,23 +135,37 @@ def main(argv: list[str] | None = None) -> None:
     data, prepared = work / "data", work / "prepared"
     data.mkdir(parents=True, exist_ok=True)
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "configs": configs}
+
+    def stage(key: str, name: str, fn, *inputs) -> None:  # type: ignore[no-untyped-def]
+        """A stage run, its result kept, and the JSON written at once: a run cut short (a time
+        limit on a lent GPU machine) leaves the stages it finished."""
+        results[key] = run_stage(name, fn, *inputs)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+
     try:
-        results["generate"] = run_stage(
-            "generate", stages.generate_data, str(data), args.pairs, args.seed
+        stage("generate", "generate", stages.generate_data, str(data), args.pairs, args.seed)
+        stage(
+            "pair_files",
+            "pair files",
+            stages.write_pair_files,
+            str(data),
+            str(work),
+            args.big_pairs,
+            args.seed,
         )
-        results["pair_files"] = run_stage(
-            "pair files", stages.write_pair_files, str(data), str(work), args.big_pairs, args.seed
-        )
-        results["baseline"] = run_stage("baseline", stages.baseline, args.device)
-        results["prepare_embeddings"] = run_stage(
+        stage("baseline", "baseline", stages.baseline, args.device)
+        stage(
+            "prepare_embeddings",
             "prepare (embeddings only)",
             stages.prepare_project,
             str(data),
             str(work / "prepared-embeddings"),
             False,
         )
-        results["prepare"] = run_stage("prepare", stages.prepare_project, str(data), str(prepared))
-        results["compare"] = run_stage(
+        stage("prepare", "prepare", stages.prepare_project, str(data), str(prepared))
+        stage(
+            "compare",
             "compare",
             compare.compare,
             str(data),
@@ -165,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
             args.limit_seconds,
         )
         pairs_file, csv = str(work / "pairs.parquet"), str(work / "scores.csv")
-        results["predict_original"] = run_stage(
+        stage(
+            "predict_original",
             "predict (original)",
             stages.predict_original,
             str(data),
@@ -174,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
             args.device,
             threads[-1],
         )
-        results["predict"] = run_stage(
+        stage(
+            "predict",
             "predict",
             stages.predict_project,
             str(prepared),
@@ -185,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
             ["concat", "symmetric"],
         )
         if args.big_pairs:
-            results["predict_big"] = run_stage(
+            stage(
+                "predict_big",
                 "predict (big file)",
                 stages.predict_project,
                 str(prepared),
@@ -196,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                 ["symmetric"],
             )
         if fit_epochs:
-            results["fit"] = run_stage(
+            stage(
+                "fit",
                 "fit",
                 stages.fit_project,
                 str(prepared),
