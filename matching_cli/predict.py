@@ -40,12 +40,13 @@ def scores_csv(out_path: Path, submission: bool) -> Iterator[Callable[..., None]
     schema = pa.schema(
         [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
     )
-    options = pacsv.WriteOptions(quoting_style="needed", quoting_header="none")
-    with (
-        output_stream(out_path, "--output") as stream,
-        pacsv.CSVWriter(stream, schema, write_options=options) as writer,
-    ):
-        yield lambda *columns: writer.write_table(pa.table(list(columns), schema=schema))
+    # The header is written here: Arrow quotes the names it writes, unless told not to by an
+    # option that pyarrow 22 brought.
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    with output_stream(out_path, "--output") as stream:
+        stream.write((",".join(schema.names) + "\n").encode())
+        with pacsv.CSVWriter(stream, schema, write_options=options) as writer:
+            yield lambda *columns: writer.write_table(pa.table(list(columns), schema=schema))
 
 
 @dataclass
