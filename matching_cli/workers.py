@@ -19,6 +19,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
@@ -248,13 +249,20 @@ def _run_and_send(
         send.close()
 
 
+# A worker's sends, of results and of log records (which another of its threads may make): one
+# message at a time on the pipe.
+_SENDING = threading.Lock()
+
+
 def _send_result(send: Connection, function: Callable[..., object], args: tuple) -> None:
     """Each of `_outcomes(function, args)` sent as (True, value), or an error as (False, error)."""
     try:
         for value in _outcomes(function, args):
-            send.send((True, value))
+            with _SENDING:
+                send.send((True, value))
     except BaseException as error:  # told to the parent, which raises it
-        send.send((False, error))
+        with _SENDING:
+            send.send((False, error))
 
 
 class _LogToParent(logging.Handler):
@@ -275,7 +283,7 @@ class _LogToParent(logging.Handler):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
-        with contextlib.suppress(OSError):  # the parent has stopped listening: nobody to tell
+        with _SENDING, contextlib.suppress(OSError):  # OSError: the parent stopped listening
             self._connection.send((None, (record.name, record.levelno, message, record.created)))
 
 
