@@ -12,11 +12,11 @@ import logging
 import math
 import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,

@@ -1,7 +1,7 @@
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from matching_cli.errors import ConfigError
 from matching_cli.settings import Settings, load_settings
