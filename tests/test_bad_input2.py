@@ -290,7 +290,9 @@ def test_prepare_tells_of_attributes_it_cannot_read_and_listings_without_a_row(p
     ids = table.column("variantid").to_pylist()
     pairs = pq.read_table(DATA / "train.parquet").to_pylist()
     first, second = next(
-        (p["variantid1"], p["variantid2"]) for p in pairs if ids[0] not in p.values()
+        (p["variantid1"], p["variantid2"])
+        for p in pairs
+        if ids[0] not in p.values() and p["variantid1"] != p["variantid2"]
     )
     values = table.column("characteristic_attributes_mapping").to_pylist()
     values[ids.index(first)] = "{not json"
