@@ -757,7 +757,8 @@ print((before - resident()) >> 20)
         return int(run.stdout)
 
     assert given_back("default") >= 19
-    assert given_back("keep") == 0
+    # Nothing given back; on Python 3.13 the process even grows by a MiB after the `del`.
+    assert given_back("keep") <= 0
 
 
 def test_workers_still_running_are_stopped_when_scoring_stops():
