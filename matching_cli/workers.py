@@ -11,7 +11,6 @@ back with their results and logged by the caller (`_LogToParent`).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -22,7 +21,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
@@ -283,7 +282,7 @@ class _LogToParent(logging.Handler):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
-        with _SENDING, contextlib.suppress(OSError):  # OSError: the parent stopped listening
+        with _SENDING, suppress(OSError):  # OSError: the parent stopped listening
             self._connection.send((None, (record.name, record.levelno, message, record.created)))
 
 

@@ -73,13 +73,13 @@ def parse_others(
 
 
 def _parse_json(text: str | None) -> dict:
-    return _json_object(text) or {}
+    return json_object(text) or {}
 
 
-def _json_object(text: str | None) -> dict | None:
+def json_object(text: str | None) -> dict | None:
     """The JSON object in `text`: {} where there is no text, None where the text is no JSON
     object."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text:
         return {}
     try:
         value = json.loads(text)
@@ -188,7 +188,7 @@ def attribute_rows(column: pa.Array, source: str | None = None) -> list[sp.csr_m
     per_piece = _entry_hashes(entries)
     if len(redo):
         texts = [column[int(i)].as_py() for i in redo]
-        mappings = [_json_object(text) for text in texts]
+        mappings = [json_object(text) for text in texts]
         _warn_unreadable(source, [t for t, m in zip(texts, mappings, strict=True) if m is None])
         redone = _entry_hashes([_entries(mapping or {}) for mapping in mappings])
         keep = sp.diags((~whole).astype(np.float32))

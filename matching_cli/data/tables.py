@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import json
 import logging
 import os
 from collections import deque
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from matching_cli.data.fields import json_object
 from matching_cli.data.labels import clean_labels
 from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
 from matching_cli.errors import DataError
@@ -584,11 +584,8 @@ _UNREADABLE = object()  # a categories value that is not a JSON object
 
 
 def _level2(text: str | None) -> object:
-    try:
-        value = json.loads(text) if text else {}
-    except (ValueError, RecursionError):  # bad JSON, or nesting too deep for the parser
-        return _UNREADABLE
-    if not isinstance(value, dict):
+    value = json_object(text)
+    if value is None:
         return _UNREADABLE
     found = value.get("2")
     return str(found) if found is not None else None
