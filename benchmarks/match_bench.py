@@ -7,9 +7,10 @@ for --end-to-end, an MLflow store with a training run. It prints markdown tables
   1. blocking recall against K with exact search, for a random sample of listings queried against the
      whole catalogue: the share of each listing's same-product listings (`truth.parquet`) and of its
      labelled matching partners (`train.parquet`) that are among its K nearest neighbours;
-  2. the approximate index against exact search on that sample at one K: build and query time (and
-     the query time extrapolated to every listing), the share of the exact neighbours it finds, and
-     the same-product recall of both; --libraries adds hnswlib, usearch and faiss IVF when installed;
+  2. the approximate indexes (faiss IVF, the default, at --ivf-probes, and HNSW) against exact
+     search on that sample at one K: build and query time (and the query time extrapolated to every
+     listing), the share of the exact neighbours each finds, and the same-product recall of both;
+     --libraries adds hnswlib and usearch when installed;
   3. --end-to-end: `matching match` itself, time per stage, candidates/s, quality, peak memory.
 Wall time on a shared machine is noisy: the process CPU time is printed beside it.
 """
@@ -27,7 +28,14 @@ import torch
 
 from matching_cli.data.layout import TRUTH_FILE
 from matching_cli.data.prepare import ensure_prepared
-from matching_cli.match.blocking import HnswParams, build_hnsw, search, unit_rows
+from matching_cli.match.blocking import (
+    HnswParams,
+    IvfParams,
+    build_hnsw,
+    build_ivf,
+    search,
+    unit_rows,
+)
 from matching_cli.match.files import read_truth
 from matching_cli.match.job import MatchOptions, match_job
 from matching_cli.settings import load_settings
@@ -130,6 +138,15 @@ def compare_indexes(unit, sample, exact, k, lookups, params, ef_searches, args) 
             return index.search(q, k + 1)[1]
 
         report(f"faiss HNSW M={params.m} efC={params.ef_construction} efS={ef}", build, query)
+    with Timer() as build:
+        ivf = build_ivf(unit, IvfParams())
+    for probes in (int(p) for p in args.ivf_probes.split(",")):
+        ivf.nprobe = probes
+
+        def query(q: np.ndarray) -> np.ndarray:
+            return ivf.search(q, k + 1)[1]
+
+        report(f"faiss IVF {ivf.nlist} lists, {probes} probes", build, query)
     for name, make in _other_libraries(unit, params, k, args).items():
         try:
             with Timer() as build:
@@ -163,31 +180,10 @@ def _other_libraries(unit, params, k, args):  # type: ignore[no-untyped-def]
         index.add(np.arange(len(unit)), unit)
         return lambda q: index.search(q, k + 1).keys
 
-    def faiss_ivf(nprobe: int):  # type: ignore[no-untyped-def]
-        import faiss
-
-        if "ivf" not in cache:
-            quantiser = faiss.IndexFlatIP(unit.shape[1])
-            cache["ivf"] = faiss.IndexIVFFlat(
-                quantiser, unit.shape[1], nlist, faiss.METRIC_INNER_PRODUCT
-            )
-            train = np.random.default_rng(0).choice(
-                len(unit), min(len(unit), 64 * nlist), replace=False
-            )
-            cache["ivf"].train(unit[np.sort(train)])
-            cache["ivf"].add(unit)
-        index = cache["ivf"]
-        index.nprobe = nprobe
-        return lambda q: index.search(q, k + 1)[1]
-
     name = f"M={params.m} efC={params.ef_construction} efS={params.ef_search}"
-    nlist, cache = 1 << round(np.log2(4 * np.sqrt(len(unit)))), {}
     wanted = set(args.libraries.split(","))
     makers = {f"hnswlib {name}": hnswlib_index} if "hnswlib" in wanted else {}
     makers |= {f"usearch {name}": usearch_index} if "usearch" in wanted else {}
-    if "ivf" in wanted:
-        for probes in (int(p) for p in args.ivf_probes.split(",")):
-            makers[f"faiss IVF {nlist} lists, {probes} probes"] = lambda p=probes: faiss_ivf(p)
     return makers
 
 
@@ -221,9 +217,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction)
     parser.add_argument("--ef-search", default="32,64,128")
-    parser.add_argument(
-        "--libraries", default="", help="also: hnswlib,usearch,ivf (comma-separated)"
-    )
+    parser.add_argument("--libraries", default="", help="also: hnswlib,usearch (comma-separated)")
     parser.add_argument("--ivf-probes", default="8,16,32")
     parser.add_argument("--end-to-end", action="store_true", help="only run `matching match`")
     parser.add_argument("--method", default="auto", help="--end-to-end: blocking method")

@@ -21,9 +21,10 @@ class Source(StrEnum):
 class BlockingMethod(StrEnum):
     """How `matching match` finds each listing's nearest neighbours."""
 
-    auto = "auto"  # exact on a GPU or a small catalogue, hnsw otherwise
+    auto = "auto"  # exact on a GPU or a small catalogue, ivf otherwise
     exact = "exact"
-    hnsw = "hnsw"
+    ivf = "ivf"  # approximate: faiss inverted lists
+    hnsw = "hnsw"  # approximate: a faiss HNSW graph
 
 
 class OnMissing(StrEnum):

@@ -664,7 +664,7 @@ def match(
     method: Annotated[
         BlockingMethod | None,
         typer.Option(
-            "--method", help=setting_help("Blocking; hnsw is approximate", "match.method")
+            "--method", help=setting_help("Blocking; ivf and hnsw are approximate", "match.method")
         ),
     ] = None,
     exact_max: Annotated[
@@ -702,6 +702,16 @@ def match(
             "--max-group",
             min=0,
             help=setting_help("No group grows past this; 0: no cap", "match.max_group"),
+        ),
+    ] = None,
+    probes: Annotated[
+        int | None,
+        typer.Option(
+            "--probes",
+            min=1,
+            help=setting_help(
+                "ivf: nearest clusters searched, recall against time", "match.ivf_probes"
+            ),
         ),
     ] = None,
     ef_search: Annotated[
@@ -743,6 +753,7 @@ def match(
             "same_category": same_category or None,
             "join_threshold": join_threshold,
             "max_group": max_group,
+            "ivf_probes": probes,
             "hnsw_ef_search": ef_search,
             "all_pairs": all_pairs or None,
         },

@@ -234,6 +234,10 @@ class MatchSettings(_Section):
     text_blocking: bool = True
     text_token_cap: int = Field(default=20, ge=2)
     text_per_listing: int = Field(default=10, ge=1)
+    # ivf: the catalogue cut into `ivf_lists` clusters (0: 4 x sqrt(listings)); each listing is
+    # compared with those of the `ivf_probes` clusters nearest to it.
+    ivf_lists: int = Field(default=0, ge=0)
+    ivf_probes: int = Field(default=16, ge=1)
     hnsw_m: int = Field(default=16, ge=2)  # links per node; twice that at the bottom layer
     hnsw_ef_construction: int = Field(default=128, ge=1)
     hnsw_ef_search: int = Field(default=64, ge=1)

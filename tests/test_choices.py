@@ -41,7 +41,7 @@ def _usage_error(result, *expected: str) -> None:
             ["predict", "p.parquet", "-o", "x.csv", "--on-missing", "bogus"],
             "'error', 'zero', 'drop'",
         ),
-        (["match", "--method", "fast"], "'auto', 'exact', 'hnsw'"),
+        (["match", "--method", "fast"], "'auto', 'exact', 'ivf', 'hnsw'"),
         (["train", "--pair-features", "sum"], "'symmetric', 'concat'"),
         (["download", "--source", "ftp"], "'yandex', 'dvc'"),
     ],
@@ -54,7 +54,7 @@ def test_a_value_outside_the_choices_is_a_usage_error_before_any_work(empty_proj
 
 def test_help_lists_the_choices(empty_project):
     assert "error|zero|drop" in invoke("predict", "--help").stdout
-    assert "auto|exact|hnsw" in invoke("match", "--help").stdout
+    assert "auto|exact|ivf|hnsw" in invoke("match", "--help").stdout
     assert "symmetric|concat" in invoke("train", "--help").stdout
 
 

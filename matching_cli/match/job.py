@@ -22,6 +22,7 @@ from matching_cli.loading import load_model_run
 from matching_cli.match.blocking import (
     Candidates,
     HnswParams,
+    IvfParams,
     find_candidates,
 )
 from matching_cli.match.clustering import Guard, cluster, size_histogram
@@ -135,6 +136,7 @@ def match_job(
                 groups=groups,
                 exact_max=match.exact_max,
                 hnsw=HnswParams.of(match),
+                ivf=IvfParams.of(match),
                 reporter=reporter,
             )
             if match.text_blocking:
@@ -248,6 +250,8 @@ def _params(
         "same_category": match.same_category,
         "join_threshold": Guard.of(match).join_threshold,
         "max_group": Guard.of(match).max_size,
+        "ivf_lists": match.ivf_lists,
+        "ivf_probes": match.ivf_probes,
         "hnsw_m": match.hnsw_m,
         "hnsw_ef_construction": match.hnsw_ef_construction,
         "hnsw_ef_search": match.hnsw_ef_search,
