@@ -177,7 +177,15 @@ def find_candidates(
         k_here = min(k, len(base) - 1)
         rows = None if len(base) == len(matrix) else base
         neighbours, similarity = search(
-            matrix, query_pos, k_here, chosen, device, hnsw, reporter, rows, ivf
+            matrix,
+            query_pos,
+            k_here,
+            chosen,
+            device,
+            hnsw=hnsw,
+            ivf=ivf,
+            reporter=reporter,
+            rows=rows,
         )
         firsts.append(np.repeat(base[query_pos], k_here))
         seconds.append(np.where(neighbours.ravel() >= 0, base[neighbours.ravel()], -1))
