@@ -221,6 +221,32 @@ def test_a_catalogue_without_an_image_table_trains_on_its_names(project, monkeyp
     assert len(pd.read_csv("s.csv")) == len(pd.read_parquet("data/test.parquet"))
 
 
+def test_vectors_stored_as_float32_prepare_as_float64_ones_do(project, monkeypatch):
+    """Embeddings written as float32 lists (what a numpy float32 column becomes) arrive as a
+    read-only view of Arrow's buffer: prepare normalises a copy, into the same item matrix."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = project / "data" / "text_and_bert.parquet"
+    table = pq.read_table(path)
+    column = table.schema.get_field_index("name_bert_64")
+    # Every listing with a vector: a column without nulls is the one read without a copy.
+    filled = [v if v is not None else [1.0] * 64 for v in table.column(column).to_pylist()]
+    table = table.set_column(column, "name_bert_64", pa.array(filled, pa.list_(pa.float64())))
+    pq.write_table(table, path)
+    assert invoke("prepare").exit_code == 0
+    wide = np.load(store() / "items.npy")
+    narrow = table.column(column).cast(pa.list_(pa.float32()))
+    pq.write_table(table.set_column(column, "name_bert_64", narrow), path)
+    monkeypatch.setenv("MATCHING_DATA__PREPARED_DIR", str(project / "narrow"))
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    from matching_cli.data.prepare import stores
+
+    (narrow_store,) = stores(project / "narrow")
+    np.testing.assert_allclose(np.load(narrow_store / "items.npy"), wide, atol=1e-6)
+
+
 def test_same_seed_gives_the_same_metrics(project, trained):
     result = invoke("train", *FAST, "--json")
     assert result.exit_code == 0, result.stderr

@@ -242,7 +242,8 @@ def _block_source(data_dir: Path, column: str) -> Path:
 def _vectors(
     column: pa.Array, path: Path, name: str, dim: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A list<double> column, or list<list<double>> (averaged over inner vectors) -> (rows, present)."""
+    """A list<double> column, or list<list<double>> (averaged over inner vectors) -> (rows, present):
+    writable float32 rows, zero where a row has no vector."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     n = len(column)
@@ -271,7 +272,9 @@ def _vectors(
         )
     owner = owner[valid]
     if len(owner) == n and (owner == np.arange(n)).all():  # one vector per row: no scatter
-        return np.ascontiguousarray(values), np.ones(n, dtype=bool)
+        # float32 vectors come as a view of Arrow's read-only buffer: callers normalise in place
+        values = np.ascontiguousarray(values) if values.flags.writeable else values.copy()
+        return values, np.ones(n, dtype=bool)
     out = np.zeros((n, dim), dtype=np.float32)
     per_row = np.bincount(owner, minlength=n)
     if per_row.max(initial=0) <= 1:  # some rows null, none with two vectors: a plain scatter
