@@ -376,10 +376,15 @@ def _fit(setup: TrainSetup, callbacks: list[Callback]) -> FitState:
     return state
 
 
-def finalize_model(setup: TrainSetup, run_id: str) -> tuple[SavedModel, Path]:
-    """The threshold chosen on validation, the model saved locally and logged to the run."""
-    val = setup.data.splits["val"]
-    target, scores = val.target.cpu().numpy(), _probabilities(setup.model, setup.data.items, val)
+def finalize_model(
+    setup: TrainSetup, run_id: str, held_out: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[SavedModel, Path]:
+    """The thresholds chosen on validation (or on `held_out`: targets and probabilities of pairs
+    the model was not fitted on, a cross-fit's), the model saved locally and logged to the run."""
+    if held_out is None:
+        val = setup.data.splits["val"]
+        held_out = val.target.cpu().numpy(), _probabilities(setup.model, setup.data.items, val)
+    target, scores = held_out
     saved = SavedModel(
         setup.model,
         best_f1_threshold(target, scores),

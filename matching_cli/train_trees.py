@@ -2,7 +2,9 @@
 the same threshold, test, figures, saved model and MLflow run as the MLP (`jobs.py`).
 
 No epochs, batches, learning rate, device or checkpoints: the trees fit on the CPU and choose
-their own number of trees. torchrun's processes are refused here; `cli.py` refuses the MLP's
+their own number of trees. On a small catalogue they are cross-fitted (`[model] cross_fit`): fitted
+on train and validation together, the thresholds and the validation history taken from 5-fold
+out-of-fold scores. torchrun's processes are refused here; `cli.py` refuses the MLP's
 options given on the command line; a resumed run is an MLP's and goes on as one (`jobs.py`).
 """
 
@@ -28,10 +30,16 @@ from matching_cli.jobs import (
     test_model,
 )
 from matching_cli.model.network import ModelConfig
-from matching_cli.model.train import Shard, to_device
-from matching_cli.model.tree_head import fit_trees, staged_history
+from matching_cli.model.train import DevicePairs, Shard, to_device
+from matching_cli.model.tree_head import (
+    cross_fit_folds,
+    cross_fit_trees,
+    fit_trees,
+    joined_pairs,
+    staged_history,
+)
 from matching_cli.progress import NullReporter, Reporter
-from matching_cli.settings import Settings
+from matching_cli.settings import Settings, cross_fit_choice
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
@@ -62,30 +70,37 @@ def train_trees_job(
     names = model_feature_names(settings, prepared)
     config = ModelConfig.build(settings.model, [b.dim for b in prepared.items.blocks], names)
     data = to_device(prepared, CPU, columns_for(prepared.feature_names, names))
-    _say_what_the_trees_read(config, len(data.splits["train"]))
-    with tracking.run("train", run_name, run_tags(prepared, CPU, config.head, head_choice)) as run:
+    folds, cross_choice = _cross_fit_folds(settings, data.splits["train"], data.splits["val"])
+    _say_what_the_trees_read(config, len(data.splits["train"]), folds)
+    tags = run_tags(prepared, CPU, config.head, head_choice, cross_choice)
+    with tracking.run("train", run_name, tags) as run:
         tracking.log_settings(settings)
-        fitting = reporter.task("fitting gradient-boosted trees", total=None)
         clock = time.perf_counter()
-        train = data.splits["train"]
-        model = fit_trees(
-            config,
-            data.items,
-            train.left,
-            train.right,
-            train.target,
-            train.features,
-            settings.train.seed,
-        )
+        train, val, seed = data.splits["train"], data.splits["val"], settings.train.seed
+        held_out = None
+        if folds:
+            fitting = reporter.task(
+                f"fitting gradient-boosted trees, {folds + 1} times", total=None
+            )
+            cross = cross_fit_trees(config, data.items, joined_pairs(train, val), folds, seed)
+            model, held_out = cross.model, (cross.pairs.target.numpy(), cross.probabilities())
+        else:
+            fitting = reporter.task("fitting gradient-boosted trees", total=None)
+            model = fit_trees(
+                config, data.items, train.left, train.right, train.target, train.features, seed
+            )
         seconds = time.perf_counter() - clock
         fitting.close()
         log.info("Fitted %d trees in %.1f s", model.n_trees, seconds)
         tracking.log_metrics({"n_trees": model.n_trees, "fit_seconds": seconds})
         finishing = reporter.task("testing and saving the model", total=None)
-        history = staged_history(model, data.items, train, data.splits["val"], settings.train.seed)
+        if folds:
+            history = cross.history(data.items, seed)
+        else:
+            history = staged_history(model, data.items, train, val, seed)
         tracking.log_history(history, step="trees")
         setup = TrainSetup(settings, CPU, prepared, data, model, None, None, {}, Shard())
-        saved, folder = finalize_model(setup, run.id)
+        saved, folder = finalize_model(setup, run.id, held_out)
         metrics = test_model(setup, saved, history, None, report_dir, run.id)
         finishing.close()
         registered = None
@@ -104,7 +119,23 @@ def train_trees_job(
     )
 
 
-def _say_what_the_trees_read(config: ModelConfig, train_pairs: int) -> None:
+def _cross_fit_folds(settings: Settings, train: DevicePairs, val: DevicePairs) -> tuple[int, str]:
+    """The folds of the cross-fit (0: none, the trees fit on train and the thresholds are chosen
+    on validation), and why, for the run's `auto_choices` tag."""
+    wanted, why = cross_fit_choice(settings.model.cross_fit, len(train) + len(val))
+    if not wanted:
+        return 0, why
+    folds = cross_fit_folds(torch.cat([train.target, val.target]).cpu().numpy())
+    if not folds:
+        log.warning(
+            "Too few matches or non-matches in train + validation to cross-fit the trees: "
+            "they fit on train, the thresholds chosen on validation"
+        )
+        return 0, "no cross_fit, too few pairs of one class"
+    return folds, why
+
+
+def _say_what_the_trees_read(config: ModelConfig, train_pairs: int, folds: int) -> None:
     if not config.feature_names:
         log.warning(
             "The trees read no pair features, only a cosine per embedding block; "
@@ -117,3 +148,9 @@ def _say_what_the_trees_read(config: ModelConfig, train_pairs: int) -> None:
         len(config.feature_names),
         len(config.block_dims),
     )
+    if folds:
+        log.info(
+            "Cross-fitting: the trees fit on train and validation together; the thresholds are "
+            "chosen on %d-fold out-of-fold scores ([model] cross_fit)",
+            folds,
+        )

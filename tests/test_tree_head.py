@@ -65,6 +65,9 @@ def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees, tmp_p
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.head"] == "trees" and run.data.tags["head"] == "trees"
+    # A small catalogue: fitted on train + validation, thresholds from out-of-fold scores.
+    assert run.data.params["model.cross_fit"] == "auto"
+    assert run.data.tags["auto_choices"].startswith("cross_fit, for ")
     assert run.data.metrics["n_trees"] >= 1 and "best_epoch" not in run.data.metrics
     assert run.data.metrics["average_precision"] == pytest.approx(metrics["average_precision"])
     assert metrics["average_precision"] > 0.8  # the demo's pair features carry real signal
@@ -292,3 +295,59 @@ def test_a_description_of_the_other_head_is_refused(in_trees, tmp_path):
     (copy / META).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="weights do not fit the model"):
         load_model(copy)
+
+
+def test_the_cross_fit_scores_each_pair_by_trees_fitted_without_it():
+    """Out-of-fold scores, stage by stage: the trees of the fold that held the pair out, their full
+    score at stages past their number of trees; the model itself is fitted on every pair."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from matching_cli.model.network import ModelConfig
+    from matching_cli.model.train import DevicePairs
+    from matching_cli.model.tree_head import cross_fit_trees, pair_inputs
+    from matching_cli.model.trees import TreeSettings, fit
+    from matching_cli.settings import ModelSettings
+
+    rng = np.random.default_rng(0)
+    items = torch.from_numpy(rng.normal(size=(1200, 3)).astype(np.float32))
+    left, right = torch.arange(600), torch.arange(600, 1200)
+    cosine = torch.nn.functional.cosine_similarity(items[left], items[right]).numpy()
+    target = torch.from_numpy((cosine + rng.normal(0, 0.3, 600) > 0).astype(np.float32))
+    config = ModelConfig.build(ModelSettings(head="trees"), [3], [])
+    cross = cross_fit_trees(config, items, DevicePairs(left, right, target), folds=4, seed=3)
+
+    x, y = pair_inputs(config, items, left, right, None), target.numpy()
+    assert cross.model.n_trees == len(fit(x, y, TreeSettings(seed=3)).roots)
+    assert cross.stages[-1] == cross.model.n_trees and cross.logits.shape == (
+        len(cross.stages),
+        600,
+    )
+    past_a_folds_trees = 0
+    for fitted, held_out in StratifiedKFold(4, shuffle=True, random_state=3).split(x, y):
+        fold = fit(x[fitted], y[fitted], TreeSettings(seed=3))
+        for k, stage in enumerate(cross.stages):
+            expected = fold.staged_raw_scores(x[held_out], np.array([min(stage, len(fold.roots))]))
+            assert cross.logits[k, held_out].numpy() == pytest.approx(expected[0])
+            past_a_folds_trees += stage > len(fold.roots)
+    assert past_a_folds_trees  # the capped stages were exercised
+    probabilities = cross.probabilities()
+    assert probabilities.shape == (600,) and ((probabilities > 0) & (probabilities < 1)).all()
+    history = cross.history(items, seed=3)
+    assert [h["trees"] for h in history] == cross.stages.tolist()
+    assert history[-1]["val_ap"] > 0.8  # the cosine tells the classes apart, out of fold too
+
+
+def test_cross_fit_is_chosen_by_size_and_needs_both_classes():
+    from matching_cli.model.tree_head import cross_fit_folds
+    from matching_cli.settings import CROSS_FIT_BELOW, cross_fit_choice
+
+    wanted, why = cross_fit_choice("auto", 2_767)
+    assert wanted and why == "cross_fit, for 2,767 train + validation pairs (below 20,000)"
+    assert not cross_fit_choice("auto", CROSS_FIT_BELOW)[0]
+    assert cross_fit_choice(True, 10**6) == (True, "") and cross_fit_choice(False, 10) == (
+        False,
+        "",
+    )
+    assert cross_fit_folds(np.array([0] * 50 + [1] * 40)) == 5
+    assert cross_fit_folds(np.array([0] * 50 + [1] * 3)) == 3  # each fold holds a match
+    assert cross_fit_folds(np.array([0] * 50 + [1])) == 0

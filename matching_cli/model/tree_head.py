@@ -14,7 +14,7 @@ validation AP on the demo data, where the name vector tells what the text featur
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -146,6 +146,12 @@ def pair_inputs(
 
 HISTORY_POINTS = 40  # stages of the trees' history: every n_trees / 40 trees, and the last
 HISTORY_TRAIN_PAIRS = 50_000  # training pairs the history's train loss is measured on, at most
+CROSS_FIT_FOLDS = 5
+
+
+def history_stages(n_trees: int) -> np.ndarray:
+    """The numbers of trees the history is measured at: HISTORY_POINTS of them, and the last."""
+    return np.unique(np.append(np.arange(1, n_trees + 1, -(-n_trees // HISTORY_POINTS)), n_trees))
 
 
 def staged_history(
@@ -155,27 +161,36 @@ def staged_history(
     HISTORY_TRAIN_PAIRS of) the training pairs and the loss, PR-AUC and average precision on the
     validation pairs, at HISTORY_POINTS values of k; what `loss_curves.png` and `history.csv`
     show."""
-    n_trees = model.n_trees
-    stages = np.unique(np.append(np.arange(1, n_trees + 1, -(-n_trees // HISTORY_POINTS)), n_trees))
+    stages = history_stages(model.n_trees)
+    val_logits = _staged(model, items, val, stages)
+    return _history(model, items, train, stages, val_logits, val.target, seed)
+
+
+def _staged(
+    model: TreeClassifier, items: torch.Tensor, pairs: DevicePairs, stages: np.ndarray
+) -> torch.Tensor:
+    """(stages, pairs) log-odds of the first stages[i] trees."""
+    x = pair_inputs(model.config, items, pairs.left, pairs.right, pairs.features)
+    return torch.from_numpy(model.ensemble.staged_raw_scores(x, stages))
+
+
+def _history(
+    model: TreeClassifier,
+    items: torch.Tensor,
+    train: DevicePairs,
+    stages: np.ndarray,
+    val_logits: torch.Tensor,
+    val_target: torch.Tensor,
+    seed: int,
+) -> list[dict[str, float]]:
+    """`staged_history`'s rows from the validation pairs' staged log-odds."""
     if len(train) > HISTORY_TRAIN_PAIRS:
         some = np.sort(np.random.default_rng(seed).choice(len(train), HISTORY_TRAIN_PAIRS, False))
-        rows = torch.from_numpy(some).to(train.left.device)
-        train = replace(
-            train,
-            left=train.left[rows],
-            right=train.right[rows],
-            target=train.target[rows],
-            features=None if train.features is None else train.features[rows],
-        )
+        train = take_pairs(train, torch.from_numpy(some).to(train.left.device))
     from matching_cli.model.train import logit_metrics  # the MLP's validation measures
 
-    def staged(pairs: DevicePairs) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stages, pairs) logits and the float64 targets."""
-        x = pair_inputs(model.config, items, pairs.left, pairs.right, pairs.features)
-        logits = torch.from_numpy(model.ensemble.staged_raw_scores(x, stages))
-        return logits, pairs.target.cpu().double()
-
-    (train_logits, train_target), (val_logits, val_target) = staged(train), staged(val)
+    train_logits = _staged(model, items, train, stages)
+    train_target, val_target = train.target.cpu().double(), val_target.cpu().double()
     history = []
     for k, trees in enumerate(stages):
         loss, pr_auc, ap = logit_metrics(val_logits[k], val_target)
@@ -190,3 +205,80 @@ def staged_history(
             }
         )
     return history
+
+
+def take_pairs(pairs: DevicePairs, rows: torch.Tensor | slice) -> DevicePairs:
+    return replace(
+        pairs,
+        left=pairs.left[rows],
+        right=pairs.right[rows],
+        target=pairs.target[rows],
+        features=None if pairs.features is None else pairs.features[rows],
+    )
+
+
+def joined_pairs(first: DevicePairs, second: DevicePairs) -> DevicePairs:
+    """The pairs of both, `first`'s then `second`'s."""
+    features = None
+    if first.features is not None and second.features is not None:
+        features = torch.cat([first.features, second.features])
+    return replace(
+        first,
+        left=torch.cat([first.left, second.left]),
+        right=torch.cat([first.right, second.right]),
+        target=torch.cat([first.target, second.target]),
+        features=features,
+    )
+
+
+def cross_fit_folds(target: np.ndarray) -> int:
+    """The folds a cross-fit of pairs with these labels gets: CROSS_FIT_FOLDS, fewer where a class
+    has fewer pairs than that (each fold must hold both); 0 where a class has fewer than 2."""
+    smaller = int(min((target == 1).sum(), (target == 0).sum()))
+    return min(CROSS_FIT_FOLDS, smaller) if smaller >= 2 else 0
+
+
+@dataclass
+class CrossFit:
+    """Trees fitted on the pairs of train and validation together (`model`), and those pairs'
+    out-of-fold scores: each pair scored by trees fitted on the other folds, at every stage of
+    `model`'s history (`logits`, (stages, pairs)). The out-of-fold scores stand in for
+    validation: no pair is scored by trees that saw it."""
+
+    model: TreeClassifier
+    pairs: DevicePairs
+    stages: np.ndarray
+    logits: torch.Tensor
+
+    def probabilities(self) -> np.ndarray:
+        """The out-of-fold probability of each pair, at `model`'s full number of trees."""
+        return torch.sigmoid(self.logits[-1]).numpy()
+
+    def history(self, items: torch.Tensor, seed: int) -> list[dict[str, float]]:
+        """`staged_history` with the out-of-fold scores as the validation's; the train loss is
+        the final trees' on the pairs they were fitted on."""
+        return _history(
+            self.model, items, self.pairs, self.stages, self.logits, self.pairs.target, seed
+        )
+
+
+def cross_fit_trees(
+    config: ModelConfig, items: torch.Tensor, pairs: DevicePairs, folds: int, seed: int
+) -> CrossFit:
+    """`fit_trees` on all `pairs`, and `folds` more fits, each on all folds but one, to score
+    that one (stratified folds, shuffled by `seed`). A fold's trees stop where early stopping
+    stops them; at a stage past their number, their full score counts."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x = pair_inputs(config, items, pairs.left, pairs.right, pairs.features)
+    y = pairs.target.cpu().numpy()
+    model = TreeClassifier(config, fit(x, y, TreeSettings(seed=seed)))
+    stages = history_stages(model.n_trees)
+    logits = np.empty((len(stages), len(y)))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for fitted, held_out in splitter.split(x, y):
+        fold = fit(x[fitted], y[fitted], TreeSettings(seed=seed))
+        # Stages past the fold's trees are its full score: walked once (the walk wants each once)
+        capped, position = np.unique(np.minimum(stages, len(fold.roots)), return_inverse=True)
+        logits[:, held_out] = fold.staged_raw_scores(x[held_out], capped)[position]
+    return CrossFit(model, pairs, stages, torch.from_numpy(logits))
