@@ -319,6 +319,43 @@ def test_prepare_tells_of_attributes_it_cannot_read_and_listings_without_a_row(p
     assert flags == [1.0]
 
 
+def _all_null(name: str, column: str) -> None:
+    """`column` of `name` rewritten as pandas writes a column of None alone: Arrow type null."""
+    table = pq.read_table(DATA / name)
+    index = table.schema.get_field_index(column)
+    pq.write_table(table.set_column(index, column, pa.nulls(table.num_rows)), DATA / name)
+
+
+def test_columns_of_nulls_alone_are_fields_without_values(project):
+    """A text column or the extra pictures' column holding nothing at all (typed null, not
+    string) is read as values absent, their features marked missing; a column of the wrong type
+    is still a one-line error."""
+    from matching_cli.data.prepare import load_prepared
+
+    _all_null("attributes.parquet", "categories")
+    _all_null("text_and_bert.parquet", "description")
+    _all_null("images_embed.parquet", "pic_embeddings_resnet_v1")
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    prepared = load_prepared(store())
+    features = prepared.splits["train"].features
+    for flag in ("cat_missing", "desc_missing"):
+        assert (features[:, prepared.feature_names.index(flag)] == 1).all(), flag
+    assert (prepared.item_category == -1).all() and prepared.category_names == []
+    # No extra pictures: each listing has its main picture at most.
+    assert (prepared.listings().picture_spans[:, 1] <= 1).all()
+    table = pq.read_table(DATA / "images_embed.parquet")
+    index = table.schema.get_field_index("pic_embeddings_resnet_v1")
+    strings = pa.array(["x"] * table.num_rows)
+    table = table.set_column(index, "pic_embeddings_resnet_v1", strings)
+    pq.write_table(table, DATA / "images_embed.parquet")
+    _one_line_error(
+        invoke("prepare"),
+        "images_embed.parquet: column 'pic_embeddings_resnet_v1' should be list<double> or "
+        "list<list<double>>, found string",
+    )
+
+
 # 12. predict names a folder or a link loop, and reads a CSV pairs file.
 
 

@@ -211,8 +211,17 @@ def _check_field_files(data_dir: Path) -> None:
     images = image_file(data_dir)
     if images is None:
         log.info("%s has no image table: the picture features are marked missing", data_dir)
-    else:
-        open_parquet(images)
+    elif _has_extra_pictures(pf := open_parquet(images)):
+        check_columns(pf, images, {EXTRA_PICTURES: "vector"})
+
+
+def _has_extra_pictures(pf: pq.ParquetFile) -> bool:
+    """Whether the image table has the extra pictures' column with any value in it (pandas
+    writes a column of None alone as one of type null: no pictures, not a wrong type)."""
+    schema = pf.schema_arrow
+    return EXTRA_PICTURES in schema.names and not pa.types.is_null(
+        schema.field(EXTRA_PICTURES).type
+    )
 
 
 def _present_columns(pf: pq.ParquetFile, path: Path) -> list[str]:
@@ -341,7 +350,7 @@ def _picture_blocks(data_dir: Path, ids: np.ndarray) -> tuple[list[np.ndarray], 
     if path is None:
         return [], spans
     pf = open_parquet(path)
-    if EXTRA_PICTURES not in pf.schema_arrow.names:
+    if not _has_extra_pictures(pf):
         return [], spans
     vectors: list[np.ndarray] = []
     start = 0
