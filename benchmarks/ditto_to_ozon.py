@@ -8,8 +8,9 @@ the defaults on more real data than WDC computers (README, "Checked on more real
 Ditto's files (github.com/megagonlabs/ditto, `data/`) hold one labelled pair a line:
 `COL title VAL ... COL price VAL ...<TAB>COL title VAL ...<TAB>1`. A record is a listing, known by
 its text (the same text on one side is the same listing): the first field is its `name`, the
-other fields joined its `description`. Written: `OUT/data/{train,text_and_bert,images_embed}.parquet`
-and `OUT/test.parquet` (score it with `matching evaluate --pairs OUT/test.parquet`).
+other fields joined its `description` (and, with `--attributes`, each of them an attribute in
+`attributes.parquet` too). Written: `OUT/data/{train,text_and_bert,images_embed}.parquet` and
+`OUT/test.parquet` (score it with `matching evaluate --pairs OUT/test.parquet`).
 
 The vectors are stand-ins: TF-IDF of character 2-4-grams reduced by SVD to 64 values (the name,
 `name_bert_64`) and 128 (the description, or the name where there is none, as the "picture"), the
@@ -26,6 +27,7 @@ of the training pairs.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -54,7 +56,12 @@ def record_fields(record: str) -> dict[str, str]:
     return {key: value.strip() for key, value in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def convert(out: Path, train: list[tuple[str, str, int]], test: list[tuple[str, str, int]]) -> str:
+def convert(
+    out: Path,
+    train: list[tuple[str, str, int]],
+    test: list[tuple[str, str, int]],
+    attributes: bool = False,
+) -> str:
     ids: dict[tuple[int, str], int] = {}
 
     def variantid(side: int, record: str) -> int:
@@ -73,12 +80,14 @@ def convert(out: Path, train: list[tuple[str, str, int]], test: list[tuple[str, 
         )
 
     train_pairs, test_pairs = frame(train), frame(test)
-    names, descriptions = [], []
+    names, descriptions, mappings = [], [], []
     for _, record in ids:
-        values = list(record_fields(record).values())
+        fields = record_fields(record)
+        values = list(fields.values())
         names.append(values[0] if values else "")
-        rest = [v for v in values[1:] if v and v.lower() != "nan"]
-        descriptions.append(" ".join(rest))
+        rest = {k: v for k, v in list(fields.items())[1:] if v and v.lower() != "nan"}
+        descriptions.append(" ".join(rest.values()))
+        mappings.append(json.dumps({k: [v] for k, v in rest.items()}, ensure_ascii=False))
     listing_ids = list(ids.values())
     name_vectors = stand_in_vectors(names, 64)
     second = [d or n for d, n in zip(descriptions, names, strict=True)]
@@ -95,6 +104,10 @@ def convert(out: Path, train: list[tuple[str, str, int]], test: list[tuple[str, 
     pd.DataFrame(
         {"variantid": listing_ids, "main_pic_embeddings_resnet_v1": [[v] for v in picture_vectors]}
     ).to_parquet(out / "data" / "images_embed.parquet")
+    if attributes:
+        pd.DataFrame(
+            {"variantid": listing_ids, "characteristic_attributes_mapping": mappings}
+        ).to_parquet(out / "data" / "attributes.parquet")
     train_pairs.to_parquet(out / "data" / "train.parquet")
     test_pairs.to_parquet(out / "test.parquet")
     return (
@@ -192,6 +205,9 @@ def main() -> None:
     )
     parser.add_argument("--split", type=float, default=0.3, help="without --test: share tested")
     parser.add_argument("--seed", type=int, default=0, help="without --test: the split's seed")
+    parser.add_argument(
+        "--attributes", action="store_true", help="the fields after the first as attributes too"
+    )
     parser.add_argument("--baselines", action="store_true", help="print the simple baselines")
     args = parser.parse_args()
     if args.train:
@@ -201,7 +217,7 @@ def main() -> None:
             tested = int(len(train) * args.split)
             test = [train[i] for i in order[:tested]]
             train = [train[i] for i in order[tested:]]
-        print(convert(args.out, train, test))
+        print(convert(args.out, train, test, args.attributes))
     if args.baselines:
         baselines(args.out)
 

@@ -356,6 +356,22 @@ def test_columns_of_nulls_alone_are_fields_without_values(project):
     )
 
 
+def test_an_attributes_file_without_categories_is_a_catalogue_without_them(project):
+    """The per-category metric is skipped and the categories' features marked missing; the
+    attributes still count."""
+    from matching_cli.data.prepare import load_prepared
+
+    table = pq.read_table(DATA / "attributes.parquet")
+    pq.write_table(table.drop_columns(["categories"]), DATA / "attributes.parquet")
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    prepared = load_prepared(store())
+    features = prepared.splits["train"].features
+    assert (features[:, prepared.feature_names.index("cat_missing")] == 1).all()
+    assert (features[:, prepared.feature_names.index("attr_missing")] == 0).any()
+    assert (prepared.item_category == -1).all() and prepared.category_names == []
+
+
 # 12. predict names a folder or a link loop, and reads a CSV pairs file.
 
 

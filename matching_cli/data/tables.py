@@ -567,6 +567,9 @@ def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[s
         log.info("%s not found: the per-category metric is skipped", path)
         return codes, []
     pf = open_parquet(path)
+    if "categories" not in pf.schema_arrow.names:
+        log.info("%s has no column 'categories': the per-category metric is skipped", path)
+        return codes, []
     check_columns(pf, path, {"variantid": "int", "categories": "string"})
     table = read_columns(pf, path, ["variantid", "categories"])
     # Parse each distinct JSON string once: a catalogue has few distinct category paths.
