@@ -372,6 +372,24 @@ def test_an_attributes_file_without_categories_is_a_catalogue_without_them(proje
     assert (prepared.item_category == -1).all() and prepared.category_names == []
 
 
+def test_boolean_labels_are_read_as_0_and_1(project, monkeypatch):
+    import numpy as np
+
+    assert invoke("prepare").exit_code == 0
+    with np.load(store() / "pairs.npz") as z:
+        numbers = z["target"]
+    table = pq.read_table(DATA / "train.parquet")
+    index = table.schema.get_field_index("target")
+    table = table.set_column(index, "target", table.column("target").cast(pa.bool_()))
+    pq.write_table(table, DATA / "train.parquet")
+    monkeypatch.setenv("MATCHING_DATA__PREPARED_DIR", "booleans")
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    (booleans,) = stores(Path("booleans"))
+    with np.load(booleans / "pairs.npz") as z:
+        np.testing.assert_array_equal(z["target"], numbers)
+
+
 # 12. predict names a folder or a link loop, and reads a CSV pairs file.
 
 

@@ -203,7 +203,10 @@ def check_columns(pf: pq.ParquetFile, path: Path, expected: dict[str, str]) -> N
         found = schema.field(column).type
         ok = {
             "int": pa.types.is_integer(found),
-            "number": pa.types.is_integer(found) or pa.types.is_floating(found),
+            # a label: 0/1 as any number, or a boolean
+            "number": pa.types.is_integer(found)
+            or pa.types.is_floating(found)
+            or pa.types.is_boolean(found),
             # A column of nulls alone has no type of its own: no text, not a wrong one.
             "string": pa.types.is_string(found)
             or pa.types.is_large_string(found)
