@@ -227,6 +227,8 @@ def test_vectors_stored_as_float32_prepare_as_float64_ones_do(project, monkeypat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from matching_cli.data.prepare import stores
+
     path = project / "data" / "text_and_bert.parquet"
     table = pq.read_table(path)
     column = table.schema.get_field_index("name_bert_64")
@@ -241,8 +243,6 @@ def test_vectors_stored_as_float32_prepare_as_float64_ones_do(project, monkeypat
     monkeypatch.setenv("MATCHING_DATA__PREPARED_DIR", str(project / "narrow"))
     result = invoke("prepare")
     assert result.exit_code == 0, result.stderr
-    from matching_cli.data.prepare import stores
-
     (narrow_store,) = stores(project / "narrow")
     np.testing.assert_allclose(np.load(narrow_store / "items.npy"), wide, atol=1e-6)
 

@@ -318,10 +318,8 @@ def test_the_cross_fit_scores_each_pair_by_trees_fitted_without_it():
 
     x, y = pair_inputs(config, items, left, right, None), target.numpy()
     assert cross.model.n_trees == len(fit(x, y, TreeSettings(seed=3)).roots)
-    assert cross.stages[-1] == cross.model.n_trees and cross.logits.shape == (
-        len(cross.stages),
-        600,
-    )
+    assert cross.stages[-1] == cross.model.n_trees
+    assert cross.logits.shape == (len(cross.stages), 600)
     past_a_folds_trees = 0
     for fitted, held_out in StratifiedKFold(4, shuffle=True, random_state=3).split(x, y):
         fold = fit(x[fitted], y[fitted], TreeSettings(seed=3))
@@ -344,10 +342,8 @@ def test_cross_fit_is_chosen_by_size_and_needs_both_classes():
     wanted, why = cross_fit_choice("auto", 2_767)
     assert wanted and why == "cross_fit, for 2,767 train + validation pairs (below 20,000)"
     assert not cross_fit_choice("auto", CROSS_FIT_BELOW)[0]
-    assert cross_fit_choice(True, 10**6) == (True, "") and cross_fit_choice(False, 10) == (
-        False,
-        "",
-    )
+    assert cross_fit_choice(True, 10**6) == (True, "")
+    assert cross_fit_choice(False, 10) == (False, "")
     assert cross_fit_folds(np.array([0] * 50 + [1] * 40)) == 5
     assert cross_fit_folds(np.array([0] * 50 + [1] * 3)) == 3  # each fold holds a match
     assert cross_fit_folds(np.array([0] * 50 + [1])) == 0
