@@ -119,7 +119,7 @@ def auto_head(
 # on it is noisy, and it is data the trees do not learn from. Measured (README, "Checked on more
 # real sets"), means over 12 splits: test F1 +0.000 to +0.023 on four real sets of 700-2,800
 # labelled training pairs and two demo catalogues of 3k and 8k, AP within 0.004, the worst
-# split's F1 up on five of the six. Above the cut the validation split is large enough (2,000+
+# split's F1 up on four of the six. Above the cut the validation split is large enough (2,000+
 # pairs) for five more fits to be worth little.
 CROSS_FIT_BELOW = 20_000
 
