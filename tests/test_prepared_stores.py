@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from matching_cli.data.pairs import pair_features
 from matching_cli.data.prepare import KEEP_STORES, ensure_prepared, prepare, stores
 from matching_cli.settings import DataSettings
 from tests.conftest import FAST, invoke, store
@@ -61,3 +65,88 @@ def test_labelled_pairs_features_computed_in_workers_equal_computing_here(projec
     listings = feature_store.load_listings(store())
     stored = np.load(store() / "pair_features.npy")
     np.testing.assert_array_equal(stored, pair_features(listings, left, right))
+
+
+def _feature_files(store_path):
+    """What a store holds beside its split, relative to it."""
+    written = [*store_path.glob("*.npy"), *store_path.glob("features/**/*")]
+    written += store_path.glob("text_model/*")
+    return sorted(p.relative_to(store_path) for p in written if p.is_file())
+
+
+def test_a_store_of_another_split_shares_all_but_the_split(project, caplog):
+    data = DataSettings()
+    first = prepare(data)[0]
+    caplog.set_level("INFO")
+    second = prepare(data.model_copy(update={"split_seed": 11}))[0]
+    assert "Sharing the listings' arrays of" in caplog.text
+    assert second.fingerprint != first.fingerprint
+    assert not np.array_equal(first.splits["test"].left, second.splits["test"].left)
+    files = _feature_files(first.store)
+    assert files == _feature_files(second.store) and Path("items.npy") in files
+    assert Path("pairs.npz") not in files and len(files) > 10
+    for name in files:  # hard links: one file each, written once
+        assert (first.store / name).stat().st_ino == (second.store / name).stat().st_ino
+
+    computed = prepare(
+        data.model_copy(update={"split_seed": 11, "prepared_dir": project / "alone"})
+    )[0]
+    shutil.rmtree(first.store)  # the second store stands alone
+    again = ensure_prepared(data.model_copy(update={"split_seed": 11}))
+    assert again.store == second.store
+    for name in files:
+        assert (second.store / name).read_bytes() == (computed.store / name).read_bytes(), name
+    np.testing.assert_array_equal(again.splits["train"].features, pair_features_of(again, "train"))
+
+
+def test_a_damaged_or_other_store_lends_nothing(project, caplog):
+    data = DataSettings()
+    first = prepare(data)[0]
+    features = first.store / "pair_features.npy"
+    damaged = features.read_bytes()[:-100]
+    features.write_bytes(damaged)  # cut short after it was written
+    caplog.set_level("INFO")
+    second = prepare(data.model_copy(update={"split_seed": 11}))[0]
+    assert "not shared (" in caplog.text
+    assert (second.store / "pair_features.npy").stat().st_nlink == 1
+    assert features.read_bytes() == damaged  # the donor's file was not written into
+    np.testing.assert_array_equal(second.splits["val"].features, pair_features_of(second, "val"))
+
+    caplog.clear()
+    text = project / "data" / "text_and_bert.parquet"
+    table = pq.read_table(text)
+    names = table.column("name").to_pylist()
+    names[0] = "another name"
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("name"), "name", pa.array(names)), text
+    )
+    third = prepare(data.model_copy(update={"split_seed": 12}))[0]
+    assert "shar" not in caplog.text
+    assert (third.store / "pair_features.npy").stat().st_nlink == 1
+
+
+def pair_features_of(prepared, split):
+    pairs = prepared.splits[split]
+    return pair_features(prepared.listings(), pairs.left, pairs.right)
+
+
+def test_a_store_prepared_again_does_not_lend_to_itself(project, caplog):
+    data = DataSettings()
+    first = prepare(data)[0]
+    items = first.store / "items.npy"
+    items.write_bytes(items.read_bytes()[:-100])  # damaged: prepared again when next used
+    caplog.set_level("INFO")
+    again = ensure_prepared(data)
+    assert "is damaged" in caplog.text and "shar" not in caplog.text
+    assert again.store == first.store and again.items.matrix.shape == first.items.matrix.shape
+
+
+def test_stores_of_the_embeddings_alone_share_too(project, caplog):
+    data = DataSettings(listing_features=False)
+    first = prepare(data)[0]
+    caplog.set_level("INFO")
+    second = ensure_prepared(data.model_copy(update={"split_seed": 11}))
+    assert "Sharing the listings' arrays of" in caplog.text
+    assert _feature_files(second.store) == _feature_files(first.store)
+    assert second.splits["train"].features.shape == (len(second.splits["train"]), 0)
+    np.testing.assert_array_equal(second.items.matrix, first.items.matrix)

@@ -26,7 +26,14 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from matching_cli.data.feature_store import PAIR_FEATURES, features_started, load_listings
+from matching_cli.data.feature_store import (
+    LISTINGS_DIR,
+    PAIR_FEATURES,
+    TEXT_MODEL,
+    features_started,
+    load_listings,
+    load_text_model,
+)
 from matching_cli.data.features import Listings
 from matching_cli.data.layout import (
     ATTRIBUTES_FILE,
@@ -35,10 +42,12 @@ from matching_cli.data.layout import (
     TEXT_FILE,
     missing_required,
 )
+from matching_cli.data.pairs import feature_names
 from matching_cli.data.tables import (
     Block,
     Items,
     ItemTables,
+    Pairs,
     image_file,
     load_items,
     read_categories,
@@ -60,6 +69,12 @@ KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
 # Settings that change the prepared arrays; the folders themselves do not.
 _SETTINGS_KEYS = ("blocks", "split", "val_size", "test_size", "split_seed", "listing_features")
+# Those of them that change only which split each labelled pair is in: stores that differ in these
+# alone have the same arrays but the split's, which the later one shares (`_shared`).
+_SPLIT_KEYS = ("split", "val_size", "test_size", "split_seed")
+# What a store holds per listing, and what the features stage writes into it.
+_LISTING_PARTS = ("items.npy", "item_ids.npy", "missing.npy", "item_category.npy", PAIR_FEATURES)
+_FEATURE_PARTS = (LISTINGS_DIR, TEXT_MODEL)
 
 
 # What reading a store's files cut short raises (numpy, zip, JSON).
@@ -263,36 +278,22 @@ def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepa
 def _write_store(
     data: DataSettings, manifest: dict, store: Path, reporter: Reporter
 ) -> SplitReport:
+    donor = _donor(data.prepared_dir, manifest)
     with atomic_dir(store) as out:
-        # The item matrix is filled straight in its file: no second copy in memory, no write after.
-        def allocate(shape: tuple[int, int]) -> np.ndarray:
-            return np.lib.format.open_memmap(out / "items.npy", "w+", np.float32, shape)
-
-        tables = ItemTables.of(data.dir, data.blocks)
-        # The features stage starts first, in a second process: the listings' ids are all it needs.
-        features = features_started if data.listing_features else _no_features
-        with features(data.dir, tables.ids, out, reporter) as write_features:
-            items = load_items(tables, reporter, allocate)
-            # Written pages of a mapped file stay in this process's memory while it is mapped: map
-            # it again to read, and the features stage has the 1.8 GB of the full data's back.
-            items.matrix.flush()
-            items.matrix = np.load(out / "items.npy", mmap_mode="r")
-            pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
-            item_category, category_names = read_categories(data.dir, items.ids)
-            split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
-            feature_names = write_features(items, pairs.left, pairs.right)
+        listings = _shared(donor, data, out) if donor is not None else None
+        if listings is None:
+            listings = _made(data, out, reporter)
+        items, pairs = listings.items, listings.pairs
+        split, report = split_pairs(pairs.left, pairs.right, pairs.target, data)
         manifest |= {
-            "pair_features": feature_names,
+            "pair_features": listings.feature_names,
             "blocks": [asdict(b) for b in items.blocks],
-            "categories": category_names,
+            "categories": listings.category_names,
             "counts": {"listings": len(items.ids), "pairs": len(pairs.left), **report.sizes},
             "missing": {b.name: int(items.missing[:, i].sum()) for i, b in enumerate(items.blocks)},
             "split": asdict(report),
             "pairs_left_out": pairs.dropped,
         }
-        np.save(out / "item_ids.npy", items.ids)
-        np.save(out / "missing.npy", items.missing)
-        np.save(out / "item_category.npy", item_category)
         np.savez(
             out / "pairs.npz",
             left=pairs.left,
@@ -304,6 +305,42 @@ def _write_store(
         )
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return report
+
+
+@dataclass
+class _StoreListings:
+    """What a store holds beside its split: the listings' arrays and the labelled pairs."""
+
+    items: Items
+    pairs: Pairs
+    category_names: list[str]
+    feature_names: list[str]
+
+
+def _made(data: DataSettings, out: Path, reporter: Reporter) -> _StoreListings:
+    """The listings' arrays and the labelled pairs' features made from the raw files, into
+    `out`."""
+
+    # The item matrix is filled straight in its file: no second copy in memory, no write after.
+    def allocate(shape: tuple[int, int]) -> np.ndarray:
+        return np.lib.format.open_memmap(out / "items.npy", "w+", np.float32, shape)
+
+    tables = ItemTables.of(data.dir, data.blocks)
+    # The features stage starts first, in a second process: the listings' ids are all it needs.
+    features = features_started if data.listing_features else _no_features
+    with features(data.dir, tables.ids, out, reporter) as write_features:
+        items = load_items(tables, reporter, allocate)
+        # Written pages of a mapped file stay in this process's memory while it is mapped: map
+        # it again to read, and the features stage has the 1.8 GB of the full data's back.
+        items.matrix.flush()
+        items.matrix = np.load(out / "items.npy", mmap_mode="r")
+        pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
+        item_category, category_names = read_categories(data.dir, items.ids)
+        names = write_features(items, pairs.left, pairs.right)
+    np.save(out / "item_ids.npy", items.ids)
+    np.save(out / "missing.npy", items.missing)
+    np.save(out / "item_category.npy", item_category)
+    return _StoreListings(items, pairs, category_names, names)
 
 
 @contextmanager
@@ -318,6 +355,74 @@ def _no_features(
         return []
 
     yield write
+
+
+def _donor(prepared_dir: Path, manifest: dict) -> Path | None:
+    """The most recently used store that a store of `manifest` can share all but its split with:
+    made by this version from the same raw files under the same data settings but the split's."""
+    wanted = _beside_split(manifest)
+    for store in stores(prepared_dir) if prepared_dir.is_dir() else ():
+        if store.name != manifest["fingerprint"]:  # one prepared again is stale or damaged
+            other = _read_manifest(store)
+            if other is not None and _beside_split(other) == wanted:
+                return store
+    return None
+
+
+def _beside_split(manifest: dict) -> list:
+    """What a store's arrays but the split depend on: its format, raw files, the data settings
+    but the split's, and the pair features this version computes."""
+    settings = manifest.get("settings", {})
+    computed = feature_names() if settings.get("listing_features") else []
+    return [
+        manifest.get("format"),
+        manifest.get("sources"),
+        {k: v for k, v in settings.items() if k not in _SPLIT_KEYS},
+        manifest.get("pair_features", computed),
+    ]
+
+
+def _shared(donor: Path, data: DataSettings, out: Path) -> _StoreListings | None:
+    """`donor`'s listings' arrays and pair features hard-linked into `out` (no copy: either store
+    can be removed without the other) and the labelled pairs read again: what changing only the
+    split needs. None, and nothing left in `out`, where the donor's files are damaged or cannot
+    be linked, or its labelled pairs differ."""
+    parts = _LISTING_PARTS + (_FEATURE_PARTS if data.listing_features else ())
+    try:
+        for part in parts:
+            if (donor / part).is_dir():
+                shutil.copytree(donor / part, out / part, copy_function=os.link)
+            else:
+                os.link(donor / part, out / part)
+        manifest = _read_manifest(donor) or {}
+        items = _store_items(out, manifest)
+        pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
+        with np.load(donor / "pairs.npz") as z:
+            if not (
+                np.array_equal(z["left"], pairs.left) and np.array_equal(z["right"], pairs.right)
+            ):
+                raise ValueError("its labelled pairs are not these")
+        listings = _StoreListings(items, pairs, manifest["categories"], manifest["pair_features"])
+        _check_features(out, listings, data.listing_features)
+    except (*_DAMAGE, shutil.Error) as e:
+        log.info("Prepared data in %s not shared (%s): preparing it all", donor, e)
+        for part in parts:  # a link written into would change the donor's file too
+            shutil.rmtree(out / part, ignore_errors=True)
+            (out / part).unlink(missing_ok=True)
+        return None
+    log.info("Sharing the listings' arrays of %s (the same raw files, another split)", donor)
+    return listings
+
+
+def _check_features(store: Path, listings: _StoreListings, of_fields: bool) -> None:
+    """Map the pair features (and the listings' field arrays `of_fields`) in `store`: a file cut
+    short raises, so that a damaged donor's files are not passed on."""
+    rows = np.load(store / PAIR_FEATURES, mmap_mode="r")
+    if rows.shape != (len(listings.pairs.left), len(listings.feature_names)):
+        raise ValueError(f"{PAIR_FEATURES} has shape {rows.shape}")
+    if of_fields:
+        load_listings(store)
+        load_text_model(store / TEXT_MODEL)
 
 
 def _prune(prepared_dir: Path, keep: int = KEEP_STORES) -> None:
@@ -345,12 +450,7 @@ def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
         raise DataError(f"{prepared_dir}: prepared by another version; run `matching prepare`")
     now = time.time_ns()  # a fine clock: the file system's own ticks are coarser than a command
     os.utime(prepared_dir, ns=(now, now))  # what pruning goes by
-    items = Items(
-        ids=np.load(prepared_dir / "item_ids.npy"),
-        matrix=np.load(prepared_dir / "items.npy", mmap_mode="r"),
-        missing=np.load(prepared_dir / "missing.npy"),
-        blocks=[Block(**b) for b in manifest["blocks"]],
-    )
+    items = _store_items(prepared_dir, manifest)
     item_category = np.load(prepared_dir / "item_category.npy")
     with np.load(prepared_dir / "pairs.npz") as z:
         arrays = {k: z[k] for k in z.files}
@@ -367,6 +467,15 @@ def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
             np.asarray(features[mask]),
         )
     return Prepared(items, item_category, manifest["categories"], splits, manifest, prepared_dir)
+
+
+def _store_items(store: Path, manifest: dict) -> Items:
+    return Items(
+        ids=np.load(store / "item_ids.npy"),
+        matrix=np.load(store / "items.npy", mmap_mode="r"),
+        missing=np.load(store / "missing.npy"),
+        blocks=[Block(**b) for b in manifest["blocks"]],
+    )
 
 
 def ensure_prepared(data: DataSettings, reporter: Reporter | None = None) -> Prepared:
