@@ -150,3 +150,26 @@ def test_stores_of_the_embeddings_alone_share_too(project, caplog):
     assert _feature_files(second.store) == _feature_files(first.store)
     assert second.splits["train"].features.shape == (len(second.splits["train"]), 0)
     np.testing.assert_array_equal(second.items.matrix, first.items.matrix)
+
+
+def test_new_labels_share_the_listings_and_compute_only_the_pairs_features(project, caplog):
+    data = DataSettings()
+    first = prepare(data)[0]
+    pairs = project / "data" / "train.parquet"
+    table = pq.read_table(pairs)
+    pq.write_table(table.slice(0, table.num_rows - 100), pairs)  # a labelling round's change
+    caplog.set_level("INFO")
+    second = ensure_prepared(data)
+    assert "the labelled pairs' features computed" in caplog.text
+    assert second.fingerprint != first.fingerprint
+    assert (
+        sum(len(s) for s in second.splits.values())
+        == sum(len(s) for s in first.splits.values()) - 100
+    )
+    for name in ("items.npy", "features/name_char/data.npy", "text_model/terms.json"):
+        assert (first.store / name).stat().st_ino == (second.store / name).stat().st_ino
+    assert (second.store / "pair_features.npy").stat().st_nlink == 1
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(
+            second.splits[split].features, pair_features_of(second, split)
+        )

@@ -139,6 +139,21 @@ def _write_features(
     return columns_out
 
 
+def write_pair_features(
+    out: Path, listings: Listings | None, left: np.ndarray, right: np.ndarray, reporter: Reporter
+) -> list[str]:
+    """The labelled pairs' feature rows of `listings` (None: a store without pair features) into
+    `out`, on every core; their names, in column order."""
+    if listings is None:
+        np.save(out / PAIR_FEATURES, np.zeros((len(left), 0), np.float32))
+        return []
+    names = feature_names()
+    rows = np.lib.format.open_memmap(out / PAIR_FEATURES, "w+", np.float32, (len(left), len(names)))
+    _fill_pair_rows(rows, listings, left, right, tuple(FAMILIES), one_per_core(), reporter)
+    rows.flush()
+    return names
+
+
 def _fill_pair_rows(
     rows: np.ndarray,
     listings: Listings,

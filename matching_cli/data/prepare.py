@@ -33,6 +33,7 @@ from matching_cli.data.feature_store import (
     features_started,
     load_listings,
     load_text_model,
+    write_pair_features,
 )
 from matching_cli.data.features import Listings
 from matching_cli.data.layout import (
@@ -70,10 +71,10 @@ SPLITS = ("train", "val", "test")
 # Settings that change the prepared arrays; the folders themselves do not.
 _SETTINGS_KEYS = ("blocks", "split", "val_size", "test_size", "split_seed", "listing_features")
 # Those of them that change only which split each labelled pair is in: stores that differ in these
-# alone have the same arrays but the split's, which the later one shares (`_shared`).
+# (and in the labelled pairs) alone have the same listings' arrays, which the later one shares.
 _SPLIT_KEYS = ("split", "val_size", "test_size", "split_seed")
 # What a store holds per listing, and what the features stage writes into it.
-_LISTING_PARTS = ("items.npy", "item_ids.npy", "missing.npy", "item_category.npy", PAIR_FEATURES)
+_LISTING_PARTS = ("items.npy", "item_ids.npy", "missing.npy", "item_category.npy")
 _FEATURE_PARTS = (LISTINGS_DIR, TEXT_MODEL)
 
 
@@ -280,7 +281,7 @@ def _write_store(
 ) -> SplitReport:
     donor = _donor(data.prepared_dir, manifest)
     with atomic_dir(store) as out:
-        listings = _shared(donor, data, out) if donor is not None else None
+        listings = _shared(donor, data, out, reporter) if donor is not None else None
         if listings is None:
             listings = _made(data, out, reporter)
         items, pairs = listings.items, listings.pairs
@@ -349,44 +350,42 @@ def _no_features(
 ) -> Iterator[Callable[[Items, np.ndarray, np.ndarray], list[str]]]:
     """`features_started` for the embeddings only: an empty feature table keeps the store's
     shape."""
-
-    def write(items: Items, left: np.ndarray, right: np.ndarray) -> list[str]:
-        np.save(out / PAIR_FEATURES, np.zeros((len(left), 0), np.float32))
-        return []
-
-    yield write
+    yield lambda items, left, right: write_pair_features(out, None, left, right, reporter)
 
 
 def _donor(prepared_dir: Path, manifest: dict) -> Path | None:
-    """The most recently used store that a store of `manifest` can share all but its split with:
-    made by this version from the same raw files under the same data settings but the split's."""
-    wanted = _beside_split(manifest)
+    """The most recently used store that a store of `manifest` can share its listings' arrays
+    with: made by this version from the same listing tables (the labelled pairs may differ) under
+    the same data settings but the split's."""
+    wanted = _of_listings(manifest)
     for store in stores(prepared_dir) if prepared_dir.is_dir() else ():
         if store.name != manifest["fingerprint"]:  # one prepared again is stale or damaged
             other = _read_manifest(store)
-            if other is not None and _beside_split(other) == wanted:
+            if other is not None and _of_listings(other) == wanted:
                 return store
     return None
 
 
-def _beside_split(manifest: dict) -> list:
-    """What a store's arrays but the split depend on: its format, raw files, the data settings
-    but the split's, and the pair features this version computes."""
+def _of_listings(manifest: dict) -> list:
+    """What a store's listings' arrays depend on: its format, the raw files but the labelled
+    pairs, the data settings but the split's, and the pair features this version computes."""
     settings = manifest.get("settings", {})
     computed = feature_names() if settings.get("listing_features") else []
     return [
         manifest.get("format"),
-        manifest.get("sources"),
+        {k: v for k, v in manifest.get("sources", {}).items() if k != PAIRS_FILE},
         {k: v for k, v in settings.items() if k not in _SPLIT_KEYS},
         manifest.get("pair_features", computed),
     ]
 
 
-def _shared(donor: Path, data: DataSettings, out: Path) -> _StoreListings | None:
-    """`donor`'s listings' arrays and pair features hard-linked into `out` (no copy: either store
-    can be removed without the other) and the labelled pairs read again: what changing only the
-    split needs. None, and nothing left in `out`, where the donor's files are damaged or cannot
-    be linked, or its labelled pairs differ."""
+def _shared(
+    donor: Path, data: DataSettings, out: Path, reporter: Reporter
+) -> _StoreListings | None:
+    """`donor`'s listings' arrays hard-linked into `out` (no copy: either store can be removed
+    without the other), the labelled pairs read again, and their features linked too where they
+    are the donor's pairs, else computed: what another split, or new labels, need. None, and
+    nothing left in `out`, where the donor's files are damaged or cannot be linked."""
     parts = _LISTING_PARTS + (_FEATURE_PARTS if data.listing_features else ())
     try:
         for part in parts:
@@ -396,33 +395,32 @@ def _shared(donor: Path, data: DataSettings, out: Path) -> _StoreListings | None
                 os.link(donor / part, out / part)
         manifest = _read_manifest(donor) or {}
         items = _store_items(out, manifest)
+        listings = load_listings(out) if data.listing_features else None
+        if listings is not None:
+            load_text_model(out / TEXT_MODEL)  # a file cut short raises
         pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
         with np.load(donor / "pairs.npz") as z:
-            if not (
-                np.array_equal(z["left"], pairs.left) and np.array_equal(z["right"], pairs.right)
-            ):
-                raise ValueError("its labelled pairs are not these")
-        listings = _StoreListings(items, pairs, manifest["categories"], manifest["pair_features"])
-        _check_features(out, listings, data.listing_features)
+            same = np.array_equal(z["left"], pairs.left) and np.array_equal(z["right"], pairs.right)
+        if same:
+            os.link(donor / PAIR_FEATURES, out / PAIR_FEATURES)
+            rows = np.load(out / PAIR_FEATURES, mmap_mode="r")
+            if rows.shape != (len(pairs.left), len(manifest["pair_features"])):
+                raise ValueError(f"{PAIR_FEATURES} has shape {rows.shape}")
+        names = manifest["pair_features"]
     except (*_DAMAGE, shutil.Error) as e:
         log.info("Prepared data in %s not shared (%s): preparing it all", donor, e)
-        for part in parts:  # a link written into would change the donor's file too
+        for part in (*parts, PAIR_FEATURES):  # a link written into would change the donor's too
             shutil.rmtree(out / part, ignore_errors=True)
             (out / part).unlink(missing_ok=True)
         return None
-    log.info("Sharing the listings' arrays of %s (the same raw files, another split)", donor)
-    return listings
-
-
-def _check_features(store: Path, listings: _StoreListings, of_fields: bool) -> None:
-    """Map the pair features (and the listings' field arrays `of_fields`) in `store`: a file cut
-    short raises, so that a damaged donor's files are not passed on."""
-    rows = np.load(store / PAIR_FEATURES, mmap_mode="r")
-    if rows.shape != (len(listings.pairs.left), len(listings.feature_names)):
-        raise ValueError(f"{PAIR_FEATURES} has shape {rows.shape}")
-    if of_fields:
-        load_listings(store)
-        load_text_model(store / TEXT_MODEL)
+    log.info(
+        "Sharing the listings' arrays of %s (the same listing tables%s)",
+        donor,
+        ", the same labelled pairs" if same else "; the labelled pairs' features computed",
+    )
+    if not same:
+        names = write_pair_features(out, listings, pairs.left, pairs.right, reporter)
+    return _StoreListings(items, pairs, manifest["categories"], names)
 
 
 def _prune(prepared_dir: Path, keep: int = KEEP_STORES) -> None:
