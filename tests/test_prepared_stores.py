@@ -4,12 +4,17 @@ a model scores from its own store when the raw files are gone, and old stores ar
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from matching_cli.data.pairs import pair_features
 from matching_cli.data.prepare import KEEP_STORES, ensure_prepared, prepare, stores
@@ -173,3 +178,32 @@ def test_new_labels_share_the_listings_and_compute_only_the_pairs_features(proje
         np.testing.assert_array_equal(
             second.splits[split].features, pair_features_of(second, split)
         )
+
+
+def test_dvc_repro_of_another_split_shares_the_stores_listings(project):
+    """dvc.yaml keeps `prepared` between runs of its prepare stage (`persist`): DVC removes a
+    stage's other outputs before it runs, which would leave nothing to share."""
+    root = Path(__file__).parents[1]
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["prepare"]
+    Path("dvc.yaml").write_text(yaml.safe_dump({"stages": {"prepare": stage}}))
+    shutil.copy(root / "settings.toml", "settings.toml")
+    shutil.copytree(root / "matching_cli" / "data", "matching_cli/data")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(command, check=True, env=env)
+
+    def repro(split_seed: int) -> str:
+        settings = Path("settings.toml").read_text()
+        Path("settings.toml").write_text(
+            re.sub(r"(?m)^split_seed = .*$", f"split_seed = {split_seed}", settings)
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "prepare"],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    assert "Sharing" not in repro(1)
+    assert "Sharing the listings' arrays of" in repro(2)
+    assert len(stores(project / "prepared")) == 2
