@@ -124,8 +124,9 @@ def load_original(data_dir: str) -> dict:
 
 
 def prepare_project(data_dir: str, prepared_dir: str, listing_features: bool = True) -> dict:
-    """`prepare` with its defaults, or without the features stage (embeddings only). The peak
-    memory adds the features stage's second process (its own peak, measured apart)."""
+    """`prepare` with its defaults, or without the features stage (embeddings only), from the raw
+    files (no other store's arrays shared). The peak memory adds the features stage's second
+    process (its own peak, measured apart)."""
     from matching_cli.data.prepare import prepare
     from matching_cli.settings import DataSettings
 
@@ -133,7 +134,7 @@ def prepare_project(data_dir: str, prepared_dir: str, listing_features: bool = T
     settings = DataSettings(
         dir=Path(data_dir), prepared_dir=Path(prepared_dir), listing_features=listing_features
     )
-    _, report = prepare(settings)
+    _, report = prepare(settings, share=False)
     return {
         "seconds": time.perf_counter() - started,
         "split": report.method,

@@ -280,18 +280,24 @@ def download(
 
 @app.command()
 @handled
-def prepare(ctx: typer.Context, data_dir: DataDir = None) -> None:
+def prepare(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Prepare again even when the arrays are up to date.")
+    ] = False,
+) -> None:
     """Check the raw files and write training-ready arrays.
 
     The arrays and the train / validation / test split are reused until the raw files or the
     data settings change.
     """
-    from matching_cli.data.prepare import prepare as run_prepare
+    from matching_cli.data.prepare import prepared_now
 
     state: State = ctx.obj
     settings = state.settings(data={"dir": data_dir})
     with state.reporter() as reporter:
-        prepared, report = run_prepare(settings.data, reporter)
+        prepared, report = prepared_now(settings.data, reporter, force)
     stdout.print(show.prepared_table(settings.data.prepared_dir, report))
     missing = ", ".join(f"{k}: {v:,}" for k, v in prepared.manifest["missing"].items())
     stdout.print(

@@ -207,3 +207,22 @@ def test_dvc_repro_of_another_split_shares_the_stores_listings(project):
     assert "Sharing" not in repro(1)
     assert "Sharing the listings' arrays of" in repro(2)
     assert len(stores(project / "prepared")) == 2
+
+
+def test_prepare_reuses_an_up_to_date_store_and_force_prepares_it_from_the_raw_files(project):
+    assert invoke("prepare").exit_code == 0
+    first = store()
+    written = (first / "items.npy").stat()
+    again = invoke("prepare")
+    assert again.exit_code == 0 and "is up to date" in again.stderr, again.stderr
+    assert "train" in again.stdout and "level-2 categories" in again.stdout  # the same summary
+    assert (first / "items.npy").stat().st_mtime_ns == written.st_mtime_ns
+
+    other_split = prepare(DataSettings(split_seed=99))[0].store  # shares the first's files
+    assert (other_split / "items.npy").stat().st_ino == written.st_ino
+    forced = invoke("prepare", "--force")
+    assert forced.exit_code == 0 and "again from the raw files" in forced.stderr, forced.stderr
+    assert "Sharing" not in forced.stderr
+    rewritten = (first / "items.npy").stat()
+    assert rewritten.st_ino != written.st_ino and rewritten.st_nlink == 1
+    assert (other_split / "items.npy").stat().st_ino == written.st_ino  # left as it was

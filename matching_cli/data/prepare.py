@@ -257,14 +257,18 @@ def is_fresh(data: DataSettings) -> bool:
     return _is_fresh(store_dir(data.prepared_dir, expected["fingerprint"]), expected)
 
 
-def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepared, SplitReport]:
+def prepare(
+    data: DataSettings, reporter: Reporter | None = None, share: bool = True
+) -> tuple[Prepared, SplitReport]:
+    """The store of today's raw files and these data settings, written anew; with `share`, from
+    another store's listing arrays where one has them (`_shared`)."""
     manifest = _expected_manifest(data)
     _check_own_folder(data.prepared_dir)
     store = store_dir(data.prepared_dir, manifest["fingerprint"])
     reporter = reporter or NullReporter()
     task = reporter.task("preparing the data", total=None, unit="pairs")
     try:
-        report = _write_store(data, manifest, store, reporter)
+        report = _write_store(data, manifest, store, reporter, share)
     except BaseException:
         if data.prepared_dir.is_dir() and not any(data.prepared_dir.iterdir()):
             data.prepared_dir.rmdir()  # bad data leaves no trace, not even an empty folder
@@ -277,9 +281,9 @@ def prepare(data: DataSettings, reporter: Reporter | None = None) -> tuple[Prepa
 
 
 def _write_store(
-    data: DataSettings, manifest: dict, store: Path, reporter: Reporter
+    data: DataSettings, manifest: dict, store: Path, reporter: Reporter, share: bool
 ) -> SplitReport:
-    donor = _donor(data.prepared_dir, manifest)
+    donor = _donor(data.prepared_dir, manifest) if share else None
     with atomic_dir(store) as out:
         listings = _shared(donor, data, out, reporter) if donor is not None else None
         if listings is None:
@@ -478,14 +482,27 @@ def _store_items(store: Path, manifest: dict) -> Items:
 
 def ensure_prepared(data: DataSettings, reporter: Reporter | None = None) -> Prepared:
     """The store for today's raw files and these data settings, prepared first when missing."""
+    return prepared_now(data, reporter)[0]
+
+
+def prepared_now(
+    data: DataSettings, reporter: Reporter | None = None, force: bool = False
+) -> tuple[Prepared, SplitReport]:
+    """`ensure_prepared` and the store's split report: a store that is up to date and whole is
+    used as it is (unless `force`), any other prepared, saying why."""
     expected = _expected_manifest(data)
     store = store_dir(data.prepared_dir, expected["fingerprint"])
-    if _is_fresh(store, expected):
+    if _is_fresh(store, expected) and not force:
         try:
-            return load_prepared(store)
+            prepared = load_prepared(store)
         except DamagedStore as e:
             log.warning("Prepared data in %s is damaged (%s): preparing it again", store, e.reason)
-            return prepare(data, reporter)[0]
+            return prepare(data, reporter)
+        log.info("Prepared data in %s is up to date (the same raw files and settings)", store)
+        return prepared, SplitReport(**prepared.manifest["split"])
+    if force:  # from the raw files: a store that shares its files would pass on their damage
+        log.info("Preparing the data in %s again from the raw files (--force)", store)
+        return prepare(data, reporter, share=False)
     if not (store / "manifest.json").is_file():
         log.info("Prepared data in %s is missing: preparing it now", store)
     elif _read_manifest(store) is None:
@@ -494,7 +511,7 @@ def ensure_prepared(data: DataSettings, reporter: Reporter | None = None) -> Pre
         )
     else:
         log.info("Prepared data in %s is stale: preparing it now", store)
-    return prepare(data, reporter)[0]
+    return prepare(data, reporter)
 
 
 def prepared_for(
