@@ -284,7 +284,10 @@ def prepare(
     ctx: typer.Context,
     data_dir: DataDir = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Prepare again even when the arrays are up to date.")
+        bool,
+        typer.Option(
+            "--force", help="Prepare again from the raw files, even when the arrays are up to date."
+        ),
     ] = False,
 ) -> None:
     """Check the raw files and write training-ready arrays.
