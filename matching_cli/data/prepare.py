@@ -285,7 +285,7 @@ def _write_store(
 ) -> SplitReport:
     donor = _donor(data.prepared_dir, manifest) if share else None
     with atomic_dir(store) as out:
-        listings = _shared(donor, data, out, reporter) if donor is not None else None
+        listings = _shared(*donor, data, out, reporter) if donor is not None else None
         if listings is None:
             listings = _made(data, out, reporter)
         items, pairs = listings.items, listings.pairs
@@ -357,16 +357,16 @@ def _no_features(
     yield lambda items, left, right: write_pair_features(out, None, left, right, reporter)
 
 
-def _donor(prepared_dir: Path, manifest: dict) -> Path | None:
-    """The most recently used store that a store of `manifest` can share its listings' arrays
-    with: made by this version from the same listing tables (the labelled pairs may differ) under
-    the same data settings but the split's."""
+def _donor(prepared_dir: Path, manifest: dict) -> tuple[Path, dict] | None:
+    """The most recently used store (and its manifest) that a store of `manifest` can share its
+    listings' arrays with: made by this version from the same listing tables (the labelled pairs
+    may differ) under the same data settings but the split's."""
     wanted = _of_listings(manifest)
     for store in stores(prepared_dir) if prepared_dir.is_dir() else ():
         if store.name != manifest["fingerprint"]:  # one prepared again is stale or damaged
             other = _read_manifest(store)
             if other is not None and _of_listings(other) == wanted:
-                return store
+                return store, other
     return None
 
 
@@ -384,12 +384,13 @@ def _of_listings(manifest: dict) -> list:
 
 
 def _shared(
-    donor: Path, data: DataSettings, out: Path, reporter: Reporter
+    donor: Path, manifest: dict, data: DataSettings, out: Path, reporter: Reporter
 ) -> _StoreListings | None:
-    """`donor`'s listings' arrays hard-linked into `out` (no copy: either store can be removed
-    without the other), the labelled pairs read again, and their features linked too where they
-    are the donor's pairs, else computed: what another split, or new labels, need. None, and
-    nothing left in `out`, where the donor's files are damaged or cannot be linked."""
+    """`donor`'s listings' arrays (`manifest`: its manifest) hard-linked into `out` (no copy:
+    either store can be removed without the other), the labelled pairs read again, and their
+    features linked too where they are the donor's pairs, else computed: what another split, or
+    new labels, need. None, and nothing left in `out`, where the donor's files are damaged or
+    cannot be linked."""
     parts = _LISTING_PARTS + (_FEATURE_PARTS if data.listing_features else ())
     try:
         for part in parts:
@@ -397,7 +398,6 @@ def _shared(
                 shutil.copytree(donor / part, out / part, copy_function=os.link)
             else:
                 os.link(donor / part, out / part)
-        manifest = _read_manifest(donor) or {}
         items = _store_items(out, manifest)
         listings = load_listings(out) if data.listing_features else None
         if listings is not None:
