@@ -77,6 +77,23 @@ def test_an_untouched_source_file_is_not_hashed_again(project, monkeypatch):
     assert is_fresh(load_settings().data)
 
 
+def test_a_cold_prepare_hashes_each_source_file_once(project, monkeypatch):
+    hashed: list[str] = []
+
+    def counted(path: Path) -> str:
+        hashed.append(path.name)
+        return real_digest(path)
+
+    real_digest = prepare_module.content_digest
+    monkeypatch.setattr(prepare_module, "content_digest", counted)
+    assert invoke("prepare").exit_code == 0  # no store yet: each file hashed, once
+    sources = json.loads((store() / "manifest.json").read_text())["sources"]
+    assert sorted(hashed) == sorted(sources)
+    hashed.clear()
+    assert invoke("prepare", "--force").exit_code == 0  # the store's manifest knows them
+    assert hashed == []
+
+
 # 6. --resume refuses options it cannot honour; --epochs continues to a new total, or says there
 # is nothing to train, without reopening the run.
 

@@ -258,11 +258,16 @@ def is_fresh(data: DataSettings) -> bool:
 
 
 def prepare(
-    data: DataSettings, reporter: Reporter | None = None, share: bool = True
+    data: DataSettings,
+    reporter: Reporter | None = None,
+    share: bool = True,
+    manifest: dict | None = None,
 ) -> tuple[Prepared, SplitReport]:
     """The store of today's raw files and these data settings, written anew; with `share`, from
-    another store's listing arrays where one has them (`_shared`)."""
-    manifest = _expected_manifest(data)
+    another store's listing arrays where one has them (`_shared`). `manifest`: what
+    `_expected_manifest` gave the caller just now (a cold store's sources are not hashed twice:
+    1.6 s of the real size's)."""
+    manifest = manifest or _expected_manifest(data)
     _check_own_folder(data.prepared_dir)
     store = store_dir(data.prepared_dir, manifest["fingerprint"])
     reporter = reporter or NullReporter()
@@ -497,12 +502,12 @@ def prepared_now(
             prepared = load_prepared(store)
         except DamagedStore as e:
             log.warning("Prepared data in %s is damaged (%s): preparing it again", store, e.reason)
-            return prepare(data, reporter)
+            return prepare(data, reporter, manifest=expected)
         log.info("Prepared data in %s is up to date (the same raw files and settings)", store)
         return prepared, SplitReport(**prepared.manifest["split"])
     if force:  # from the raw files: a store that shares its files would pass on their damage
         log.info("Preparing the data in %s again from the raw files (--force)", store)
-        return prepare(data, reporter, share=False)
+        return prepare(data, reporter, share=False, manifest=expected)
     if not (store / "manifest.json").is_file():
         log.info("Prepared data in %s is missing: preparing it now", store)
     elif _read_manifest(store) is None:
@@ -511,7 +516,7 @@ def prepared_now(
         )
     else:
         log.info("Prepared data in %s is stale: preparing it now", store)
-    return prepare(data, reporter)
+    return prepare(data, reporter, manifest=expected)
 
 
 def prepared_for(
