@@ -792,6 +792,7 @@ def test_fields_follow_the_item_order(tmp_path, caplog):
     from matching_cli.data.feature_store import _attribute_fields, _text_words
     from matching_cli.data.fields import DESCRIPTION_CHARS, attribute_rows, category_codes
     from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
+    from matching_cli.data.tables import read_categories
 
     long = "x" * (DESCRIPTION_CHARS + 50)
     table = pa.table(
@@ -830,6 +831,10 @@ def test_fields_follow_the_item_order(tmp_path, caplog):
     want = category_codes(pa.array(['{"2": "a last"}', None, '{"2": "c"}', None], pa.string()))
     assert np.array_equal(categories, want)
     assert len(set(want[:, 0])) == 3  # two listings' own codes and -1: reordering would show
+    # The level-2 names of the per-category metric, read as the file's dictionaries (one per row
+    # group, merged).
+    level2, names = read_categories(tmp_path, ids)
+    assert names == ["a first", "a last", "c"] and level2.tolist() == [1, -1, 2, -1]
     texts = pa.array(['{"a": ["2"]}', None, '{"c": ["3"]}', '{"e": ["5"]}'], pa.string())
     for got, expected in zip(attributes, attribute_rows(texts), strict=True):
         assert got.shape == expected.shape and (got != expected).nnz == 0

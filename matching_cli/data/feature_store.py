@@ -281,13 +281,14 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
         )
     file_rows = pf.metadata.num_rows
 
-    def column(name: str) -> pa.Array:
+    def column(name: str, dictionary: tuple[str, ...] = ()) -> pa.Array:
         return as_strings(
-            read_columns(pf, path, [name]).column(0) if name in present else None, file_rows
+            read_columns(pf, path, [name], dictionary).column(0) if name in present else None,
+            file_rows,
         )
 
     attributes = attribute_rows(column("characteristic_attributes_mapping"), str(path))
-    categories = category_codes(column("categories"))
+    categories = category_codes(column("categories", ("categories",)))  # few distinct paths
     return [_in_listing_order(m, where) for m in attributes], _in_listing_order(categories, where)
 
 

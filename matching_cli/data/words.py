@@ -151,8 +151,11 @@ def distinct(column: pa.Array) -> tuple[np.ndarray, list]:
 
 
 def distinct_array(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """`distinct`, the distinct values kept as an Arrow array."""
-    encoded = pc.dictionary_encode(column)
+    """`distinct`, the distinct values kept as an Arrow array. A dictionary column (chunks with
+    dictionaries of their own, as read from a file) is taken as it is, its dictionaries merged."""
+    if isinstance(column, pa.ChunkedArray):  # combining merges the chunks' dictionaries
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)  # a dictionary array is returned as it is
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return codes, encoded.dictionary
 
