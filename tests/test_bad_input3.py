@@ -131,7 +131,16 @@ def test_resume_with_more_epochs_continues_to_the_new_total(project):
 # 8. Damaged local state: a store is prepared again, saying so; a checkpoint is named.
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "items.npy", "pair_features.npy"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "manifest.json",
+        "items.npy",
+        "pair_features.npy",
+        "features/pictures.npy",
+        "features/text_rows/data.npy",
+    ],
+)
 def test_a_damaged_prepared_store_is_prepared_again(project, name):
     assert invoke("prepare").exit_code == 0
     damaged = store() / name
@@ -140,6 +149,20 @@ def test_a_damaged_prepared_store_is_prepared_again(project, name):
     assert result.exit_code == 0, result.stderr
     assert "damaged" in result.stderr and "again" in result.stderr, result.stderr
     assert np.load(store() / "items.npy").shape[0] > 0
+
+
+def test_a_damaged_listing_array_is_prepared_again_by_prepare_and_predict(project):
+    # `predict` said "damaged; run `matching prepare`", and `prepare` called the store up to date.
+    run_id = _train_two_epochs()
+    damaged = store() / "features" / "text_rows" / "data.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-1000])
+    result = invoke("prepare")
+    assert result.exit_code == 0 and "damaged" in result.stderr, result.stderr
+    assert "up to date" not in result.stderr
+    damaged.write_bytes(damaged.read_bytes()[:-1000])
+    result = invoke("predict", "data/test.parquet", "--run-id", run_id, "-o", "s.csv")
+    assert result.exit_code == 0 and "damaged" in result.stderr, result.stderr
+    assert len(Path("s.csv").read_text().splitlines()) > 1
 
 
 @pytest.mark.parametrize(

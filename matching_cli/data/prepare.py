@@ -462,6 +462,10 @@ def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
     with np.load(prepared_dir / "pairs.npz") as z:
         arrays = {k: z[k] for k in z.files}
     features = np.load(prepared_dir / PAIR_FEATURES, mmap_mode="r")
+    if manifest["pair_features"]:
+        # Every listing array mapped (a few milliseconds): one cut short is found here, where the
+        # store is prepared again, and not when `predict` or `match` reads it.
+        load_listings(prepared_dir)
     splits = {}
     for code, name in enumerate(SPLITS):
         mask = arrays["split"] == code
