@@ -463,9 +463,11 @@ def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
         arrays = {k: z[k] for k in z.files}
     features = np.load(prepared_dir / PAIR_FEATURES, mmap_mode="r")
     if manifest["pair_features"]:
-        # Every listing array mapped (a few milliseconds): one cut short is found here, where the
-        # store is prepared again, and not when `predict` or `match` reads it.
+        # Every listing array mapped and the text model read (10 ms at the real size): a file cut
+        # short is found here, where the store is prepared again, not when `predict` reads the
+        # arrays or the served model that `train` logged fails to load its text model.
         load_listings(prepared_dir)
+        load_text_model(prepared_dir / TEXT_MODEL)
     splits = {}
     for code, name in enumerate(SPLITS):
         mask = arrays["split"] == code
