@@ -172,6 +172,13 @@ def _write_through(path: Path) -> bool:
     return path.exists() and not path.is_file() and not path.is_dir()
 
 
+def check_output(path: Path, what: str) -> None:
+    """What `output_stream` would refuse (a folder, a link loop, a missing or read-only folder),
+    told before any work."""
+    if not (is_stdout(path) or _write_through(path)):
+        check_writable_parent(resolve_output(path, what), what)
+
+
 def resolve_output(path: Path, what: str = "output") -> Path:
     """The file that writing `path` would change: a link's target; folders and loops are refused."""
     if _is_loop(path):

@@ -22,6 +22,7 @@ from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import check_input_file, read_pairs
 from matching_cli.errors import DataError, ModelError
+from matching_cli.files import check_output
 from matching_cli.loading import load_model_run, trained_settings
 from matching_cli.mistakes import mistakes_table
 from matching_cli.model.checkpoint import Checkpoint, CheckpointCallback, checkpoint_dir
@@ -594,6 +595,7 @@ def predict_job(
 ) -> PredictResult:
     reporter = reporter or NullReporter()
     _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
+    check_output(out_path, "--output")  # before the model is loaded and the data prepared
     tracking.configure(settings.mlflow, create=False)
     if engine == Engine.spark:
         from matching_cli.scale.spark import spark_predict

@@ -24,7 +24,7 @@ from matching_cli.data.tables import (
     row_group_batches,
 )
 from matching_cli.errors import DataError
-from matching_cli.files import output_stream, resolve_output
+from matching_cli.files import check_output, output_stream
 from matching_cli.model.scoring import chunk_pairs, scored_chunks
 from matching_cli.model.train import items_to_score
 from matching_cli.progress import NullReporter, Reporter
@@ -72,8 +72,7 @@ def predict_file(
     """Write `variantid1,variantid2,score` (or `target` with `submission`) for every pair, atomically."""
     reporter = reporter or NullReporter()
     total, batches = _pair_batches(pairs_path, chunk_rows)
-    if str(out_path) != "-":
-        resolve_output(out_path, "--output")  # refuse a folder or a loop before any work
+    check_output(out_path, "--output")
     matrix = items_to_score(items.matrix, device)
     summary = PredictSummary(0, 0, 0)
     examples: list[tuple[int, int]] = []

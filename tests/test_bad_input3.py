@@ -293,3 +293,10 @@ def test_the_models_own_store_damaged_with_the_raw_files_gone_is_one_line(projec
     shutil.rmtree("data")
     result = invoke("predict", "pairs.parquet", "--run-id", run_id, "-o", "s.csv")
     _one_line_error(result, "prepared data is damaged", "raw files in data are gone")
+
+
+def test_predict_refuses_an_output_folder_that_does_not_exist_before_any_work(project):
+    # It was told once the data was prepared and the model loaded (40 s at the real size).
+    result = invoke("predict", "data/test.parquet", "-o", "missing/out.csv")
+    _one_line_error(result, "--output", "missing does not exist; create it first")
+    assert not Path("prepared").exists() and not Path("missing").exists()
