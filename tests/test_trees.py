@@ -47,6 +47,18 @@ def test_fit_learns_the_signal():
     assert accuracy > majority + 0.1
 
 
+def test_a_column_with_no_value_is_never_split_on():
+    # Every embedding of a block zero: every cosine missing. scikit-learn 1.9's binning raised
+    # "window shape cannot be larger than input array shape" on such a column.
+    x, y = data(2000, 2)
+    x[:, 3] = np.nan
+    trees = fit(x, y, TreeSettings(max_iter=30))
+    assert 3 not in set(trees.feature[~trees.is_leaf].tolist())
+    x_new, y_new = data(2000, 3)
+    accuracy = ((trees.predict_proba(x_new) > 0.5) == y_new).mean()
+    assert accuracy > max(y_new.mean(), 1 - y_new.mean()) + 0.1
+
+
 def test_staged_scores_are_scikit_learns():
     x, y = data(1500, 4)
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)

@@ -59,7 +59,11 @@ def fit(x: np.ndarray, y: np.ndarray, settings: TreeSettings = TreeSettings()) -
         scoring="loss",  # AP here would predict the whole validation set every iteration
         random_state=settings.seed,
     )
-    model.fit(x, y)
+    # A column with no value at all (every vector of an embedding block zero, so every cosine
+    # missing) stopped scikit-learn 1.9's binning ("window shape cannot be larger than input
+    # array shape"). It says nothing: fitted as a constant, it is never split on.
+    empty = np.isnan(x).all(axis=0)
+    model.fit(np.where(empty, 0.0, x) if empty.any() else x, y)
     return export(model)
 
 
