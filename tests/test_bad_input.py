@@ -129,6 +129,11 @@ PREPARE_CASES = {
         lambda: _edit("text_and_bert.parquet", _bert_with(lambda rows: [None] * len(rows))),
         "column 'name_bert_64' holds no vector at all",
     ),
+    # Zeros where a catalogue has no vector: with none at all, the trees' fit crashed.
+    "every embedding zero": (
+        lambda: _edit("text_and_bert.parquet", _bert_with(lambda rows: [[0.0] * 64] * len(rows))),
+        "column 'name_bert_64' holds no vector at all (every row is null or zero); leave it out",
+    ),
     "duplicated variantid with different vectors": (
         lambda: _edit("text_and_bert.parquet", _duplicate_listing),
         "appear more than once with different 'name_bert_64' vectors",

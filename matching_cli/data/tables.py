@@ -320,10 +320,11 @@ def embedding_rows(column: pa.Array, name: str, dim: int) -> np.ndarray:
     return rows
 
 
-def normalise(matrix: np.ndarray) -> None:
-    """L2-normalise rows in place; zero rows stay zero."""
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in place; zero rows stay zero. Which rows are not zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]  # no N x D temporary
     np.divide(matrix, norms, out=matrix, where=norms > 0)
+    return norms[:, 0] > 0
 
 
 def read_rows(matrix: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -432,7 +433,10 @@ def _first_dim(path: Path, name: str) -> int:
         lengths = pc.drop_null(pc.list_value_length(inner)).to_numpy()
         if len(lengths):
             return int(np.bincount(lengths).argmax())
-    raise DataError(f"{path}: column '{name}' holds no vector at all (every row is null)")
+    raise DataError(
+        f"{path}: column '{name}' holds no vector at all (every row is null); "
+        "leave it out of data.blocks"
+    )
 
 
 def _fill_block(
@@ -445,10 +449,10 @@ def _fill_block(
     duplicated = np.flatnonzero(np.bincount(rows, minlength=len(items.ids)) > 1)
     repeats: list[tuple[np.ndarray, np.ndarray]] = []
     task = reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")
-    start = 0
+    start, any_vector = 0, False
     for batch in corrupt_inside(path, _batches_in_parallel(path, block.name)):
         vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
-        normalise(vectors)
+        any_vector |= bool(normalise(vectors).any())
         target = rows[start : start + len(vectors)]
         if len(duplicated):
             mask = np.isin(target, duplicated)
@@ -462,8 +466,11 @@ def _fill_block(
     task.close()
     if repeats:
         _check_repeats(items, b, path, *map(np.concatenate, zip(*repeats, strict=True)))
-    if items.missing[:, b].all():
-        raise DataError(f"{path}: column '{block.name}' holds no vector at all (every row is null)")
+    if not any_vector:  # every row null, or every vector zero: the block tells the model nothing
+        raise DataError(
+            f"{path}: column '{block.name}' holds no vector at all (every row is null or zero); "
+            "leave it out of data.blocks"
+        )
 
 
 def _batches_in_parallel(path: Path, column: str, workers: int = 2) -> Iterator[pa.RecordBatch]:
