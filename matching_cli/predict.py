@@ -26,7 +26,7 @@ from matching_cli.data.tables import (
 from matching_cli.errors import DataError
 from matching_cli.files import check_output, output_stream
 from matching_cli.model.scoring import chunk_pairs, scored_chunks
-from matching_cli.model.train import items_to_score
+from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def predict_file(
     reporter = reporter or NullReporter()
     total, batches = _pair_batches(pairs_path, chunk_rows)
     check_output(out_path, "--output")
-    matrix = items_to_score(items.matrix, device)
+    matrix = items_to_device(items.matrix, device)
     summary = PredictSummary(0, 0, 0)
     examples: list[tuple[int, int]] = []
     task = reporter.task("scoring pairs", total=total, unit="pairs")

@@ -41,7 +41,7 @@ from matching_cli.match.text_blocking import (
 )
 from matching_cli.model.saved import Classifier, SavedModel
 from matching_cli.model.scoring import chunk_pairs, scored_chunks
-from matching_cli.model.train import items_to_score
+from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter, Task
 from matching_cli.settings import MatchSettings, Settings
 
@@ -215,7 +215,7 @@ def score_candidates(
     featurizer: PairFeaturizer | None = None,
 ) -> np.ndarray:
     """Match probabilities of the candidate pairs, through the same `predict_proba` as `predict`."""
-    items = items_to_score(matrix, device)
+    items = items_to_device(matrix, device)
     out = np.empty(len(candidates), np.float32)
     task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
     size = chunk_pairs(len(candidates))
