@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from matching_cli.data.tables import lookup, shared_rows, unique_sorted
@@ -43,3 +45,26 @@ def test_shared_rows_maps_a_stored_matrix_without_reading_or_writing_it(tmp_path
     part = shared_rows(mapped[1:])  # not a whole file: read as it is
     assert not isinstance(part, np.memmap)
     np.testing.assert_array_equal(part, matrix[1:])
+
+
+def _mapped_from(path: Path, address: int) -> bool:
+    """Whether `address` of this process lies in a mapping of the file `path` (Linux)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *_, name = line.split(maxsplit=5)
+        start, end = (int(x, 16) for x in span.split("-"))
+        if name == str(path) and start <= address < end:
+            return True
+    return False
+
+
+def test_train_and_evaluate_use_the_stored_item_matrix_as_mapped_on_a_cpu(tmp_path):
+    # They read the real size's 1.8 GB into fresh memory first: 5 s of each command.
+    import torch
+
+    from matching_cli.model.train import items_to_device
+
+    np.save(tmp_path / "items.npy", np.arange(12, dtype=np.float32).reshape(4, 3))
+    mapped = np.load(tmp_path / "items.npy", mmap_mode="r")
+    items = items_to_device(mapped, torch.device("cpu"))
+    assert _mapped_from((tmp_path / "items.npy").resolve(), items.data_ptr())
+    np.testing.assert_array_equal(items.numpy(), mapped)
