@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from matching_cli.choices import (
     Source,
 )
 from matching_cli.errors import MatchingError
+from matching_cli.files import json_text
 from matching_cli.progress import rich_reporter
 from matching_cli.settings import (
     AUTO_BATCH_MAX,
@@ -316,7 +316,7 @@ def prepare(
 def _show_run(result: Any, title: str, as_json: bool) -> None:
     registered = getattr(result, "registered", None)
     if as_json:
-        typer.echo(json.dumps(show.run_json(result)))
+        typer.echo(json_text(show.run_json(result)))
     else:
         stdout.print(show.run_table(title, result))
         stdout.print(f"MLflow run {result.run_id} ({result.status.lower()})")
@@ -773,7 +773,7 @@ def match(
     with state.reporter() as reporter:
         result = match_job(settings, options, reporter)
     if as_json:
-        typer.echo(json.dumps(result.as_dict()))
+        typer.echo(json_text(result.as_dict()))
     else:
         stdout.print(show.match_table(result))
         stdout.print(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
+import math
 import os
 import re
 import shutil
@@ -15,13 +17,29 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from matching_cli.errors import MatchingError, OutputError
 
 STDOUT = Path("-")
 # Errors that mean "no room": a full disk, a quota, a file-size limit (ulimit -f).
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """JSON that every parser reads: a NaN or infinite number (a measure with nothing to measure,
+    say a recall with no true pair among the listings) is written null, not Python's `NaN`."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def check_writable_parent(path: Path, what: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.tables import check_input_file, read_pairs
 from matching_cli.errors import DataError, ModelError
-from matching_cli.files import check_output
+from matching_cli.files import check_output, json_text
 from matching_cli.loading import load_model_run, trained_settings
 from matching_cli.mistakes import mistakes_table
 from matching_cli.model.checkpoint import Checkpoint, CheckpointCallback, checkpoint_dir
@@ -488,7 +487,7 @@ def _write_report(
     report_dir: Path, run_id: str, metrics: dict[str, float], history: list[dict] | None
 ) -> None:
     """metrics.json (and history.csv) for `dvc metrics show` and `dvc plots show`."""
-    (report_dir / "metrics.json").write_text(json.dumps({"run_id": run_id, **metrics}, indent=2))
+    (report_dir / "metrics.json").write_text(json_text({"run_id": run_id, **metrics}, indent=2))
     if history:
         columns = list(history[0])
         lines = [",".join(columns)] + [",".join(str(h[c]) for c in columns) for h in history]

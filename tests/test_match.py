@@ -323,6 +323,28 @@ def test_match_on_given_listings_and_one_category(in_trained):
     assert set(listings) <= set(pd.read_parquet("some/clusters.parquet")["variantid"])
 
 
+def _strict_json(text: str) -> dict:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_measure_with_nothing_to_measure_is_null_in_the_json(in_trained):
+    # One listing: no true pair to find, so no blocking recall. It was written `NaN`, which
+    # Python reads and jq, JavaScript and every strict parser refuse.
+    _, run_id, _ = in_trained
+    one = pd.read_parquet("data/test.parquet")["variantid1"].head(1)
+    one.to_frame("variantid").to_parquet("one.parquet")
+    result = invoke("match", "--run-id", run_id, "--listings", "one.parquet", "-o", "one", "--json")
+    assert result.exit_code == 0, result.stderr
+    for summary in (
+        _strict_json(result.stdout),
+        _strict_json(Path("one/summary.json").read_text()),
+    ):
+        assert summary["quality"]["blocking_true_pair_recall"] is None
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -17,7 +17,7 @@ import torch
 from matching_cli import tracking
 from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.layout import TRUTH_FILE
-from matching_cli.files import atomic_dir
+from matching_cli.files import atomic_dir, json_text
 from matching_cli.loading import load_model_run
 from matching_cli.match.blocking import (
     Candidates,
@@ -272,7 +272,7 @@ def _threshold_from(saved: SavedModel, options: MatchOptions) -> str:
 
 def _log_result(result: MatchResult, files: list[Path], folder: Path) -> None:
     summary = result.as_dict()
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    (folder / "summary.json").write_text(json_text(summary, indent=2))
     metrics = (
         {f"n_{k}": v for k, v in result.counts.items()}
         | {f"groups_of_{k.replace('+', '_plus')}": v for k, v in result.groups_by_size.items()}
