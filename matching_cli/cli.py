@@ -45,7 +45,10 @@ from matching_cli.settings import (
 
 app = typer.Typer(
     name="matching",
-    help="Learn whether two marketplace listings are the same product, from their embeddings.",
+    help=(
+        "Learn whether two marketplace listings are the same product, from their embeddings and "
+        "their own fields."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -94,7 +97,8 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    """Learn whether two marketplace listings are the same product, from their embeddings."""
+    """Learn whether two marketplace listings are the same product, from their embeddings and
+    their own fields."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if stderr.is_terminal:
         handler: logging.Handler = RichHandler(console=stderr, show_path=False, markup=False)
