@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -167,7 +168,10 @@ def _pair_batches(
 def _csv_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     columns = ["variantid1", "variantid2"]
     with path.open("rb") as f:
-        header = f.readline().decode("utf-8-sig", "replace").strip().split(",")
+        first = f.readline().decode("utf-8-sig", "replace")
+    # Read as CSV: R's write.csv and pandas' QUOTE_ALL quote the names ("variantid1"), others put a
+    # space after each comma. Arrow is given the names so read, and skips the line itself.
+    header = [name.strip() for name in next(csv.reader([first], skipinitialspace=True), [])]
     absent = [c for c in columns if c not in header]
     if absent:
         raise DataError(
@@ -177,7 +181,9 @@ def _csv_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     options = pacsv.ConvertOptions(
         column_types=dict.fromkeys(columns, pa.int64()), include_columns=columns
     )
-    block = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * CSV_PAIR_BYTES))
+    block = pacsv.ReadOptions(
+        block_size=max(1 << 20, chunk_rows * CSV_PAIR_BYTES), column_names=header, skip_rows=1
+    )
     try:
         reader = pacsv.open_csv(path, read_options=block, convert_options=options)
         yield from reader

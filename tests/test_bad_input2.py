@@ -411,6 +411,15 @@ def test_predict_reads_a_csv_pairs_file(in_trained, tmp_path):
     assert invoke("predict", str(source), "-o", str(from_csv)).exit_code == 0
     assert invoke("predict", "data/test.parquet", "-o", str(from_parquet)).exit_code == 0
     assert from_csv.read_text() == from_parquet.read_text()
+    # Names and values quoted (R's write.csv, pandas' QUOTE_ALL); a space after each comma.
+    pairs_of = list(zip(pairs["variantid1"], pairs["variantid2"], strict=True))
+    for header, row in (
+        ('"variantid1","variantid2"', '"{}","{}"'),
+        ("variantid1, variantid2", "{}, {}"),
+    ):
+        source.write_text("\n".join([header, *(row.format(a, b) for a, b in pairs_of)]) + "\n")
+        assert invoke("predict", str(source), "-o", str(from_csv)).exit_code == 0, header
+        assert from_csv.read_text() == from_parquet.read_text()
     source.write_text("a,b\n1,2\n")
     _one_line_error(invoke("predict", str(source), "-o", str(from_csv)), "variantid1")
     source.write_text("variantid1,variantid2\n1,x\n")

@@ -87,6 +87,24 @@ def test_spark_engine_refuses_unknown_listings_by_default(in_trained):
 
 
 @needs_spark
+@pytest.mark.usefixtures("spark")
+def test_spark_engine_reads_a_pairs_csv_as_the_default_engine_does(in_trained):
+    # Quoted names and values (R's write.csv), then a space after each comma.
+    folder, run_id, _ = in_trained
+    test = pd.read_parquet(folder / "data/test.parquet")[["variantid1", "variantid2"]].head(20)
+    local = _predict("data/test.parquet", "-o", "local.csv", "--run-id", run_id)
+    for header, row in (
+        ('"variantid1","variantid2"', '"{}","{}"'),
+        ("variantid1, variantid2", "{}, {}"),
+    ):
+        lines = [header, *(row.format(a, b) for a, b in test.itertuples(index=False))]
+        (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+        spark = _predict("pairs.csv", "-o", "spark.csv", "--run-id", run_id, "--engine", "spark")
+        assert spark[["variantid1", "variantid2"]].equals(test.reset_index(drop=True)), header
+        np.testing.assert_allclose(spark.score, local.score.head(20), atol=1e-6)
+
+
+@needs_spark
 def test_score_pairs_in_a_notebook(in_trained, spark):
     from matching_cli.errors import DataError
     from matching_cli.scale.spark import read_listings, score_pairs

@@ -289,7 +289,13 @@ def _read_pairs(spark: SparkSession, path: Path) -> DataFrame:
     from pyspark.sql import functions as F
 
     if path.suffix.lower() == ".csv":
-        pairs = spark.read.csv(str(path.resolve()), header=True)
+        # As the default engine reads them: quoted names, a space after each comma.
+        pairs = spark.read.csv(
+            str(path.resolve()),
+            header=True,
+            ignoreLeadingWhiteSpace=True,
+            ignoreTrailingWhiteSpace=True,
+        )
     else:
         pairs = spark.read.parquet(str(path.resolve()))
     absent = [c for c in ("variantid1", "variantid2") if c not in pairs.columns]
