@@ -32,7 +32,6 @@ from matching_cli.model.metrics import (
     precision_threshold,
 )
 from matching_cli.model.network import ModelConfig, PairClassifier
-from matching_cli.model.plots import run_figures
 from matching_cli.model.saved import Classifier, SavedModel, save_model
 from matching_cli.model.scoring import predict_proba
 from matching_cli.model.train import (
@@ -474,6 +473,8 @@ def _test_and_log(
     target = host_pairs.target
     metrics = all_metrics(target, scores, saved.threshold, host_pairs.category)
     tracking.log_metrics(metrics, prefix=prefix)
+    from matching_cli.model.plots import run_figures  # matplotlib: 0.4 s that predict need not pay
+
     figures = run_figures(history, target, scores, saved.threshold, metrics)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)

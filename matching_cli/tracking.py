@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-from matplotlib.figure import Figure
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
@@ -27,6 +26,9 @@ from matching_cli.errors import ModelError
 from matching_cli.model.saved import META, WEIGHTS
 from matching_cli.model.train import Callback, EpochStats, FitState
 from matching_cli.settings import MlflowSettings, Settings
+
+if TYPE_CHECKING:  # matplotlib is imported where figures are made: predict and match make none
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 MODEL_ARTIFACTS = "matching_model"
