@@ -404,9 +404,7 @@ def _shared(
             else:
                 os.link(donor / part, out / part)
         items = _store_items(out, manifest)
-        listings = load_listings(out) if data.listing_features else None
-        if listings is not None:
-            load_text_model(out / TEXT_MODEL)  # a file cut short raises
+        listings = _whole_listings(out) if data.listing_features else None
         pairs = read_pairs(data.dir / PAIRS_FILE, items, labelled=True)
         with np.load(donor / "pairs.npz") as z:
             same = np.array_equal(z["left"], pairs.left) and np.array_equal(z["right"], pairs.right)
@@ -463,11 +461,9 @@ def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
         arrays = {k: z[k] for k in z.files}
     features = np.load(prepared_dir / PAIR_FEATURES, mmap_mode="r")
     if manifest["pair_features"]:
-        # Every listing array mapped and the text model read (10 ms at the real size): a file cut
-        # short is found here, where the store is prepared again, not when `predict` reads the
+        # Checked here, where a damaged store is prepared again, not when `predict` reads the
         # arrays or the served model that `train` logged fails to load its text model.
-        load_listings(prepared_dir)
-        load_text_model(prepared_dir / TEXT_MODEL)
+        _whole_listings(prepared_dir)
     splits = {}
     for code, name in enumerate(SPLITS):
         mask = arrays["split"] == code
@@ -480,6 +476,13 @@ def _load_store(prepared_dir: Path, manifest: dict) -> Prepared:
             np.asarray(features[mask]),
         )
     return Prepared(items, item_category, manifest["categories"], splits, manifest, prepared_dir)
+
+
+def _whole_listings(store: Path) -> Listings:
+    """The store's listing arrays, mapped, once its text model is read too (10 ms at the real
+    size): a file of either cut short raises."""
+    load_text_model(store / TEXT_MODEL)
+    return load_listings(store)
 
 
 def _store_items(store: Path, manifest: dict) -> Items:
