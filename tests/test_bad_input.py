@@ -4,6 +4,7 @@ and nothing written where the result would go."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,13 +118,18 @@ PREPARE_CASES = {
         lambda: _edit(
             "text_and_bert.parquet", _bert_with(_first_rows(2, lambda r: [float("nan")] * 64))
         ),
-        "'name_bert_64' has NaN, inf or null values in 2 vectors",
+        "'name_bert_64' has NaN, inf, null or values beyond float32's range (about 3.4e38) in 2 vectors",
     ),
     "inf inside vectors": (
         lambda: _edit(
             "text_and_bert.parquet", _bert_with(_first_rows(1, lambda r: [float("inf")] * 64))
         ),
-        "'name_bert_64' has NaN, inf or null values in 1 vectors",
+        "'name_bert_64' has NaN, inf, null or values beyond float32's range (about 3.4e38) in 1 vectors",
+    ),
+    # Finite in the file, inf as float32: numpy warned of an overflow before the error.
+    "values beyond float32": (
+        lambda: _edit("text_and_bert.parquet", _bert_with(_first_rows(1, lambda r: [1e300] * 64))),
+        "values beyond float32's range (about 3.4e38) in 1 vectors",
     ),
     "every embedding null": (
         lambda: _edit("text_and_bert.parquet", _bert_with(lambda rows: [None] * len(rows))),
@@ -177,7 +183,10 @@ def _check_error(result, expected: str) -> None:
 def test_prepare_rejects_bad_data(project, case):
     damage, expected = PREPARE_CASES[case]
     damage()
-    _check_error(invoke("prepare"), expected)
+    with warnings.catch_warnings():  # numpy's warnings are noise on the user's terminal
+        warnings.simplefilter("error", RuntimeWarning)
+        result = invoke("prepare")
+    _check_error(result, expected)
     assert not Path("prepared").exists()
 
 

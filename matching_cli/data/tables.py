@@ -284,13 +284,15 @@ def _vectors(
         raise DataError(
             f"{path}: column '{name}' has {int(wrong.sum())} vectors of length {found}, expected {dim}"
         )
-    values = pc.list_flatten(inner).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    values = values.reshape(-1, dim)
+    values = pc.list_flatten(inner).to_numpy(zero_copy_only=False)
+    with np.errstate(over="ignore"):  # a double beyond float32's range becomes inf: refused below
+        values = values.astype(np.float32, copy=False).reshape(-1, dim)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
         bad = len(np.unique(owner[valid][~finite]))
         raise DataError(
-            f"{path}: column '{name}' has NaN, inf or null values in {bad} vectors; fix or drop them"
+            f"{path}: column '{name}' has NaN, inf, null or values beyond float32's range "
+            f"(about 3.4e38) in {bad} vectors; fix or drop them"
         )
     owner = owner[valid]
     if len(owner) == n and (owner == np.arange(n)).all():  # one vector per row: no scatter
