@@ -60,10 +60,11 @@ def true_pair_recall(
 
 
 def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]:
-    """Groups against true products, over the listings whose product is known (product >= 0)."""
+    """Groups against true products, over the listings whose product is known (product >= 0);
+    none with fewer than two such listings (no pair to judge: B-cubed and ARI would say 1.0)."""
     known = product >= 0
     group, truth = labels[known], product[known]
-    if len(group) == 0:
+    if len(group) < 2:
         return {}
     cells = np.unique(np.stack([group, truth]), axis=1, return_counts=True)
     (cell_group, cell_truth), n_cell = cells
