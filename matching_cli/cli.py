@@ -583,7 +583,12 @@ def predict(
         typer.Argument(metavar="PAIRS", help="Parquet or .csv file with variantid1, variantid2."),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="CSV file to write; - for standard output.")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="CSV file to write (Parquet if named *.parquet); - for standard output.",
+        ),
     ],
     run_id: RunId = None,
     model: Model = None,
@@ -613,8 +618,8 @@ def predict(
 ) -> None:
     """Write match probabilities for a file of pairs.
 
-    The CSV holds variantid1, variantid2 and score (target with --submission): the probability
-    that the two listings are the same product.
+    The file holds variantid1, variantid2 and score (target with --submission): the probability
+    that the two listings are the same product. CSV, or Parquet where its name ends in .parquet.
     """
     from matching_cli.files import is_stdout
     from matching_cli.jobs import predict_job

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import torch
 
 from matching_cli.choices import OnMissing
@@ -34,20 +35,29 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def scores_csv(out_path: Path, submission: bool) -> Iterator[Callable[..., None]]:
-    """`write(variantid1, variantid2, scores)` appends rows to the CSV that every engine writes:
-    `variantid1,variantid2,score` (`target` with `submission`), an unquoted header, atomically."""
+def scores_file(out_path: Path, submission: bool) -> Iterator[Callable[..., None]]:
+    """`write(variantid1, variantid2, scores)` appends rows to the file that every engine writes,
+    atomically: `variantid1,variantid2,score` (`target` with `submission`), as Parquet where the
+    name ends in `.parquet`, else as CSV with an unquoted header."""
     score_name = "target" if submission else "score"
     schema = pa.schema(
         [("variantid1", pa.int64()), ("variantid2", pa.int64()), (score_name, pa.float32())]
     )
-    # The header is written here: Arrow quotes the names it writes, unless told not to by an
-    # option that pyarrow 22 brought.
-    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     with output_stream(out_path, "--output") as stream:
+        if is_parquet(out_path):
+            with pq.ParquetWriter(stream, schema) as writer:
+                yield lambda *columns: writer.write_table(pa.table(list(columns), schema=schema))
+            return
+        # The header is written here: Arrow quotes the names it writes, unless told not to by an
+        # option that pyarrow 22 brought.
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         stream.write((",".join(schema.names) + "\n").encode())
         with pacsv.CSVWriter(stream, schema, write_options=options) as writer:
             yield lambda *columns: writer.write_table(pa.table(list(columns), schema=schema))
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
 
 
 @dataclass
@@ -70,7 +80,8 @@ def predict_file(
     reporter: Reporter | None = None,
     featurizer: PairFeaturizer | None = None,
 ) -> PredictSummary:
-    """Write `variantid1,variantid2,score` (or `target` with `submission`) for every pair, atomically."""
+    """Write `variantid1,variantid2,score` (or `target` with `submission`) for every pair, atomically,
+    as `scores_file` says."""
     reporter = reporter or NullReporter()
     total, batches = _pair_batches(pairs_path, chunk_rows)
     check_output(out_path, "--output")
@@ -82,7 +93,7 @@ def predict_file(
     # A listing absent from every table (`--on-missing zero`) is scored as row 0: its pairs' scores
     # are set to 0 after.
     scored = scored_chunks(model, matrix, chunks, _Chunk.pairs_to_score, featurizer, missing_row=0)
-    with scores_csv(out_path, submission) as write, closing(scored):
+    with scores_file(out_path, submission) as write, closing(scored):
         for chunk, scores in scored:
             if scores is None:
                 task.advance(chunk.seen)
@@ -99,7 +110,7 @@ def predict_file(
             )
     task.close()
     if summary.pairs == 0:
-        log.warning("%s holds no pairs: wrote only the header", pairs_path)
+        log.warning("%s holds no pairs: wrote a file of no rows", pairs_path)
     return summary
 
 

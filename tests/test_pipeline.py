@@ -8,6 +8,8 @@ import tempfile
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -103,6 +105,19 @@ def test_predict_scores_every_pair_and_swapped_pairs_the_same(in_trained):
     assert (scores[["variantid1", "variantid2"]].to_numpy() == pairs.to_numpy()).all()
     assert scores["score"].between(0, 1).all() and scores["score"].std() > 0
     np.testing.assert_allclose(scores["score"], swapped["score"], atol=1e-6)
+
+
+def test_predict_writes_parquet_where_the_output_is_named_so(in_trained):
+    assert invoke("predict", "data/test.parquet", "-o", "scores.csv").exit_code == 0
+    result = invoke("predict", "data/test.parquet", "-o", "scores.PARQUET", "--submission")
+    assert result.exit_code == 0, result.stderr
+    table = pq.read_table("scores.PARQUET")
+    assert table.schema.names == ["variantid1", "variantid2", "target"]
+    assert table.schema.types == [pa.int64(), pa.int64(), pa.float32()]
+    scores = pd.read_csv("scores.csv")
+    assert (table.column("variantid1").to_numpy() == scores["variantid1"].to_numpy()).all()
+    # The CSV prints each float32 in at most 9 digits: equal to within one step.
+    np.testing.assert_allclose(table.column("target").to_numpy(), scores["score"], atol=1e-7)
 
 
 def test_loading_a_model_leaves_no_temporary_folder(in_trained, tmp_path, monkeypatch):

@@ -35,7 +35,7 @@ from matching_cli.choices import OnMissing
 from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
 from matching_cli.errors import DataError, MatchingError
 from matching_cli.files import resolve_output
-from matching_cli.predict import PredictSummary, scores_csv
+from matching_cli.predict import PredictSummary, scores_file
 from matching_cli.serving import SIDES
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def predict_file_spark(
     written = 0
     try:
         rows = scored.orderBy(ROW).select("variantid1", "variantid2", "score").toLocalIterator()
-        with scores_csv(out_path, submission) as write:
+        with scores_file(out_path, submission) as write:
             for chunk in iter(lambda: list(islice(rows, chunk_rows)), []):
                 write(*([row[i] for row in chunk] for i in range(3)))
                 written += len(chunk)
