@@ -540,7 +540,7 @@ def evaluate(
     model: Model = None,
     pairs: Annotated[
         Path | None,
-        typer.Option("--pairs", help="Labelled pairs parquet [the run's own test split]."),
+        typer.Option("--pairs", help="Labelled pairs, parquet or .csv [the run's own test split]."),
     ] = None,
     device: Device = None,
     report_dir: ReportDir = None,
@@ -660,7 +660,7 @@ def match(
     model: Model = None,
     listings: Annotated[
         Path | None,
-        typer.Option("--listings", help="Parquet with a variantid column [every listing]."),
+        typer.Option("--listings", help="Parquet or .csv with a variantid column [every listing]."),
     ] = None,
     k: Annotated[
         int | None,

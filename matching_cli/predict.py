@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -18,10 +17,13 @@ import torch
 from matching_cli.choices import OnMissing
 from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.tables import (
+    CSV_ROW_BYTES,
     Items,
     check_columns,
     check_input_file,
     corrupt_inside,
+    csv_batches,
+    is_csv,
     open_parquet,
     row_group_batches,
 )
@@ -157,53 +159,22 @@ def _chunks(
         yield _Chunk(v1, v2, left, right, absent, seen, score)
 
 
-CSV_PAIR_BYTES = 24  # a line of a pairs CSV: two ids of 8-11 digits, a comma, a newline
-
-
 def _pair_batches(
     path: Path, chunk_rows: int | None
 ) -> tuple[int | None, Iterator[pa.RecordBatch]]:
     """(rows if known, batches of variantid1, variantid2) from a parquet or a `.csv` pairs file;
     `chunk_rows` a batch, or as `scoring.chunk_pairs` says."""
-    if path.suffix.lower() == ".csv":
+    if is_csv(path):
         check_input_file(path)
-        rows = chunk_rows or chunk_pairs(path.stat().st_size // CSV_PAIR_BYTES)  # about
-        return None, _csv_batches(path, rows)
+        rows = chunk_rows or chunk_pairs(path.stat().st_size // CSV_ROW_BYTES)  # about
+        return None, csv_batches(
+            path, dict.fromkeys(["variantid1", "variantid2"], pa.int64()), rows
+        )
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid1": "int", "variantid2": "int"})
     rows = chunk_rows or chunk_pairs(pf.metadata.num_rows)
     batches = row_group_batches(pf, ["variantid1", "variantid2"], rows)
     return pf.metadata.num_rows, corrupt_inside(path, batches)
-
-
-def _csv_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    columns = ["variantid1", "variantid2"]
-    with path.open("rb") as f:
-        first = f.readline().decode("utf-8-sig", "replace")
-    # Read as CSV: R's write.csv and pandas' QUOTE_ALL quote the names ("variantid1"), others put a
-    # space after each comma. Arrow is given the names so read, and skips the line itself.
-    header = [name.strip() for name in next(csv.reader([first], skipinitialspace=True), [])]
-    absent = [c for c in columns if c not in header]
-    if absent:
-        raise DataError(
-            f"{path}: the header names no {', '.join(absent)} column (found: "
-            f"{', '.join(header)[:200]}); a pairs CSV starts with a variantid1,variantid2 line"
-        )
-    options = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(columns, pa.int64()), include_columns=columns
-    )
-    block = pacsv.ReadOptions(
-        block_size=max(1 << 20, chunk_rows * CSV_PAIR_BYTES), column_names=header, skip_rows=1
-    )
-    try:
-        reader = pacsv.open_csv(path, read_options=block, convert_options=options)
-        yield from reader
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: not a readable pairs CSV ({_first_line(e)})") from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _ids(column: pa.Array, path: Path) -> np.ndarray:

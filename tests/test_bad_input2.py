@@ -423,7 +423,10 @@ def test_predict_reads_a_csv_pairs_file(in_trained, tmp_path):
     source.write_text("a,b\n1,2\n")
     _one_line_error(invoke("predict", str(source), "-o", str(from_csv)), "variantid1")
     source.write_text("variantid1,variantid2\n1,x\n")
-    _one_line_error(invoke("predict", str(source), "-o", str(from_csv)), "not a readable pairs CSV")
+    _one_line_error(
+        invoke("predict", str(source), "-o", str(from_csv)),
+        "not a readable CSV of variantid1, variantid2",
+    )
 
 
 # 13. A BOM in settings.toml is accepted, and said; a MATCHING_* variable that names no setting is

@@ -232,6 +232,26 @@ def test_evaluate_on_matches_only_reports_recall(in_trained, tmp_path):
     assert "every pair is a match" in said and "need both classes" in said
 
 
+def test_evaluate_reads_labelled_pairs_from_a_csv_too(in_trained, tmp_path):
+    pairs = pq.read_table("data/test.parquet").to_pandas().head(80)
+    pairs["target"] = np.arange(len(pairs)) % 2  # labels of this test's own: only equality counts
+    pairs.to_parquet(tmp_path / "pairs.parquet", index=False)
+    # Written by pandas: the target as 0.0/1.0, as some editions of the data store it.
+    pairs.astype({"target": float}).to_csv(tmp_path / "pairs.csv", index=False)
+    results = [
+        invoke("evaluate", "--pairs", str(tmp_path / name), "--json")
+        for name in ("pairs.parquet", "pairs.csv")
+    ]
+    assert all(r.exit_code == 0 for r in results), results[-1].stderr
+    from_parquet, from_csv = (json.loads(r.stdout)["metrics"] for r in results)
+    assert from_csv == from_parquet and from_csv["average_precision"] > 0
+    (tmp_path / "bad.csv").write_text("variantid1,variantid2,target\n1,2,yes\n")
+    result = invoke("evaluate", "--pairs", str(tmp_path / "bad.csv"))
+    assert result.exit_code == 1 and "not a readable CSV of variantid1, variantid2, target" in (
+        " ".join(result.stderr.split())
+    )
+
+
 # 15. Reading commands never create a tracking store; an unreachable server fails in seconds.
 
 

@@ -325,6 +325,28 @@ def test_match_on_given_listings_and_one_category(in_trained):
     assert set(listings) <= set(pd.read_parquet("some/clusters.parquet")["variantid"])
 
 
+def test_match_reads_the_listings_from_a_csv_too(in_trained):
+    _, run_id, _ = in_trained
+    listings = pd.read_parquet("data/test.parquet")["variantid2"].drop_duplicates().head(30)
+    listings.to_frame("variantid").to_parquet("some.parquet")
+    Path("some.csv").write_text('"variantid"\n' + "\n".join(map(str, listings)) + "\n")
+    for name in ("some.parquet", "some.csv"):
+        result = invoke("match", "--run-id", run_id, "--listings", name, "-o", name + ".out")
+        assert result.exit_code == 0, result.stderr
+    from_csv, from_parquet = (
+        pd.read_parquet(f"{n}.out/pairs.parquet") for n in ("some.csv", "some.parquet")
+    )
+    assert len(from_parquet) and from_csv.equals(from_parquet)
+    Path("bad.csv").write_text("id\n1\n")
+    result = invoke("match", "--listings", "bad.csv", "-o", "bad")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Error: --listings bad.csv: the header names no variantid column (found: id)")
+    )
+
+
 def _strict_json(text: str) -> dict:
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not JSON")

@@ -6,6 +6,7 @@ preallocated matrix: no per-row Python, and memory stays near the size of the re
 
 from __future__ import annotations
 
+import csv
 import errno
 import itertools
 import logging
@@ -20,6 +21,7 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from matching_cli.data.fields import json_object
@@ -124,10 +126,51 @@ def open_parquet(path: Path) -> pq.ParquetFile:
     except (pa.ArrowInvalid, OSError) as e:
         if _looks_like_csv(path):
             raise DataError(
-                f"{path}: not a readable parquet file but text (CSV?); convert it to parquet "
-                "(`predict` also reads a pairs CSV named *.csv)"
+                f"{path}: not a readable parquet file but text (CSV?); name it *.csv where a "
+                "CSV is read (pairs for predict and evaluate --pairs, match --listings), or "
+                "convert it to parquet"
             ) from None
         raise DataError(f"{path}: not a readable parquet file ({e}); download it again") from e
+
+
+def is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+CSV_ROW_BYTES = 24  # a line of a pairs CSV: two ids of 8-11 digits, a comma, a newline
+
+
+def csv_batches(
+    path: Path, types: dict[str, pa.DataType], chunk_rows: int = 1 << 16
+) -> Iterator[pa.RecordBatch]:
+    """The `types` columns of a CSV whose header names them (others ignored), in batches of
+    about `chunk_rows` rows. R's write.csv and pandas' QUOTE_ALL quote the names ("variantid1"),
+    others put a space after each comma: the header is read as CSV, and Arrow is given the names
+    so read and skips the line itself."""
+    check_input_file(path)
+    with path.open("rb") as f:
+        first = f.readline().decode("utf-8-sig", "replace")
+    header = [name.strip() for name in next(csv.reader([first], skipinitialspace=True), [])]
+    absent = [c for c in types if c not in header]
+    if absent:
+        raise DataError(
+            f"{path}: the header names no {', '.join(absent)} column (found: "
+            f"{', '.join(header)[:200]}); the CSV starts with a line naming {','.join(types)}"
+        )
+    options = pacsv.ConvertOptions(column_types=types, include_columns=list(types))
+    block = pacsv.ReadOptions(
+        block_size=max(1 << 20, chunk_rows * CSV_ROW_BYTES), column_names=header, skip_rows=1
+    )
+    try:
+        yield from pacsv.open_csv(path, read_options=block, convert_options=options)
+    except (pa.ArrowException, OSError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: not a readable CSV of {', '.join(types)} ({text})") from None
+
+
+def csv_table(path: Path, types: dict[str, pa.DataType]) -> pa.Table:
+    schema = pa.schema(list(types.items()))
+    return pa.Table.from_batches(list(csv_batches(path, types)), schema=schema)
 
 
 def _looks_like_csv(path: Path) -> bool:
@@ -524,14 +567,18 @@ def read_pairs(
     pairs_limit_dropped: float = 0.5,
     both_classes: bool = True,
 ) -> Pairs:
-    """The pairs of `path` as item-matrix rows; `both_classes`: training needs matches and
-    non-matches (evaluation can do with one)."""
-    pf = open_parquet(path)
+    """The pairs of `path` (parquet, or a CSV named *.csv) as item-matrix rows; `both_classes`:
+    training needs matches and non-matches (evaluation can do with one)."""
     columns = {"variantid1": "int", "variantid2": "int"} | (
         {"target": "number"} if labelled else {}
     )
-    check_columns(pf, path, columns)
-    table = read_columns(pf, path, list(columns))
+    if is_csv(path):
+        types = {"int": pa.int64(), "number": pa.float64()}
+        table = csv_table(path, {name: types[kind] for name, kind in columns.items()})
+    else:
+        pf = open_parquet(path)
+        check_columns(pf, path, columns)
+        table = read_columns(pf, path, list(columns))
     if table.num_rows == 0:
         raise DataError(f"{path}: holds no pairs")
     for name in ("variantid1", "variantid2"):

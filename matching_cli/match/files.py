@@ -12,6 +12,8 @@ from matching_cli.data.tables import (
     Items,
     check_columns,
     check_input_file,
+    csv_table,
+    is_csv,
     open_parquet,
     read_columns,
     unique_sorted,
@@ -44,7 +46,8 @@ def check_output_dir(out_dir: Path) -> None:
 
 
 def listing_rows(items: Items, path: Path | None) -> np.ndarray:
-    """Item-matrix rows of the listings in `path` (a parquet file with `variantid`), or all rows."""
+    """Item-matrix rows of the listings in `path` (a parquet file with `variantid`, or a CSV named
+    *.csv), or all rows."""
     if path is None:
         return np.arange(len(items.ids))
     ids = _read_listing_ids(path)
@@ -64,22 +67,26 @@ def listing_rows(items: Items, path: Path | None) -> np.ndarray:
 def _read_listing_ids(path: Path) -> np.ndarray:
     try:
         check_input_file(path)
+        column = _listing_ids(path)
     except DataError as e:
-        raise DataError(f"--listings {e}") from None
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(
-            f"--listings {path}: not a parquet file ({e}); give one with a variantid column"
-        ) from None
-    try:
-        check_columns(pf, path, {"variantid": "int"})
-        column = pf.read(columns=["variantid"]).column(0)
-    except (DataError, pa.ArrowException, OSError) as e:
         raise DataError(f"--listings {e}") from None
     if column.null_count:
         raise DataError(f"--listings {path}: column 'variantid' has {column.null_count} nulls")
     return column.to_numpy().astype(np.int64)
+
+
+def _listing_ids(path: Path) -> pa.ChunkedArray:
+    if is_csv(path):
+        return csv_table(path, {"variantid": pa.int64()}).column(0)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(
+            f"{path}: not a parquet file ({e}); give one with a variantid column (or a CSV "
+            "named *.csv)"
+        ) from None
+    check_columns(pf, path, {"variantid": "int"})
+    return read_columns(pf, path, ["variantid"]).column(0)
 
 
 def read_truth(path: Path, items: Items) -> np.ndarray:
