@@ -164,8 +164,9 @@ def csv_batches(
     try:
         yield from pacsv.open_csv(path, read_options=block, convert_options=options)
     except (pa.ArrowException, OSError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: not a readable CSV of {', '.join(types)} ({text})") from None
+        raise DataError(
+            f"{path}: not a readable CSV of {', '.join(types)} ({first_line(e)})"
+        ) from None
 
 
 def csv_table(path: Path, types: dict[str, pa.DataType]) -> pa.Table:
@@ -226,10 +227,13 @@ def read_columns(
     return table
 
 
+def first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def damaged(path: Path, error: Exception) -> DataError:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return DataError(
-        f"{path}: damaged inside, its data cannot be decoded ({text}); download or rewrite it"
+        f"{path}: damaged inside, its data cannot be decoded ({first_line(error)}); download or rewrite it"
     )
 
 
