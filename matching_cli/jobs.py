@@ -19,7 +19,8 @@ from matching_cli.choices import Engine, Head, OnMissing, RunStatus, StopReason
 from matching_cli.data.feature_store import TEXT_MODEL, columns_for
 from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
-from matching_cli.data.tables import check_input_file, read_pairs
+from matching_cli.data.readers import check_input_file
+from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError
 from matching_cli.files import check_output, json_text
 from matching_cli.loading import load_model_run, trained_settings

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from matching_cli.data.layout import TEXT_FILE
-from matching_cli.data.tables import lookup, open_parquet, read_columns
+from matching_cli.data.readers import open_parquet, read_columns
+from matching_cli.data.tables import lookup
 
 FALSE_MATCH, MISSED_MATCH = "false match", "missed match"
 # The features shown on screen, when the model reads them (the logged file has all): the name

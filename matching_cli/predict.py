@@ -16,9 +16,8 @@ import torch
 
 from matching_cli.choices import OnMissing
 from matching_cli.data.feature_store import PairFeaturizer
-from matching_cli.data.tables import (
+from matching_cli.data.readers import (
     CSV_ROW_BYTES,
-    Items,
     check_columns,
     check_input_file,
     corrupt_inside,
@@ -27,6 +26,7 @@ from matching_cli.data.tables import (
     open_parquet,
     row_group_batches,
 )
+from matching_cli.data.tables import Items
 from matching_cli.errors import DataError
 from matching_cli.files import check_output, output_stream
 from matching_cli.model.scoring import chunk_pairs, scored_chunks

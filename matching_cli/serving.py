@@ -31,7 +31,8 @@ from matching_cli.data.feature_store import (
     load_text_model,
 )
 from matching_cli.data.features import TextModel, listing_features
-from matching_cli.data.tables import embedding_rows, row_group_batches
+from matching_cli.data.readers import row_group_batches
+from matching_cli.data.tables import embedding_rows
 from matching_cli.errors import DataError
 from matching_cli.model.saved import SavedModel, load_model
 from matching_cli.model.scoring import predict_proba

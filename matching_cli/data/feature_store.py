@@ -40,19 +40,14 @@ from matching_cli.data.features import (
 from matching_cli.data.fields import DESCRIPTION_CHARS, attribute_rows, category_codes
 from matching_cli.data.layout import ATTRIBUTES_FILE, TEXT_FILE
 from matching_cli.data.pairs import FAMILIES, TEXT_FAMILIES, feature_names, pair_features
-from matching_cli.data.tables import (
-    Items,
-    ItemTables,
+from matching_cli.data.readers import (
     check_columns,
     corrupt_inside,
-    image_file,
-    load_items,
-    lookup,
     open_parquet,
     read_columns,
-    read_rows,
     row_group_batches,
 )
+from matching_cli.data.tables import Items, ItemTables, image_file, load_items, lookup, read_rows
 from matching_cli.data.words import Words, as_strings
 from matching_cli.errors import DataError
 from matching_cli.progress import Reporter

@@ -8,16 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matching_cli.data.tables import (
-    Items,
+from matching_cli.data.readers import (
     check_columns,
     check_input_file,
     csv_table,
     is_csv,
     open_parquet,
     read_columns,
-    unique_sorted,
 )
+from matching_cli.data.tables import Items, unique_sorted
 from matching_cli.errors import DataError, OutputError
 from matching_cli.files import atomic_file, check_writable_parent
 from matching_cli.match.blocking import Candidates
