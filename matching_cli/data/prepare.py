@@ -63,8 +63,10 @@ log = logging.getLogger(__name__)
 
 # 2: pair features from the listings' own fields; 3: computed per distinct word; 4: the sparse
 # fields of a listing side by side (`features.TEXT_FIELDS`), read in one piece; 5: their entries
-# counted per listing (`Listings.text_counts`)
-FORMAT = 5
+# counted per listing (`Listings.text_counts`); 6: picture vectors divided by their norm, as the
+# item matrix and the served model do (multiplied by its reciprocal, a few came out one float16
+# step apart)
+FORMAT = 6
 FINGERPRINT_CHARS = 16  # a store is named by its fingerprint: the only folders pruning touches
 KEEP_STORES = 3  # prepared stores kept, the most recently used first
 SPLITS = ("train", "val", "test")
