@@ -214,6 +214,12 @@ def test_without_listing_features_prepare_and_the_model_read_embeddings_only(pro
     assert load_model(project / "models" / run_id).classifier.config.feature_names == ()
     assert invoke("predict", "data/test.parquet", "-o", "s.csv", "--run-id", run_id).exit_code == 0
     assert len(pd.read_csv("s.csv")) == len(pd.read_parquet("data/test.parquet"))
+    # Text blocking reads the names' model codes, listing features this store lacks: it is off,
+    # not an error calling the store damaged.
+    result = invoke("match", "--run-id", run_id, "-o", "m", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "Text blocking is off" in result.stderr
+    assert json.loads(result.stdout)["counts"]["candidates"] > 0
 
 
 def test_a_catalogue_without_an_image_table_trains_on_its_names(project, monkeypatch):

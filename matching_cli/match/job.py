@@ -118,6 +118,11 @@ def match_job(
         queries = listing_rows(prepared.items, options.listings)
     threshold = saved.grouping_threshold if options.threshold is None else options.threshold
     featurizer = loaded.featurizer()
+    if match.text_blocking and not prepared.feature_names:
+        # The names' model-code tokens are listing features: a store prepared without them
+        # (`data.listing_features = false`) has none to propose candidates with.
+        log.info("Text blocking is off: the prepared data has no listing features")
+        match = match.model_copy(update={"text_blocking": False})
     tags = tracking.git_tags() | {
         "model_run_id": model_run_id,
         "device": str(device),
