@@ -33,6 +33,7 @@ import mlflow
 
 from matching_cli.choices import OnMissing
 from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
+from matching_cli.data.readers import is_csv
 from matching_cli.errors import DataError, MatchingError
 from matching_cli.files import resolve_output
 from matching_cli.predict import PredictSummary, scores_file
@@ -288,7 +289,7 @@ def _read_pairs(spark: SparkSession, path: Path) -> DataFrame:
     """variantid1, variantid2 (int64) of a parquet file, or of a CSV named `*.csv`."""
     from pyspark.sql import functions as F
 
-    if path.suffix.lower() == ".csv":
+    if is_csv(path):
         # As the default engine reads them: quoted names, a space after each comma.
         pairs = spark.read.csv(
             str(path.resolve()),
