@@ -8,6 +8,7 @@ Precedence, lowest first: the defaults below (mirrored in the repository's `sett
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import math
 import os
@@ -340,7 +341,7 @@ def load_settings(
     base_file: Path = DEFAULT_SETTINGS_FILE,
 ) -> Settings:
     """Resolve the settings once, at the edge; `overrides` are the command options that were given."""
-    _warn_unknown_env(os.environ)
+    _check_env(os.environ)
     files: list[tuple[Path, dict[str, Any]]] = []
     if base_file.is_file():
         files.append((base_file, read_toml(base_file)))
@@ -428,19 +429,59 @@ def _without_bom(path: Path, raw: bytes) -> bytes:
     return raw
 
 
-def _warn_unknown_env(environ: Mapping[str, str]) -> None:
-    """pydantic-settings ignores a `MATCHING_*` variable that names no setting: a typo would pass
-    silently, so name it (and the setting it was probably meant for)."""
-    known = [
-        f"MATCHING_{section}__{key}".upper()
+def _check_env(environ: Mapping[str, str]) -> None:
+    """`MATCHING_*` variables, before pydantic-settings reads them. One whose section is known but
+    whose key is not is an error, as in a settings file (pydantic refused it without naming the
+    variable); one that names no section is ignored with a warning naming it (another program's
+    `MATCHING_` variable must not stop this one), a typo with the setting it was probably meant
+    for. A list or a whole section must be JSON, which pydantic-settings told with a traceback."""
+    sections = {f"MATCHING_{name}".upper(): name for name in Settings.model_fields}
+    known = {
+        f"MATCHING_{section}__{key}".upper(): (section, key)
         for section, field in Settings.model_fields.items()
         for key in field.annotation.model_fields  # type: ignore[union-attr]
-    ]
-    sections = [f"MATCHING_{section}".upper() for section in Settings.model_fields]
-    for name in environ:
+    }
+    for name, value in environ.items():
         upper = name.upper()
-        if not upper.startswith("MATCHING_") or upper in known or upper in sections:
+        if not upper.startswith("MATCHING_"):
             continue
-        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
-        hint = f"; did you mean {close[0]}?" if close else f"; settings are {known[0]} and the like"
-        log.warning("environment variable %s matches no setting and is ignored%s", name, hint)
+        section = sections.get(upper.split("__", 1)[0]) if "__" in upper else None
+        close = difflib.get_close_matches(upper, list(known), n=1, cutoff=0.8)
+        if upper in known:
+            _check_env_json(name, value, *known[upper])
+        elif upper in sections:
+            _check_env_json(name, value, sections[upper], None)
+        elif section is not None:
+            hint = f"did you mean {close[0]}?" if close else "unset it or fix its name"
+            raise ConfigError(
+                f"environment variable {name}: [{section}] has no such setting ({hint}); its "
+                f"keys: {', '.join(_section_keys(section))}"
+            )
+        else:
+            hint = (
+                f"did you mean {close[0]}?"
+                if close
+                else f"settings are {next(iter(known))} and the like"
+            )
+            log.warning("environment variable %s matches no setting and is ignored; %s", name, hint)
+
+
+def _section_keys(section: str) -> list[str]:
+    return list(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+
+
+def _check_env_json(name: str, value: str, section: str, key: str | None) -> None:
+    """A whole section, or a list setting, given in the environment is read as JSON."""
+    if key is None:
+        what, example = "a whole section", f"'{{\"{_section_keys(section)[0]}\": ...}}'"
+    else:
+        field = getattr(Settings.model_fields[section].default, key)
+        if not isinstance(field, list):
+            return
+        what, example = "a list", f"'{json.dumps([getattr(v, 'value', v) for v in field])}'"
+    try:
+        json.loads(value)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={value!r}: {what} is written as JSON here, e.g. {example}"
+        ) from None

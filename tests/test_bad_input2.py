@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from matching_cli.data.prepare import stores
+from matching_cli.settings import load_settings
 from tests.conftest import invoke, store
 
 DATA = Path("data")
@@ -447,6 +448,42 @@ def test_an_unknown_matching_variable_is_named(project, monkeypatch, name):
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stderr.split())
     assert f"{name} matches no setting" in text and "MATCHING_TRAIN__EPOCHS" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        # A known section's unknown key: refused as in a settings file, with no "ignored" warning.
+        (
+            "MATCHING_TRAIN__EPOCH",
+            "3",
+            "[train] has no such setting (did you mean MATCHING_TRAIN__EPOCHS?)",
+        ),
+        # Lists and whole sections are JSON there: pydantic-settings told it with a traceback.
+        (
+            "MATCHING_FEATURES__FAMILIES",
+            "text,digits",
+            'a list is written as JSON here, e.g. \'["text", ',
+        ),
+        ("MATCHING_DATA__BLOCKS", "name_bert_64", "a list is written as JSON"),
+        ("MATCHING_TRAIN", "epochs=3", "a whole section is written as JSON"),
+    ],
+)
+def test_a_matching_variable_pydantic_cannot_read_is_one_line(
+    project, monkeypatch, name, value, expected
+):
+    monkeypatch.setenv(name, value)
+    result = invoke("prepare")
+    _one_line_error(result, f"environment variable {name}", expected)
+    assert "ignored" not in result.stderr
+
+
+def test_lists_and_sections_in_the_environment_are_read_as_json(project, monkeypatch):
+    monkeypatch.setenv("MATCHING_FEATURES__FAMILIES", '["text", "digits"]')
+    monkeypatch.setenv("MATCHING_TRAIN", '{"epochs": 3}')
+    settings = load_settings()
+    assert [f.value for f in settings.features.families] == ["text", "digits"]
+    assert settings.train.epochs == 3
 
 
 # Siblings found on the way.
