@@ -85,11 +85,13 @@ class StopReason(StrEnum):
 
 
 class RunStatus(StrEnum):
-    """MLflow's names for how a run ended."""
+    """MLflow's names for how a run ended (or, killed without a word, stands)."""
 
     finished = "FINISHED"
     failed = "FAILED"
     killed = "KILLED"
+    running = "RUNNING"
+    scheduled = "SCHEDULED"
 
 
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda)(:\d+)?")

@@ -790,12 +790,17 @@ def match(
         )
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 @handled
 def promote(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Registered model name (`train --register NAME`).")],
-    version: Annotated[int, typer.Argument(min=1, help="Its version to promote.")],
+    name: Annotated[
+        str,
+        typer.Argument(metavar="NAME", help="Registered model name (`train --register NAME`)."),
+    ],
+    version: Annotated[
+        int, typer.Argument(metavar="VERSION", min=1, help="Its version to promote.")
+    ],
     alias: Annotated[
         str, typer.Option("--alias", help="The alias that will point at this version.")
     ] = "champion",
@@ -807,6 +812,6 @@ def promote(
     from matching_cli import tracking
 
     state: State = ctx.obj
-    tracking.configure(state.settings().mlflow)
+    tracking.configure(state.settings().mlflow, create=False)
     tracking.set_alias(name, version, alias)
     stdout.print(f"models:/{name}@{alias} is now version {version}.")

@@ -185,6 +185,8 @@ def _train_and_track(
 ) -> RunResult:
     reporter = reporter or NullReporter()
     tracking.configure(settings.mlflow)
+    if resume is not None:
+        tracking.existing_run(resume)  # before its checkpoint is read and the data prepared
     setup = _setup(settings, reporter, resume, shard, resume_epochs, prepared, head_choice)
     with tracking.run("train", run_name, setup.tags, run_id=resume) as run:
         if resume is None:
@@ -540,7 +542,7 @@ def evaluate_job(
     device_pairs = pairs_to_device(host_pairs, loaded.scoring_device, columns)
     scores = _probabilities(saved.classifier, items, device_pairs)
     mistakes = None
-    with tracking.run("evaluate", run_id=run_id, keep_status=True):
+    with tracking.run("evaluate", run_id=run_id, keep_status=True) as run:
         metrics = _test_and_log(
             saved,
             items,
@@ -568,7 +570,7 @@ def evaluate_job(
             _log_mistakes(mistakes, folder, report_dir)
     if report_dir is not None:
         _write_report(report_dir, run_id, metrics, None)
-    return RunResult(run_id, metrics, threshold=saved.threshold, mistakes=mistakes)
+    return RunResult(run_id, metrics, run.status, threshold=saved.threshold, mistakes=mistakes)
 
 
 def _log_mistakes(mistakes: pd.DataFrame, folder: str, report_dir: Path | None) -> None:

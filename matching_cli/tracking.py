@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Run
+from mlflow.entities import Run, RunInfo
 from mlflow.exceptions import MlflowException
 
+from matching_cli import __version__
 from matching_cli.choices import RunStatus
 from matching_cli.errors import ModelError
-from matching_cli.model.saved import META, WEIGHTS
-from matching_cli.model.train import Callback, EpochStats, FitState
+from matching_cli.model.callbacks import Callback, EpochStats, FitState
 from matching_cli.settings import MlflowSettings, Settings
 
 if TYPE_CHECKING:  # matplotlib is imported where figures are made: predict and match make none
@@ -93,7 +93,8 @@ def _first_line(message: str) -> str:
 @dataclass
 class TrackedRun:
     id: str
-    status: RunStatus = RunStatus.finished  # how the run ends when its block exits normally
+    # How the run ends when its block exits normally; a reopened run that keeps its status: that.
+    status: RunStatus = RunStatus.finished
 
 
 @contextmanager
@@ -110,14 +111,17 @@ def run(
     With `keep_status` the reopened run keeps the status it had: adding an evaluation to a
     training run does not change how that training ended."""
     if run_id is not None:
-        try:
-            status = mlflow.MlflowClient().get_run(run_id).info.status
-        except MlflowException:
-            raise ModelError(f"run {run_id}: not found in {mlflow.get_tracking_uri()}") from None
+        info = existing_run(run_id)
+        status = info.status
+        # The run goes on in its own experiment, whichever mlflow.experiment names: MLflow refuses
+        # to reopen it under another.
+        mlflow.set_experiment(experiment_id=info.experiment_id)
         active = mlflow.start_run(run_id=run_id, tags=None if keep_status else tags)
     else:
         active = mlflow.start_run(run_name=run_name, tags={KIND_TAG: kind} | (tags or {}))
-    tracked = TrackedRun(active.info.run_id)
+    tracked = TrackedRun(
+        active.info.run_id, RunStatus(status) if keep_status else RunStatus.finished
+    )
     try:
         yield tracked
     except KeyboardInterrupt:
@@ -131,27 +135,46 @@ def run(
 
 
 def git_tags() -> dict[str, str]:
+    """The version and git commit of the code that ran (its checkout's; `unknown` where it was
+    installed from a wheel: the version says which then) and, where the current folder lies in
+    another repository (a project's settings.toml and data.dvc), that one's commit too."""
+    tags = {"matching_version": __version__, "git_commit": "unknown"}
+    code = _git_state(Path(__file__).parent)
+    if code is not None:
+        tags["git_commit"], tags["git_dirty"] = code[1:]
+    here = _git_state(Path.cwd())
+    if here is not None and (code is None or here[0] != code[0]):
+        tags["workdir_git_commit"], tags["workdir_git_dirty"] = here[1:]
+    return tags
+
+
+def _git_state(folder: Path) -> tuple[str, str, str] | None:
+    """(top folder, commit, "True" where tracked files differ from it) of the repository that
+    `folder` lies in; None outside one, or where git is missing or refuses it."""
+
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=True, timeout=10
+            ["git", *args], cwd=folder, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
 
     try:
-        return {
-            "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))),
-        }
+        return (
+            git("rev-parse", "--show-toplevel"),
+            git("rev-parse", "HEAD"),
+            str(bool(git("status", "--porcelain", "--untracked-files=no"))),
+        )
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown"}
+        return None
 
 
 def flatten(settings: Settings) -> dict[str, Any]:
-    """The settings as run parameters; `[match]` plays no part in training, so a training run
-    does not list it (a match run logs its own)."""
+    """The settings as run parameters. Of `[match]` only `group_precision`, which picks the
+    model's grouping threshold when it is trained; the rest play no part in training (a match run
+    logs its own)."""
+    values = settings.model_dump(mode="json")
+    values["match"] = {"group_precision": values["match"]["group_precision"]}
     return {
-        f"{section}.{key}": value
-        for section, values in settings.model_dump(mode="json", exclude={"match"}).items()
-        for key, value in values.items()
+        f"{section}.{key}": value for section, keys in values.items() for key, value in keys.items()
     }
 
 
@@ -193,6 +216,8 @@ def log_saved_model(
 ) -> None:
     """The model's own files, plus the MLflow model that `mlflow models serve` serves: raw listing
     fields in, probability out (`serving.py`), logged from code with its weights, never pickled."""
+    from matching_cli.model.saved import META, WEIGHTS  # torch: not for `promote`
+
     for name in (WEIGHTS, META):  # the resume checkpoint beside them stays local
         mlflow.log_artifact(str(folder / name), MODEL_ARTIFACTS)
     with tempfile.TemporaryDirectory(prefix="matching-served-") as staging:
@@ -274,12 +299,15 @@ def set_alias(name: str, version: int, alias: str) -> None:
     client = mlflow.MlflowClient()
     try:
         client.get_model_version(name, str(version))
-        client.set_registered_model_alias(name, alias, str(version))
     except MlflowException:
         raise ModelError(
             f"models:/{name}/{version}: no such registered model version in "
             f"{mlflow.get_tracking_uri()}"
         ) from None
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException as e:  # a reserved or malformed alias: MLflow's reason says which
+        raise ModelError(f"--alias {alias!r}: {_first_line(e.message)}") from None
 
 
 def registered_run_id(uri: str) -> str:
@@ -332,7 +360,27 @@ def find_training_run(run_id: str | None, experiment: str) -> Run:
         raise ModelError(f"--run-id {run_id}: no such run in {mlflow.get_tracking_uri()}") from None
     if found_run.data.tags.get(KIND_TAG) != "train":
         raise ModelError(f"--run-id {run_id}: not a training run of `matching train`")
+    _check_not_deleted(found_run.info)
     return found_run
+
+
+def existing_run(run_id: str) -> RunInfo:
+    """The run that `run_id` names, to be reopened: one that is not there, or is deleted, is
+    refused (MLflow refused to reopen a deleted one with a traceback, after the work)."""
+    try:
+        info = mlflow.MlflowClient().get_run(run_id).info
+    except MlflowException:
+        raise ModelError(f"run {run_id}: not found in {mlflow.get_tracking_uri()}") from None
+    _check_not_deleted(info)
+    return info
+
+
+def _check_not_deleted(info: RunInfo) -> None:
+    if info.lifecycle_stage == "deleted":
+        raise ModelError(
+            f"run {info.run_id} is deleted; restore it (`mlflow runs restore --run-id "
+            f"{info.run_id}`) or give another"
+        )
 
 
 @contextmanager

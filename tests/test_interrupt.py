@@ -111,7 +111,12 @@ def test_ctrl_c_in_the_first_epoch_ends_killed_not_failed(project, mlflow_uri):
     assert run.info.status == "KILLED"
 
 
-def test_resume_without_checkpoint_is_a_clear_error(project):
+def test_resume_without_checkpoint_is_a_clear_error(project, mlflow_uri):
     result = invoke("train", "--resume", "0123456789abcdef")
+    assert result.exit_code == 1
+    assert "run 0123456789abcdef: not found" in result.stderr
+    client = mlflow.MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.get_experiment_by_name("tests").experiment_id).info.run_id
+    result = invoke("train", "--resume", run_id)
     assert result.exit_code == 1
     assert "no checkpoint to resume from" in result.stderr

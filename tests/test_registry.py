@@ -25,6 +25,12 @@ def test_register_promote_and_use_by_alias(project, mlflow_uri):
     client = mlflow.MlflowClient(mlflow_uri)
     assert client.get_model_version(NAME, "1").run_id == first["run_id"]
 
+    # A reserved or malformed alias is told as such (it was "no such registered model version").
+    for alias in ("latest", "v3", "bad alias!"):
+        refused = invoke("promote", NAME, "1", "--alias", alias)
+        assert refused.exit_code == 1 and f"--alias {alias!r}: " in refused.stderr, refused.stderr
+        assert "no such registered model version" not in refused.stderr
+
     promoted = invoke("promote", NAME, "1", "--alias", "champion")
     assert promoted.exit_code == 0, promoted.stderr
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1

@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +23,7 @@ from matching_cli.choices import DeviceKind, StopReason, check_device
 from matching_cli.data.prepare import PairSet, Prepared
 from matching_cli.data.tables import read_rows, shared_rows
 from matching_cli.errors import DeviceError
+from matching_cli.model.callbacks import Callback, EpochStats, FitState
 from matching_cli.model.metrics import average_precision, pr_auc
 from matching_cli.model.scoring import autocast, score_pairs
 from matching_cli.settings import TrainSettings
@@ -107,44 +108,6 @@ def pairs_to_device(
         torch.from_numpy(pairs.target.astype(np.float32)).to(device),
         features,
     )
-
-
-@dataclass
-class EpochStats:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_pr_auc: float
-    seconds: float
-    pairs_per_s: float
-    val_ap: float = float(
-        "nan"
-    )  # average precision: what picks the best epoch (older checkpoints lack it)
-
-    def as_dict(self) -> dict[str, float]:
-        return self.__dict__.copy()
-
-
-class Callback:
-    """Hooks the loop calls; override what you need."""
-
-    def on_train_start(self, epochs: int, batches_per_epoch: int) -> None: ...
-    def on_batch_end(self, pairs: int, loss: torch.Tensor) -> None:
-        """`loss` stays on the device: reading it forces a sync, so do that sparingly."""
-
-    def on_epoch_end(self, stats: EpochStats, state: FitState) -> None: ...
-
-
-@dataclass
-class FitState:
-    """Everything needed to continue training: what a checkpoint holds."""
-
-    epoch: int = 0  # epochs completed
-    history: list[EpochStats] = field(default_factory=list)
-    best_epoch: int = 0
-    best_ap: float = -1.0  # validation average precision of the best epoch
-    best_weights: dict[str, torch.Tensor] | None = None
-    stopped: StopReason | None = None
 
 
 class StopFlag:
