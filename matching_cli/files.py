@@ -119,9 +119,17 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     kept on a larger disk), and the link stays."""
     if path.is_symlink():
         path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(path.parent, f".{path.name}.", restore=path)
-    staging = _temp_dir(path, "partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(path.parent, f".{path.name}.", restore=path)
+        staging = _temp_dir(path, "partial")
+    except OSError as e:
+        if is_no_room(e):
+            raise no_room(e, path) from e
+        raise OutputError(
+            f"{path}: cannot write it ({e.strerror or e} in {path.parent}); make "
+            "that folder writable or choose another place"
+        ) from e
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield staging

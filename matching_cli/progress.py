@@ -36,7 +36,19 @@ class Reporter(Protocol):
 class Task(Protocol):
     def advance(self, amount: float = 1) -> None: ...
     def update(self, *, description: str | None = None, total: float | None = None) -> None: ...
-    def close(self) -> None: ...
+    def close(self, outcome: str = "done") -> None:
+        """`outcome`: what the log line says became of it ("stopped" where it failed)."""
+
+
+@contextmanager
+def closing(task: Task) -> Iterator[Task]:
+    """`task`, closed as done when the block ends, as stopped where it raised."""
+    try:
+        yield task
+    except BaseException:
+        task.close("stopped")
+        raise
+    task.close()
 
 
 class _NullTask:
@@ -46,7 +58,7 @@ class _NullTask:
     def update(self, *, description: str | None = None, total: float | None = None) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, outcome: str = "done") -> None:
         pass
 
 
@@ -91,13 +103,14 @@ class _LoggedTask:
         if total is not None:
             self._total = total
 
-    def close(self) -> None:
+    def close(self, outcome: str = "done") -> None:
         if self._closed:
             return
         self._closed = True
         seconds = time.perf_counter() - self._started
         done = self._so_far()
-        log.info("%s: done%s in %.1f s", self._description, f" ({done})" if done else "", seconds)
+        shown = f" ({done})" if done else ""
+        log.info("%s: %s%s in %.1f s", self._description, outcome, shown, seconds)
 
 
 class LoggingReporter:
@@ -120,7 +133,7 @@ class _RichTask:
     def update(self, *, description: str | None = None, total: float | None = None) -> None:
         self._progress.update(self._id, description=description, total=total)
 
-    def close(self) -> None:
+    def close(self, outcome: str = "done") -> None:
         self._progress.remove_task(self._id)
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import resource
 import shutil
 import stat
 import struct
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +34,8 @@ from matching_cli.data.download import (
 )
 from matching_cli.data.layout import ARCHIVE_FILES as EXPECTED_FILES
 from matching_cli.data.layout import data_present
-from matching_cli.errors import DownloadError
+from matching_cli.errors import DownloadError, OutputError
+from matching_cli.progress import LoggingReporter
 from matching_cli.settings import DownloadSettings
 
 PUBLIC_LINK = "https://disk.yandex.ru/d/test-link"
@@ -50,6 +54,9 @@ class FakeDisk(ThreadingHTTPServer):
         self.api_body: bytes | None = None  # None: a proper {"href": ...} answer
         self.redirect_to: str | None = None
         self.truncate = False
+        self.file_status = 200
+        self.send_without_length = False  # and hang up halfway: the end cannot be told from a cut
+        self.stall_after: int | None = None  # bytes sent before the server stops answering
         self.paths: list[str] = []
         self.public_keys: list[str] = []
 
@@ -73,6 +80,21 @@ class FakeDiskHandler(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", disk.redirect_to)
             self.end_headers()
+        elif url.path == "/files/competition.zip" and disk.file_status != 200:
+            self._send(disk.file_status, b"oops")
+        elif url.path == "/files/competition.zip" and disk.send_without_length:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(disk.zip_body[: len(disk.zip_body) // 2])
+            self.close_connection = True
+        elif url.path == "/files/competition.zip" and disk.stall_after is not None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(disk.zip_body)))
+            self.end_headers()
+            self.wfile.write(disk.zip_body[: disk.stall_after])
+            self.wfile.flush()
+            time.sleep(3)  # past the client's timeout
+            self.close_connection = True
         elif url.path == "/files/competition.zip" and disk.truncate:
             # Promise the whole archive, send half of it, hang up.
             self.send_response(200)
@@ -333,9 +355,81 @@ def test_body_that_is_not_a_zip_is_refused(
     disk: FakeDisk, settings: DownloadSettings, tmp_path: Path
 ) -> None:
     disk.zip_body = b"<html>Too many requests</html>"
-    with pytest.raises(DownloadError, match=r"competition\.zip is not a zip archive"):
+    with pytest.raises(DownloadError, match=r"competition\.zip is not a whole zip archive"):
         download_yandex(settings, tmp_path / "data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_transfer_cut_short_without_a_length_is_told_as_possibly_that(
+    disk: FakeDisk, settings: DownloadSettings, tmp_path: Path
+) -> None:
+    # Without Content-Length a cut looks like the end: the archive's check is what finds it, and
+    # it said only "check download.public_link".
+    disk.send_without_length = True
+    with pytest.raises(DownloadError, match=r"not a whole zip archive: the download may have"):
+        download_yandex(settings, tmp_path / "data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stalled_transfer_counts_what_came_and_is_logged_as_stopped(
+    disk: FakeDisk, settings: DownloadSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk.zip_body += os.urandom(300_000)  # stored after the archive: more than the part sent
+    disk.stall_after = 100_000
+    stalling = settings.model_copy(update={"timeout_s": 1})
+    caplog.set_level(logging.INFO)
+    # Read in 1 MiB blocks, the 100,000 bytes that came were not counted ("after 0 of ...").
+    with pytest.raises(DownloadError, match=r"interrupted after 100000 of \d+ bytes \(timed out\)"):
+        download_yandex(stalling, tmp_path / "data", reporter=LoggingReporter())
+    assert "downloading competition.zip: stopped (0.1 MiB of" in caplog.text
+    assert ": done" not in caplog.text  # it said "done" of a transfer that failed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_room_while_downloading_is_the_no_room_error(
+    disk: FakeDisk, settings: DownloadSettings, parquet_files: dict[str, bytes], tmp_path: Path
+) -> None:
+    disk.zip_body = make_zip(
+        parquet_files | {"padding.bin": os.urandom(2 << 20)}, zipfile.ZIP_STORED
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # Python ignores SIGXFSZ: EFBIG
+    try:
+        with pytest.raises(
+            OutputError, match=r"data: no room to write it \(File too large\); free"
+        ):
+            download_yandex(settings, tmp_path / "data")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"), [(404, "check download.public_link"), (500, "try again later")]
+)
+def test_an_http_error_on_the_file_says_what_to_do(
+    disk: FakeDisk, settings: DownloadSettings, tmp_path: Path, status: int, hint: str
+) -> None:
+    disk.file_status = status
+    with pytest.raises(DownloadError, match=rf"competition\.zip: HTTP {status} .*; {hint}$"):
+        download_yandex(settings, tmp_path / "data")
+
+
+def test_a_redirect_loop_is_one_line(
+    disk: FakeDisk, settings: DownloadSettings, tmp_path: Path
+) -> None:
+    disk.redirect_to = f"{disk.url}/files/competition.zip"
+    with pytest.raises(DownloadError, match=r"HTTP 302 .*infinite loop; check download") as error:
+        download_yandex(settings, tmp_path / "data")
+    assert "\n" not in str(error.value)
+
+
+def test_a_data_folder_that_cannot_be_made_is_one_line(
+    disk: FakeDisk, settings: DownloadSettings, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OutputError, match=r"afile/data: cannot write it \(.* in .*afile\)"):
+        download_yandex(settings, tmp_path / "afile" / "data")
 
 
 def test_archive_without_the_expected_files_names_what_is_missing(

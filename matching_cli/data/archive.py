@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from matching_cli.errors import DownloadError
-from matching_cli.progress import Reporter
+from matching_cli.files import is_no_room
+from matching_cli.progress import Reporter, closing
 
 CHUNK_BYTES = 1 << 20
 MAX_RATIO = 1000  # real parquet files compress a few times at most
@@ -39,7 +40,10 @@ def unpack_zip(
     checked for safety but not written. Returns the basenames written.
     """
     if not zipfile.is_zipfile(zip_path):
-        raise DownloadError(f"{zip_path.name} is not a zip archive; check download.public_link")
+        raise DownloadError(
+            f"{zip_path.name} is not a whole zip archive: the download may have broken off (run "
+            "again), or the link is not to the competition's archive (check download.public_link)"
+        )
     try:
         with zipfile.ZipFile(zip_path) as zf:
             _check_entries(zf, zip_path.name, max_bytes)
@@ -48,13 +52,13 @@ def unpack_zip(
             needed = sum(info.file_size for info in members.values())
             _check_disk_space(dest, needed)
             task = reporter.task(f"unpacking {zip_path.name}", total=needed, unit="bytes")
-            try:
+            with closing(task):
                 for basename, info in members.items():
                     _copy_member(zf, info, dest / basename, task.advance)
-            finally:
-                task.close()
     except zipfile.BadZipFile as e:
-        raise DownloadError(f"{zip_path.name} is not a readable zip archive ({e})") from e
+        raise DownloadError(
+            f"{zip_path.name} is not a readable zip archive ({e}); download it again"
+        ) from e
     return sorted(members)
 
 
@@ -159,8 +163,15 @@ def _copy_member(
                     )
                 dst.write(chunk)
                 on_bytes(len(chunk))
-    except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, OSError) as e:
-        # BadZipFile: bad CRC or truncated data; RuntimeError: an encrypted entry.
+    except OSError as e:
+        if is_no_room(e):
+            raise  # `atomic_dir` names the data folder and says what to do
+        raise DownloadError(f"cannot unpack entry {info.filename!r}: {e}") from e
+    except (zipfile.BadZipFile, EOFError) as e:  # a bad CRC, truncated data
+        raise DownloadError(
+            f"cannot unpack entry {info.filename!r}: {e}; the archive is damaged: download it again"
+        ) from e
+    except (RuntimeError, NotImplementedError) as e:  # an encrypted entry, an unknown compression
         raise DownloadError(f"cannot unpack entry {info.filename!r}: {e}") from e
 
 

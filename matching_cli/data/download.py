@@ -23,9 +23,10 @@ from pathlib import Path
 
 from matching_cli.data import archive
 from matching_cli.data.layout import ARCHIVE_FILES, IMAGE_FILES, data_present
+from matching_cli.data.readers import first_line
 from matching_cli.errors import DownloadError
-from matching_cli.files import atomic_dir
-from matching_cli.progress import NullReporter, Reporter, Task
+from matching_cli.files import atomic_dir, is_no_room
+from matching_cli.progress import NullReporter, Reporter, Task, closing
 from matching_cli.settings import DownloadSettings
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,16 @@ def resolve_download_url(settings: DownloadSettings) -> str:
 
 
 def fetch(url: str, dest: Path, timeout_s: float, reporter: Reporter) -> int:
-    """Stream `url` into `dest` in 1 MiB chunks; returns the bytes received."""
+    """Stream `url` into `dest` in chunks of up to 1 MiB; returns the bytes received."""
     with _open(url, timeout_s) as response:
         total = _content_length(response)
-        task = reporter.task(f"downloading {ARCHIVE_NAME}", total=total, unit="bytes")
-        try:
-            return _copy_stream(response, dest, total, task)
-        except OSError as e:  # reading errors are DownloadErrors already: this is the disk
-            raise DownloadError(f"cannot write {dest}: {e.strerror or e}") from e
-        finally:
-            task.close()
+        with closing(reporter.task(f"downloading {ARCHIVE_NAME}", total, unit="bytes")) as task:
+            try:
+                return _copy_stream(response, dest, total, task)
+            except OSError as e:  # reading errors are DownloadErrors already: this is the disk
+                if is_no_room(e):
+                    raise  # `atomic_dir` names the data folder and says what to do
+                raise DownloadError(f"cannot write the download: {e.strerror or e}") from e
 
 
 @contextlib.contextmanager
@@ -250,7 +251,9 @@ def _open(url: str, timeout_s: float) -> http.client.HTTPResponse:
     try:
         return opener.open(request, timeout=timeout_s)
     except urllib.error.HTTPError as e:
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_api_message(e)}") from e
+        hint = "try again later" if e.code >= 500 else "check download.public_link"
+        reason = first_line(str(e.reason)).rstrip(".")
+        raise DownloadError(f"{url}: HTTP {e.code} {reason}{_api_message(e)}; {hint}") from e
     except urllib.error.URLError as e:
         raise DownloadError(f"cannot reach {url} ({e.reason}); check the network") from e
     except (OSError, http.client.HTTPException) as e:
@@ -279,7 +282,8 @@ def _copy_stream(
     with dest.open("wb") as out:
         while True:
             try:
-                chunk = response.read(CHUNK_BYTES)
+                # read1: what has come, so a transfer that stalls counts every byte it got.
+                chunk = response.read1(CHUNK_BYTES)
             except (OSError, http.client.HTTPException) as e:
                 raise _interrupted(received, total, e) from e
             if not chunk:

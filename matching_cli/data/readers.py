@@ -155,7 +155,7 @@ def read_columns(
     return table
 
 
-def first_line(error: Exception) -> str:
+def first_line(error: BaseException | str) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 

@@ -38,7 +38,7 @@ from matching_cli.data.layout import (
 )
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file
-from matching_cli.progress import NullReporter, Reporter, Task
+from matching_cli.progress import NullReporter, Reporter, Task, closing
 
 REAL_PAIRS, REAL_TEST_PAIRS, REAL_LISTINGS = 1_168_516, 49_620, 2_252_569
 MIN_PAIRS = 20
@@ -170,10 +170,8 @@ def generate(
     task = (reporter or NullReporter()).task(
         "writing demo data", total=math.ceil(n_listings / CHUNK_ROWS), unit="chunks"
     )
-    try:
+    with closing(task):
         _write_listing_tables(out_dir, names, seed, cat, ids, orders[:3], task)
-    finally:
-        task.close()
 
     target = (train.target ^ (rng.random(n_pairs) < LABEL_NOISE)).astype(np.int64)
     product_ids = rng.permutation(len(cat.product_family)).astype(np.int64)
