@@ -246,7 +246,7 @@ def download(
     )
     target = settings.data.dir
     if source == Source.dvc:
-        origin = dl.pull_dvc(target, Path.cwd())
+        origin = dl.pull_dvc(target, Path.cwd(), force=force)
         stdout.print(f"Restored {target} from {origin}.")
         return
     with state.reporter() as reporter:

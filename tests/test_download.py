@@ -601,6 +601,21 @@ def test_pull_dvc_restores_the_files_from_a_remote(
     assert folder_contents(clone / "data") == parquet_files
 
 
+def test_pull_dvc_overwrites_changed_files_only_when_forced(
+    dvc_repo: Path, tmp_path: Path, parquet_files: dict[str, bytes]
+) -> None:
+    clone = copy_repo(dvc_repo, tmp_path / "clone", with_cache=True)
+    shutil.copytree(dvc_repo / "data", clone / "data")
+    (clone / "data" / "train.parquet").write_bytes(b"edited by hand")
+    with pytest.raises(DownloadError, match="`matching download --source dvc --force` overwrites"):
+        pull_dvc(clone / "data", clone)
+    assert (clone / "data" / "train.parquet").read_bytes() == b"edited by hand"
+
+    pull_dvc(clone / "data", clone, force=True)  # `download --source dvc --force` ignored it
+
+    assert folder_contents(clone / "data") == parquet_files
+
+
 def test_pull_dvc_needs_a_dvc_repository_and_a_dvc_file(dvc_repo: Path, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="is not a DVC repository; run `dvc init`"):
         pull_dvc(tmp_path / "data", tmp_path)

@@ -131,9 +131,10 @@ class Tracked:
     remote: str | None
 
 
-def pull_dvc(data_dir: Path, repo_root: Path) -> str:
+def pull_dvc(data_dir: Path, repo_root: Path, force: bool = False) -> str:
     """Restore `data_dir` with `dvc pull <data_dir>.dvc`; returns where the files came from (with no
-    remote configured, DVC takes them from its local cache when it has them)."""
+    remote configured, DVC takes them from its local cache when it has them). DVC will not
+    overwrite files changed since they were tracked; `force` lets it (`dvc pull --force`)."""
     if not is_dvc_repo(repo_root):
         raise DownloadError(
             f"{repo_root} is not a DVC repository; run `dvc init` there and track the data "
@@ -150,7 +151,7 @@ def pull_dvc(data_dir: Path, repo_root: Path) -> str:
     except ValueError:
         raise DownloadError(f"{dvc_file} is outside the DVC repository {repo_root}") from None
     remote = default_remote(repo_root)
-    result = _run_dvc(["pull", str(target)], repo_root)
+    result = _run_dvc(["pull", *(["--force"] if force else []), str(target)], repo_root)
     if result.returncode == 0:
         return f"the DVC remote {remote!r}" if remote else "the local DVC cache (.dvc/cache)"
     if "no default remote" in result.stderr.lower():
@@ -158,7 +159,13 @@ def pull_dvc(data_dir: Path, repo_root: Path) -> str:
             "no DVC remote is configured: add one with `dvc remote add -d NAME URL`, "
             "or download the data from the public link"
         )
-    raise DownloadError(f"`dvc pull {dvc_file.name}` failed: {_dvc_error(result.stderr)}")
+    # DVC's own advice names its flag; ours is the command's.
+    hint = (
+        "; `matching download --source dvc --force` overwrites them"
+        if "--force" in result.stderr
+        else ""
+    )
+    raise DownloadError(f"`dvc pull {dvc_file.name}` failed: {_dvc_error(result.stderr)}{hint}")
 
 
 def track_with_dvc(data_dir: Path, repo_root: Path) -> Tracked | None:
