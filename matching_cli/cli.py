@@ -54,7 +54,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts show [section.key] literally
 )
-stdout = Console()
+# Lines that a script reads (run ids, file names) are not folded at 80 columns when piped.
+stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True)
 log = logging.getLogger("matching_cli")
 

@@ -16,13 +16,14 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,6 +45,16 @@ _UNION_MEMBER = re.compile(r"(constrained-)?(int|float|str)|literal\[.*\]")
 class _Section(BaseModel):
     # inf and nan pass `gt=0`; no setting means them, and a learning rate of inf trains NaNs.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads `epochs = true` as 1 epoch: a slip, refused for a setting that takes no
+        true/false."""
+        annotation = cls.model_fields[info.field_name].annotation  # type: ignore[index]
+        if isinstance(value, bool) and bool not in (annotation, *get_args(annotation)):
+            raise ValueError("true/false given where a value of another kind is wanted")
+        return value
 
 
 # numpy's and torch's generators take seeds up to 2**64 - 1, but the loop derives a seed per epoch
@@ -408,7 +419,7 @@ def _describe(error: ValidationError, files: list[str]) -> str:
     values: dict[str, Any] = {}
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"] if not _UNION_MEMBER.fullmatch(str(p)))
-        messages.setdefault(key, []).append(item["msg"])
+        messages.setdefault(key, []).append(item["msg"].removeprefix("Value error, "))
         values[key] = item.get("input")
     problems = []
     for key, found in messages.items():

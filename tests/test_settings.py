@@ -83,6 +83,9 @@ def test_mlflow_tracking_uri_from_mlflow_variable(monkeypatch):
         ("[train]\nbatch_size = -1\n", "train.batch_size: Input should be greater than 0 or"),
         ("[train\n", "not valid TOML"),
         ("[model]\npair_features = 'sum'\n", "model.pair_features"),
+        # pydantic read true as 1 epoch, a batch of 1.
+        ("[train]\nepochs = true\n", "train.epochs: true/false given where a value of another"),
+        ("[train]\nbatch_size = false\n", "train.batch_size: true/false given"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):
@@ -91,6 +94,13 @@ def test_bad_config_names_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")) as caught:
         load_settings(config)
     assert str(config) in str(caught.value) or "settings" in str(caught.value)
+
+
+def test_true_and_false_stay_valid_where_a_setting_takes_them(tmp_path):
+    config = tmp_path / "flags.toml"
+    config.write_text("[model]\ncross_fit = false\n[match]\nsame_category = true\n")
+    settings = load_settings(config)
+    assert settings.model.cross_fit is False and settings.match.same_category is True
 
 
 def test_missing_config_file_is_an_error(tmp_path):
