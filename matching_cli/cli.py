@@ -28,6 +28,7 @@ from matching_cli.choices import (
     Head,
     OnMissing,
     PairFeatures,
+    RunStatus,
     Source,
 )
 from matching_cli.errors import MatchingError
@@ -520,6 +521,10 @@ def train(
         )
     if result is not None:  # None: a process of several, not the first
         _show_run(result, "Test metrics", as_json)
+        if result.status == RunStatus.killed:
+            # Stopped by Ctrl-C or SIGTERM during the epochs: the best model so far is saved and
+            # shown, but `train && evaluate` must not go on as after a whole run.
+            raise typer.Exit(130)
 
 
 def _check_resume_options(options: dict[str, Any]) -> None:

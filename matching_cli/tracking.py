@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # matplotlib is imported where figures are made: predict and 
 log = logging.getLogger(__name__)
 MODEL_ARTIFACTS = "matching_model"
 KIND_TAG = "matching.kind"
+STATUS_TAG = "matching.status"  # how the run's own command ended: what an evaluation restores
 
 
 def configure(settings: MlflowSettings, create: bool = True) -> None:
@@ -108,30 +109,52 @@ def run(
     """A run (new, or `run_id` reopened), and the one place its outcome is set: the `status` the
     block leaves (FINISHED unless it says otherwise), KILLED on Ctrl-C, FAILED on an error.
 
-    With `keep_status` the reopened run keeps the status it had: adding an evaluation to a
-    training run does not change how that training ended."""
+    With `keep_status` the reopened run keeps its status: adding an evaluation to a training run
+    does not change how that training ended, whatever happens to the evaluation. Where MLflow says
+    RUNNING, another evaluation may have it open: the status its own command left (the tag
+    STATUS_TAG) is the one kept."""
+    kept = None
     if run_id is not None:
-        info = existing_run(run_id)
-        status = info.status
+        found = existing_run(run_id)
+        if keep_status:
+            kept = RunStatus(found.info.status)
+            if kept == RunStatus.running:  # open elsewhere: by its own command, or an evaluation
+                kept = RunStatus(found.data.tags.get(STATUS_TAG, kept))
         # The run goes on in its own experiment, whichever mlflow.experiment names: MLflow refuses
         # to reopen it under another.
-        mlflow.set_experiment(experiment_id=info.experiment_id)
-        active = mlflow.start_run(run_id=run_id, tags=None if keep_status else tags)
-    else:
-        active = mlflow.start_run(run_name=run_name, tags={KIND_TAG: kind} | (tags or {}))
-    tracked = TrackedRun(
-        active.info.run_id, RunStatus(status) if keep_status else RunStatus.finished
-    )
+        mlflow.set_experiment(experiment_id=found.info.experiment_id)
+    tracked = TrackedRun(run_id or "", kept or RunStatus.finished)
+    running = {STATUS_TAG: "RUNNING"}
     try:
+        # Inside the try: a Ctrl-C while MLflow opens the run (it is RUNNING at once) still ends it.
+        if run_id is not None:
+            active = mlflow.start_run(
+                run_id=run_id, tags=None if keep_status else {**(tags or {}), **running}
+            )
+        else:
+            active = mlflow.start_run(
+                run_name=run_name, tags={KIND_TAG: kind, **(tags or {}), **running}
+            )
+        tracked.id = active.info.run_id
         yield tracked
     except KeyboardInterrupt:
-        tracked.status = RunStatus.killed
+        tracked.status = kept or RunStatus.killed
         raise
     except BaseException:
-        tracked.status = RunStatus.failed
+        tracked.status = kept or RunStatus.failed
         raise
     finally:
-        mlflow.end_run(status if keep_status else tracked.status)
+        _end(tracked, keep_status)
+
+
+def _end(tracked: TrackedRun, kept: bool) -> None:
+    if mlflow.active_run() is None:  # stopped while MLflow opened it
+        if tracked.id:
+            mlflow.MlflowClient().set_terminated(tracked.id, tracked.status)
+        return
+    if not kept:
+        mlflow.set_tag(STATUS_TAG, tracked.status)
+    mlflow.end_run(tracked.status)
 
 
 def git_tags() -> dict[str, str]:
@@ -364,15 +387,15 @@ def find_training_run(run_id: str | None, experiment: str) -> Run:
     return found_run
 
 
-def existing_run(run_id: str) -> RunInfo:
+def existing_run(run_id: str) -> Run:
     """The run that `run_id` names, to be reopened: one that is not there, or is deleted, is
     refused (MLflow refused to reopen a deleted one with a traceback, after the work)."""
     try:
-        info = mlflow.MlflowClient().get_run(run_id).info
+        found = mlflow.MlflowClient().get_run(run_id)
     except MlflowException:
         raise ModelError(f"run {run_id}: not found in {mlflow.get_tracking_uri()}") from None
-    _check_not_deleted(info)
-    return info
+    _check_not_deleted(found.info)
+    return found
 
 
 def _check_not_deleted(info: RunInfo) -> None:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -120,3 +124,26 @@ def test_resume_without_checkpoint_is_a_clear_error(project, mlflow_uri):
     result = invoke("train", "--resume", run_id)
     assert result.exit_code == 1
     assert "no checkpoint to resume from" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_epochs_shows_the_run_and_exits_130(project, monkeypatch, signum):
+    """The loop stops after its batch and saves the best model so far; the command said so and
+    exited 0, so `train && evaluate` went on as after a whole run."""
+    monkeypatch.setenv("MATCHING_TRAIN__PATIENCE", "100")  # no early stop: time to interrupt
+    process = subprocess.Popen(
+        [sys.executable, "-m", "matching_cli", "train", *FAST[2:], "--epochs", "60", "--json"],
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while not list(project.glob("models/*/checkpoint/checkpoint.json")):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.01)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 130, err
+    assert json.loads(out)["status"] == "KILLED"

@@ -96,3 +96,27 @@ def test_a_training_run_records_the_codes_commit_the_projects_and_group_precisio
     # It picks the grouping threshold stored with the model: two runs differing in it differed in
     # nothing logged.
     assert run.data.params["match.group_precision"] == "0.8"
+
+
+def test_an_evaluation_leaves_the_training_runs_status_whatever_happens_to_it(
+    project, mlflow_uri, monkeypatch
+):
+    client = mlflow.MlflowClient(mlflow_uri)
+    run_id = _trained()
+    # Another evaluation has the run open (MLflow says RUNNING): this one restored RUNNING when it
+    # ended, for good, and later commands took an older run as the latest finished one.
+    client.update_run(run_id, status="RUNNING")
+    assert _evaluated_status(run_id) == "FINISHED"
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+    # Ctrl-C while MLflow reopens the run (it is RUNNING from then on).
+    real_start = mlflow.start_run
+
+    def interrupted_start(*args, **kwargs):
+        real_start(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow, "start_run", interrupted_start)
+    result = invoke("evaluate", "--run-id", run_id)
+    assert result.exit_code == 130, result.stderr
+    assert client.get_run(run_id).info.status == "FINISHED"
