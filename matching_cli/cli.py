@@ -140,6 +140,10 @@ def handled(command: F) -> F:
         state: State = (ctx.obj if ctx is not None else None) or State()
         try:
             with _terminate_as_interrupt():
+                # pyarrow imports pandas in its first to_numpy(), and a Ctrl-C that comes while it
+                # does is lost (pyarrow 25): prepare ran on to the end. Before any work, then.
+                import pandas  # noqa: F401
+
                 return command(*args, **kwargs)
         except MatchingError as e:
             if state.verbose:

@@ -79,7 +79,7 @@ def stat_key(path: Path) -> list[int]:
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only when the block succeeds."""
     parent = path.parent if str(path.parent) else Path(".")
-    _remove_leftovers(parent, f".{path.name}.")
+    remove_leftovers(parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".partial", dir=parent)
     # mkstemp makes the file private (0600); the result gets the mode of the file it replaces, or
     # the usual mode for a new file (0644 under umask 022).
@@ -121,7 +121,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(path.parent, f".{path.name}.", restore=path)
+        remove_leftovers(path.parent, path.name)
         staging = _temp_dir(path, "partial")
     except OSError as e:
         if is_no_room(e):
@@ -151,7 +151,22 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+        _remove_through_interrupts(backup)
+
+
+def _remove_through_interrupts(folder: Path) -> None:
+    """The new folder is in place: a Ctrl-C while the old one is removed would leave a hidden copy
+    of it (a whole store, GBs) that only a later write of the same target clears. Finish, then let
+    the interrupt through; a third Ctrl-C gets out at once."""
+    interrupted = None
+    for _ in range(3):
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            break
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
 
 
 @contextmanager
@@ -258,14 +273,21 @@ def _temp_dir(path: Path, kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.{kind}-{os.getpid()}-", dir=path.parent))
 
 
-def _remove_leftovers(folder: Path, prefix: str, restore: Path | None = None) -> None:
-    """Clear what a killed run left beside its target; put back a folder it had moved aside."""
-    for leftover in folder.glob(prefix + "*"):
-        match = re.match(re.escape(prefix) + r"(?:(partial|old)-)?(\d+)-", leftover.name)
-        if not match or _alive(int(match.group(2))):
+# What `atomic_file` and `atomic_dir` leave beside a target NAME while they work: .NAME.PID-xxx.partial,
+# .NAME.partial-PID-xxx and .NAME.old-PID-xxx.
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:(?P<kind>partial|old)-)?(?P<pid>\d+)-")
+
+
+def remove_leftovers(folder: Path, name: str | None = None) -> None:
+    """Clear what killed runs left beside their targets in `folder` (beside `name` only, where
+    given); put back a folder that a run had moved aside and not replaced."""
+    for leftover in folder.glob(f".{name}.*" if name else ".*"):
+        match = _LEFTOVER.match(leftover.name)
+        if not match or (name and match["name"] != name) or _alive(int(match["pid"])):
             continue
-        if match.group(1) == "old" and restore is not None and not restore.exists():
-            os.replace(leftover, restore)
+        target = folder / match["name"]
+        if match["kind"] == "old" and not target.exists():
+            os.replace(leftover, target)
         elif leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:

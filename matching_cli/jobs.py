@@ -475,7 +475,6 @@ def _test_and_log(
         scores = _probabilities(saved.classifier, items, pairs)
     target = host_pairs.target
     metrics = all_metrics(target, scores, saved.threshold, host_pairs.category)
-    tracking.log_metrics(metrics, prefix=prefix)
     from matching_cli.model.plots import run_figures  # matplotlib: 0.4 s that predict need not pay
 
     figures = run_figures(history, target, scores, saved.threshold, metrics)
@@ -484,6 +483,9 @@ def _test_and_log(
         for name, figure in figures.items():
             figure.savefig(report_dir / name, dpi=100)
     tracking.log_figures(figures, figures_folder)
+    # Last: a run that shows the metrics has the figures too (interrupted in between, it showed
+    # an evaluation that looked whole).
+    tracking.log_metrics(metrics, prefix=prefix)
     return metrics
 
 

@@ -527,6 +527,23 @@ def test_atomic_data_dir_keeps_the_old_folder_when_interrupted(
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
+def test_data_written_meanwhile_by_another_download_is_left_alone(tmp_path: Path) -> None:
+    """Two downloads into one new folder: the later one replaced the first one's data, although
+    without --force a folder holding files is not replaced."""
+    data_dir = tmp_path / "data"
+    another = pytest.raises(DownloadError, match="written by another command while this one ran")
+    with another, atomic_data_dir(data_dir) as staging:
+        (staging / "train.parquet").write_bytes(b"mine")
+        data_dir.mkdir()
+        (data_dir / "train.parquet").write_bytes(b"theirs")
+    assert folder_contents(data_dir) == {"train.parquet": b"theirs"}
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+    with atomic_data_dir(data_dir, force=True) as staging:
+        (staging / "train.parquet").write_bytes(b"mine")
+    assert folder_contents(data_dir) == {"train.parquet": b"mine"}
+
+
 def test_atomic_data_dir_refuses_a_folder_that_holds_folders(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     with pytest.raises(DownloadError, match=r"holds folders \(src\)"), atomic_data_dir(tmp_path):

@@ -115,6 +115,12 @@ def atomic_data_dir(data_dir: Path, force: bool = False) -> Iterator[Path]:
     replaced = _check_replaceable(data_dir, force)
     with atomic_dir(data_dir) as staging:
         yield staging
+        if not force and _files(data_dir) != replaced:
+            # Another download finished meanwhile: its data is not replaced without --force.
+            raise DownloadError(
+                f"{data_dir} was written by another command while this one ran; left as that "
+                "one wrote it: pass --force to replace it"
+            )
     if replaced:
         log.warning(
             "--force: replaced %d files in %s: %s", len(replaced), data_dir, _shown(replaced)
@@ -212,7 +218,7 @@ def _check_replaceable(data_dir: Path, force: bool) -> list[str]:
             f"{data_dir} holds folders ({', '.join(sorted(folders)[:5])}), so it does not look "
             "like a data folder; refusing to replace it: point data.dir at a folder of its own"
         )
-    files = sorted(p.name for p in data_dir.iterdir())
+    files = _files(data_dir)
     if files and not force:
         raise DownloadError(
             f"{data_dir} already holds {len(files)} files ({_shown(files)}) and not the whole "
@@ -220,6 +226,10 @@ def _check_replaceable(data_dir: Path, force: bool) -> list[str]:
             "point --data-dir at an empty folder"
         )
     return files
+
+
+def _files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in data_dir.iterdir()) if data_dir.is_dir() else []
 
 
 def _shown(names: list[str], most: int = 8) -> str:

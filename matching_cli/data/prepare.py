@@ -55,7 +55,7 @@ from matching_cli.data.tables import (
     read_pairs,
 )
 from matching_cli.errors import DataError, OutputError
-from matching_cli.files import atomic_dir, content_digest, stat_key
+from matching_cli.files import atomic_dir, content_digest, remove_leftovers, stat_key
 from matching_cli.progress import NullReporter, Reporter
 from matching_cli.settings import DataSettings
 
@@ -433,6 +433,8 @@ def _shared(
 
 
 def _prune(prepared_dir: Path, keep: int = KEEP_STORES) -> None:
+    # What a run killed while it wrote another store left (a store's worth each).
+    remove_leftovers(prepared_dir)
     for old in stores(prepared_dir)[keep:]:
         log.info("Removing the prepared data in %s (used least recently)", old)
         shutil.rmtree(old, ignore_errors=True)

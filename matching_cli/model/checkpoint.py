@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from matching_cli.choices import Head
 from matching_cli.errors import ModelError
@@ -48,7 +48,9 @@ def save_checkpoint(
         "settings": settings.model_dump(mode="json"),
     }
     with atomic_dir(folder) as staging:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / TENSORS)
+        # save_file would write it owner-only (0600), unlike every other file here.
+        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        (staging / TENSORS).write_bytes(save(contiguous))
         (staging / META).write_text(json.dumps(meta, indent=2))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from matching_cli.choices import Head
 from matching_cli.data.tables import Block
@@ -61,7 +61,9 @@ def _shown(blocks: list[Block]) -> str:
 def save_model(folder: Path, saved: SavedModel) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in saved.classifier.state_dict().items()}
-    save_file(weights, folder / WEIGHTS)
+    # save(), not save_file(): safetensors creates its files owner-only (0600), and a teammate
+    # could not load a model in a shared folder or MLflow store.
+    (folder / WEIGHTS).write_bytes(save(weights))
     meta = {
         "format": FORMAT,
         "model": saved.classifier.config.to_dict(),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from matching_cli.model import tree_walk
 
@@ -121,10 +121,8 @@ class TreeEnsemble:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {name: np.ascontiguousarray(getattr(self, name)) for name in ARRAYS},
-            folder / WEIGHTS_FILE,
-        )
+        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in ARRAYS}
+        (folder / WEIGHTS_FILE).write_bytes(save(arrays))  # save_file writes it owner-only
         meta = {
             "baseline": self.baseline,
             "n_features": self.n_features,
