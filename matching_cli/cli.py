@@ -55,8 +55,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts show [section.key] literally
 )
-# Lines that a script reads (run ids, file names) are not folded at 80 columns when piped.
-stdout = Console(soft_wrap=True)
+stdout = Console()
 stderr = Console(stderr=True)
 log = logging.getLogger("matching_cli")
 
