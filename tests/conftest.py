@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,13 @@ def trained(tmp_path_factory, demo_data, mlflow_uri):
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     return folder, out["run_id"], out["metrics"]
+
+
+def signal_after_first_checkpoint(process: subprocess.Popen, project: Path, signum: int) -> None:
+    """Send `signum` to a training process once it has saved an epoch's checkpoint."""
+    deadline = time.monotonic() + 90
+    while not list(project.glob("models/*/checkpoint/checkpoint.json")):
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.01)
+    process.send_signal(signum)

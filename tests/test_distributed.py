@@ -13,14 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import invoke
+from tests.conftest import invoke, signal_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
 COMMON = ["--hidden-size", "32", "--seed", "7"]
@@ -130,12 +129,7 @@ def test_ctrl_c_stops_both_processes_and_resume_finishes(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 90
-    while not list(project.glob("models/*/checkpoint/checkpoint.json")):
-        assert launcher.poll() is None, launcher.stderr.read()
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.01)
-    launcher.send_signal(signal.SIGINT)
+    signal_after_first_checkpoint(launcher, project, signal.SIGINT)
     _, err = launcher.communicate(timeout=90)
     [folder] = (project / "models").iterdir()
     run_id = folder.name

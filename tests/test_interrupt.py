@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -18,7 +17,7 @@ from matching_cli import tracking
 from matching_cli.jobs import train_job
 from matching_cli.model.train import Callback
 from matching_cli.settings import load_settings
-from tests.conftest import FAST, invoke
+from tests.conftest import FAST, invoke, signal_after_first_checkpoint
 
 
 class SignalAfterEpoch(Callback):
@@ -138,12 +137,7 @@ def test_a_signal_during_the_epochs_shows_the_run_and_exits_130(project, monkeyp
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 90
-    while not list(project.glob("models/*/checkpoint/checkpoint.json")):
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.01)
-    process.send_signal(signum)
+    signal_after_first_checkpoint(process, project, signum)
     out, err = process.communicate(timeout=90)
     assert process.returncode == 130, err
     assert json.loads(out)["status"] == "KILLED"
