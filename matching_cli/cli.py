@@ -256,9 +256,12 @@ def download(
         return
     with state.reporter() as reporter:
         if synthetic:
-            from matching_cli.data.synthetic import generate
+            from matching_cli.data.synthetic import check_same_demo, generate
 
             if dl.data_present(target) and not force:
+                check_same_demo(
+                    target, settings.download.synthetic_pairs, settings.download.synthetic_seed
+                )
                 stdout.print(show.already_there(target, synthetic=True, data_dir=data_dir))
                 return
 

@@ -15,7 +15,7 @@ import typer.main
 
 from matching_cli.cli import app
 from matching_cli.data.synthetic import generate
-from tests.conftest import FAST, invoke
+from tests.conftest import DEMO_PAIRS, FAST, invoke
 
 
 def words(text: str) -> str:
@@ -219,8 +219,24 @@ def test_download_over_the_demo_data_says_so_and_how_to_get_the_real_files(proje
         "data holds the demo data set (from `matching download --synthetic`); nothing was "
         "downloaded. `matching download --force` replaces it with the competition files."
     )
-    result = invoke("download", "--synthetic")
+    result = invoke("download", "--synthetic", "--pairs", str(DEMO_PAIRS), "--seed", "3")
+    assert result.exit_code == 0, result.stderr
     assert "data already holds the demo data set; nothing was written." in words(result.stdout)
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [["--pairs", "500", "--seed", "3"], ["--pairs", str(DEMO_PAIRS), "--seed", "4"], []],
+)
+def test_download_over_another_demo_data_set_is_refused(project, asked):
+    """It kept the old set and exited 0: `download --synthetic --pairs N && train` trained on it."""
+    before = {p.name: p.read_bytes() for p in Path("data").iterdir()}
+    result = invoke("download", "--synthetic", *asked)
+    assert result.exit_code == 1, result.stdout
+    text = words(result.stderr)
+    assert f"data holds another demo data set ({DEMO_PAIRS:,} pairs, seed 3)" in text
+    assert "nothing was written: add --force to replace it" in text
+    assert {p.name: p.read_bytes() for p in Path("data").iterdir()} == before
 
 
 def _git_dvc_repo(root: Path) -> Path:

@@ -208,6 +208,13 @@ def test_dvc_repro_of_another_split_shares_the_stores_listings(project):
     assert "Sharing the listings' arrays of" in repro(2)
     assert len(stores(project / "prepared")) == 2
 
+    # `dvc push` leaves the stores out (`push: false`): they are made from data/ (4.4 GB at the
+    # real size), and a teammate's `dvc pull` need not fetch them.
+    remote = project.parent / "remote"
+    for command in (["remote", "add", "-d", "local", str(remote)], ["push", "-q"]):
+        subprocess.run([sys.executable, "-m", "dvc", *command], check=True, env=env)
+    assert not [p for p in remote.rglob("*") if p.is_file()]
+
 
 def test_prepare_reuses_an_up_to_date_store_and_force_prepares_it_from_the_raw_files(project):
     assert invoke("prepare").exit_code == 0

@@ -16,6 +16,7 @@ file) gives each listing's product. The output depends only on `seed` and `n_pai
 
 from __future__ import annotations
 
+import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -90,6 +91,7 @@ _WRITER_OPTIONS = {
     },
     "attributes": {"use_dictionary": ["categories"], "write_statistics": ["variantid"]},
 }
+ORIGIN_KEY = "matching.demo"  # truth.parquet's metadata: [pairs, seed] of the set
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,11 @@ def generate(
     }
     small_files = {"train": PAIRS_FILE, "test": TEST_FILE, "truth": TRUTH_FILE}
     for table, columns in small.items():
+        written = pa.Table.from_batches([_batch(table, *columns)])
+        if table == "truth":  # what was asked, so that another `--pairs` or `--seed` is told apart
+            written = written.replace_schema_metadata({ORIGIN_KEY: json.dumps([n_pairs, seed])})
         with atomic_file(out_dir / small_files[table]) as path:
-            pq.write_table(pa.Table.from_batches([_batch(table, *columns)]), path)
+            pq.write_table(written, path)
     files = [out_dir / n for n in (PAIRS_FILE, TEST_FILE, *names.values(), TRUTH_FILE)]
     return SyntheticSummary(n_pairs, n_test, n_listings, float(target.mean()), files)
 
@@ -416,6 +421,32 @@ def _pair_columns(rng, ids, left, right, target=None) -> list[np.ndarray]:
     order = rng.permutation(len(left))
     first, second = np.where(swap, right, left)[order], np.where(swap, left, right)[order]
     return [ids[first], ids[second]] + ([] if target is None else [target[order]])
+
+
+def check_same_demo(data_dir: Path, pairs: int, seed: int) -> None:
+    """Refuse to keep a demo data set other than the one asked for (another --pairs or --seed):
+    `download --synthetic` kept the old one and exited 0, so `download --synthetic --pairs N &&
+    train` trained on the old one. Competition files are left to the caller's message."""
+    if not (data_dir / TRUTH_FILE).is_file():
+        return
+    held_pairs, held_seed = demo_origin(data_dir)
+    if held_pairs == pairs and held_seed in (None, seed):
+        return
+    held = f"{held_pairs:,} pairs" + (f", seed {held_seed}" if held_seed is not None else "")
+    raise DataError(
+        f"{data_dir} holds another demo data set ({held}) than the one asked for ({pairs:,} "
+        f"pairs, seed {seed}); nothing was written: add --force to replace it"
+    )
+
+
+def demo_origin(data_dir: Path) -> tuple[int, int | None]:
+    """(pairs, seed) of the demo data set in `data_dir`; the seed is None for a set written before
+    it was recorded (its pairs are the labelled file's rows)."""
+    metadata = pq.read_schema(data_dir / TRUTH_FILE).metadata or {}
+    if ORIGIN_KEY.encode() in metadata:
+        pairs, seed = json.loads(metadata[ORIGIN_KEY.encode()])
+        return pairs, seed
+    return pq.read_metadata(data_dir / PAIRS_FILE).num_rows, None
 
 
 def _batch(table: str, *columns: np.ndarray | pa.Array) -> pa.RecordBatch:
