@@ -342,7 +342,11 @@ Device = Annotated[
 ]
 RunId = Annotated[
     str | None,
-    typer.Option("--run-id", help="MLflow run of `matching train` [latest finished one]."),
+    typer.Option(
+        "--run-id",
+        help="MLflow run of `matching train` [of the experiment's finished ones, the one started "
+        "last].",
+    ),
 ]
 Model = Annotated[
     str | None,
@@ -361,6 +365,16 @@ def _model_source(run_id: str | None, model: str | None) -> str | None:
     return model or run_id
 
 
+ModelExperiment = Annotated[
+    str | None,
+    typer.Option(
+        "--experiment",
+        help=setting_help(
+            "MLflow experiment whose training run is used without --run-id",
+            "mlflow.experiment",
+        ),
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ReportDir = Annotated[
     Path | None,
@@ -550,6 +564,7 @@ def evaluate(
     ctx: typer.Context,
     run_id: RunId = None,
     model: Model = None,
+    experiment: ModelExperiment = None,
     pairs: Annotated[
         Path | None,
         typer.Option("--pairs", help="Labelled pairs, parquet or .csv [the run's own test split]."),
@@ -575,7 +590,9 @@ def evaluate(
     from matching_cli.jobs import evaluate_job
 
     state: State = ctx.obj
-    settings = state.settings(data={"dir": data_dir}, train={"device": device})
+    settings = state.settings(
+        data={"dir": data_dir}, train={"device": device}, mlflow={"experiment": experiment}
+    )
     with state.reporter() as reporter:
         result = evaluate_job(
             settings, _model_source(run_id, model), pairs, reporter, report_dir, errors
@@ -604,6 +621,7 @@ def predict(
     ],
     run_id: RunId = None,
     model: Model = None,
+    experiment: ModelExperiment = None,
     submission: Annotated[
         bool,
         typer.Option("--submission", help="Write the competition's variantid1,variantid2,target."),
@@ -640,7 +658,9 @@ def predict(
         raise typer.BadParameter("only with --engine spark", param_hint="--spark-master")
 
     state: State = ctx.obj
-    settings = state.settings(data={"dir": data_dir}, train={"device": device})
+    settings = state.settings(
+        data={"dir": data_dir}, train={"device": device}, mlflow={"experiment": experiment}
+    )
     with state.reporter() as reporter:
         predicted = predict_job(
             settings,
@@ -670,6 +690,7 @@ def match(
     ctx: typer.Context,
     run_id: RunId = None,
     model: Model = None,
+    experiment: ModelExperiment = None,
     listings: Annotated[
         Path | None,
         typer.Option("--listings", help="Parquet or .csv with a variantid column [every listing]."),
@@ -774,6 +795,7 @@ def match(
     settings = state.settings(
         data={"dir": data_dir},
         train={"device": device},
+        mlflow={"experiment": experiment},
         match={
             "k": k,
             "output": out_dir,

@@ -34,6 +34,14 @@ def test_a_run_is_reopened_in_its_experiment_with_its_status_and_refused_when_de
     monkeypatch.setenv("MATCHING_MLFLOW__EXPERIMENT", "here")
     run_id = _trained("--experiment", "elsewhere")
 
+    # Without --run-id: the latest finished training run of --experiment (evaluate, predict and
+    # match had no such option, and took the settings' experiment's).
+    by_experiment = invoke("evaluate", "--experiment", "elsewhere", "--json")
+    assert json.loads(by_experiment.stdout)["run_id"] == run_id, by_experiment.stderr
+    predicted = invoke("predict", "data/test.parquet", "-o", "-", "--experiment", "elsewhere")
+    assert f"training run {run_id}" in " ".join(predicted.stderr.split())
+    assert "experiment 'here' has no finished training run" in invoke("evaluate").stderr
+
     # MLflow refused to reopen a run of another experiment (a traceback); the metrics go to it.
     assert _evaluated_status(run_id) == "FINISHED"
     run = client.get_run(run_id)
