@@ -209,14 +209,19 @@ def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = 
     mlflow.log_metrics({prefix + k: v for k, v in metrics.items()}, step=step)
 
 
+# A history row's "val_ap" (history.csv, the plots) is logged as the MLP's epochs log it.
+HISTORY_NAMES = {"val_ap": "val_average_precision"}
+
+
 def log_history(history: list[dict[str, float]], step: str) -> None:
-    """Every row's metrics at once, each at the row's `step` value (one request, not one a row)."""
+    """Every row's metrics at once, each at the row's `step` value (one request, not one a row),
+    under the names the MLP's epochs use."""
     from mlflow.entities import Metric
 
     run = mlflow.active_run()
     now = int(time.time() * 1000)
     metrics = [
-        Metric(key, float(value), now, int(row[step]))
+        Metric(HISTORY_NAMES.get(key, key), float(value), now, int(row[step]))
         for row in history
         for key, value in row.items()
         if key != step

@@ -78,7 +78,10 @@ def test_the_run_records_the_head_and_saves_trees_without_pickle(in_trees, tmp_p
     history = pd.read_csv(folder / "report" / "history.csv")
     assert list(history) == ["trees", "train_loss", "val_loss", "val_pr_auc", "val_ap"]
     assert history["trees"].iloc[-1] == run.data.metrics["n_trees"] and len(history) <= 41
-    logged = sorted(client.get_metric_history(run_id, "val_ap"), key=lambda m: m.step)
+    # The MLP's name for it (the trees logged it as val_ap).
+    logged = sorted(
+        client.get_metric_history(run_id, "val_average_precision"), key=lambda m: m.step
+    )
     assert [m.step for m in logged] == history["trees"].tolist()
     assert [m.value for m in logged] == pytest.approx(history["val_ap"].tolist())
     assert (folder / "report" / "loss_curves.png").stat().st_size > 0
