@@ -97,6 +97,7 @@ def test_cluster_quality_on_a_known_partition():
     assert reduction_ratio(10, 100, 100) == pytest.approx(1 - 10 / 4950)
     # `match --listings` of one known listing: nothing to judge, not a perfect 1.0
     assert cluster_quality(labels, np.array([-1, -1, 1, -1, -1, -1])) == {}
+    assert cluster_quality(labels, np.array([0, 1, 2, 3, 4, 5])) == {}  # no two of one product
 
 
 def clustered_vectors(n: int = 3000, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
