@@ -126,6 +126,11 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except OSError as e:
         if is_no_room(e):
             raise no_room(e, path) from e
+        not_folder = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if not_folder is not None:
+            raise OutputError(
+                f"{path}: {not_folder} is a file, not a folder; choose another place"
+            ) from e
         raise OutputError(
             f"{path}: cannot write it ({e.strerror or e} in {path.parent}); make "
             "that folder writable or choose another place"

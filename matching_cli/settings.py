@@ -435,7 +435,7 @@ BOM = b"\xef\xbb\xbf"
 def _without_bom(path: Path, raw: bytes) -> bytes:
     """TOML forbids a byte-order mark, but Windows editors write one: accept it, and say so."""
     if raw.startswith(BOM):
-        log.warning("%s starts with a UTF-8 byte-order mark (BOM); read it without", path)
+        log.warning("%s starts with a UTF-8 byte-order mark (BOM); read without the mark", path)
         return raw[len(BOM) :]
     return raw
 
