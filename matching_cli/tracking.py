@@ -147,12 +147,12 @@ def run(
         _end(tracked, keep_status)
 
 
-def _end(tracked: TrackedRun, kept: bool) -> None:
+def _end(tracked: TrackedRun, keep_status: bool) -> None:
     if mlflow.active_run() is None:  # stopped while MLflow opened it
         if tracked.id:
             mlflow.MlflowClient().set_terminated(tracked.id, tracked.status)
         return
-    if not kept:
+    if not keep_status:
         mlflow.set_tag(STATUS_TAG, tracked.status)
     mlflow.end_run(tracked.status)
 
