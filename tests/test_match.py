@@ -21,7 +21,12 @@ from matching_cli.match.blocking import (
     unit_rows,
 )
 from matching_cli.match.clustering import Guard, cluster, size_histogram
-from matching_cli.match.quality import blocking_recall, cluster_quality, reduction_ratio
+from matching_cli.match.quality import (
+    blocking_recall,
+    cluster_quality,
+    reduction_ratio,
+    true_pair_recall,
+)
 from tests.conftest import invoke, store
 
 
@@ -98,6 +103,21 @@ def test_cluster_quality_on_a_known_partition():
     # `match --listings` of one known listing: nothing to judge, not a perfect 1.0
     assert cluster_quality(labels, np.array([-1, -1, 1, -1, -1, -1])) == {}
     assert cluster_quality(labels, np.array([0, 1, 2, 3, 4, 5])) == {}  # no two of one product
+
+
+def test_quality_of_new_listings_counts_their_matches_in_the_catalogue():
+    """`match --listings`: listing 0 is new; its product has two more listings in the catalogue,
+    and it was grouped with one of them. Only pairs of two queries were counted: nothing."""
+    labels, product = np.array([0, 0, 1, 1, 2]), np.array([0, 0, 0, 1, 1])
+    is_query = np.array([True, False, False, False, False])
+    q = cluster_quality(labels, product, is_query)
+    # Pairs holding listing 0: true (0, 1), (0, 2); grouped (0, 1).
+    assert q["cluster_pair_precision"] == 1.0 and q["cluster_pair_recall"] == 0.5
+    assert q["bcubed_precision"] == 1.0 and q["bcubed_recall"] == pytest.approx(2 / 3)
+    assert "adjusted_rand" not in q  # the catalogue's own groups were not made
+    assert cluster_quality(labels, product, np.ones(5, bool)) == cluster_quality(labels, product)
+    candidates = np.array([0, 0]), np.array([1, 3])
+    assert true_pair_recall(*candidates, product, is_query) == 0.5
 
 
 def clustered_vectors(n: int = 3000, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -356,11 +376,12 @@ def _strict_json(text: str) -> dict:
 
 
 def test_a_measure_with_nothing_to_measure_is_null_in_the_json(in_trained):
-    # One listing: no true pair to find, so no blocking recall. It was written `NaN`, which
-    # Python reads and jq, JavaScript and every strict parser refuse.
+    # One listing, the only one of its product: no true pair to find, so no blocking recall. It
+    # was written `NaN`, which Python reads and jq, JavaScript and every strict parser refuse.
     _, run_id, _ = in_trained
-    one = pd.read_parquet("data/test.parquet")["variantid1"].head(1)
-    one.to_frame("variantid").to_parquet("one.parquet")
+    truth = pd.read_parquet("data/truth.parquet")
+    alone = truth.groupby("product_id")["variantid"].transform("size") == 1
+    truth.loc[alone, ["variantid"]].head(1).to_parquet("one.parquet")
     result = invoke("match", "--run-id", run_id, "--listings", "one.parquet", "-o", "one", "--json")
     assert result.exit_code == 0, result.stderr
     for summary in (

@@ -48,43 +48,65 @@ def labelled_pair_quality(
     return _prefixed("pairs_", precision_recall_f1(*counts))
 
 
+def _touching(n: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Pairs among `n` listings that hold at least one of the `m` query listings among them."""
+    return _pairs(n) - _pairs(n - m)
+
+
 def true_pair_recall(
-    candidate_left: np.ndarray, candidate_right: np.ndarray, product: np.ndarray
+    candidate_left: np.ndarray,
+    candidate_right: np.ndarray,
+    product: np.ndarray,
+    is_query: np.ndarray,
 ) -> float:
-    """Share of all same-product pairs (product >= 0; -1 unknown) that are among the candidates."""
+    """Share of the same-product pairs (product >= 0; -1 unknown) with at least one query listing
+    that are among the candidates."""
     known = product >= 0
-    actual = _pairs(np.bincount(product[known])).sum()
+    truth, query = product[known], is_query[known]
+    actual = _touching(np.bincount(truth), np.bincount(truth, weights=query)).sum()
     a, b = product[candidate_left], product[candidate_right]
-    found = ((a == b) & (a >= 0)).sum()
+    touching = is_query[candidate_left] | is_query[candidate_right]
+    found = ((a == b) & (a >= 0) & touching).sum()
     return float(found / actual) if actual else float("nan")
 
 
-def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]:
-    """Groups against true products, over the listings whose product is known (product >= 0);
-    none where no two of them are of one product (no true pair to find: B-cubed and ARI said 1.0
-    and the pair F1 0 of `match --listings` with 50 listings of 50 products)."""
+def cluster_quality(
+    labels: np.ndarray, product: np.ndarray, is_query: np.ndarray | None = None
+) -> dict[str, float]:
+    """Groups against true products, over the listings whose product is known (product >= 0), as
+    the query listings see them (`is_query`; None: every listing): pairwise precision, recall and
+    F1 over the pairs that hold a query listing, and B-cubed averaged over the query listings,
+    against the groups and products of the whole catalogue (`match --listings` counted only pairs
+    of two queries, so a new listing's matches in the catalogue went unmeasured); the adjusted Rand
+    index where every listing is a query. None where no true pair holds a query (nothing to find:
+    B-cubed and ARI said 1.0 and the pair F1 0 of 50 listings of 50 products)."""
     known = product >= 0
-    group, truth = labels[known], product[known]
-    if len(group) < 2 or np.bincount(truth).max() < 2:
+    query = np.ones(len(labels), bool) if is_query is None else is_query
+    group, truth, weight = labels[known], product[known], query[known].astype(np.float64)
+    actual = _touching(np.bincount(truth), np.bincount(truth, weights=weight)).sum()
+    if not actual:
         return {}
-    cells = np.unique(np.stack([group, truth]), axis=1, return_counts=True)
-    (cell_group, cell_truth), n_cell = cells
+    cells, cell_of = np.unique(np.stack([group, truth]), axis=1, return_inverse=True)
+    cell_group, cell_truth = cells
+    n_cell = np.bincount(cell_of)
+    m_cell = np.bincount(cell_of, weights=weight)
     group_size = np.bincount(group)[cell_group]
     truth_size = np.bincount(truth)[cell_truth]
     counts = (
-        float(_pairs(n_cell).sum()),
-        float(_pairs(np.bincount(group)).sum()),
-        float(_pairs(np.bincount(truth)).sum()),
+        float(_touching(n_cell, m_cell).sum()),
+        float(_touching(np.bincount(group), np.bincount(group, weights=weight)).sum()),
+        float(actual),
     )
     metrics = _prefixed("cluster_pair_", precision_recall_f1(*counts))
-    precision = float((n_cell**2 / group_size).sum() / len(group))
-    recall = float((n_cell**2 / truth_size).sum() / len(group))
+    precision = float((m_cell * n_cell / group_size).sum() / weight.sum())
+    recall = float((m_cell * n_cell / truth_size).sum() / weight.sum())
     metrics |= {
         "bcubed_precision": precision,
         "bcubed_recall": recall,
         "bcubed_f1": f1(precision, recall),
     }
-    metrics["adjusted_rand"] = float(adjusted_rand_score(truth, group))
+    if weight.all():
+        metrics["adjusted_rand"] = float(adjusted_rand_score(truth, group))
     return metrics
 
 
@@ -100,7 +122,8 @@ def measure_quality(
     product: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Blocking and match quality on the labelled pairs, and against the true product of each row
-    (`product`, -1 unknown) when known, counting only pairs whose listings are both queries."""
+    (`product`, -1 unknown) when known, over the pairs that hold at least one query listing: with
+    `match --listings`, what the new listings found in the catalogue."""
     n = len(prepared.items.ids)
     is_query = np.zeros(n, bool)
     is_query[queries] = True
@@ -109,21 +132,20 @@ def measure_quality(
     left, right, target = (
         np.concatenate([getattr(p, a) for p in labelled]) for a in ("left", "right", "target")
     )
-    positive = (target == 1) & is_query[left] & is_query[right]
+    positive = (target == 1) & (is_query[left] | is_query[right])
     if positive.any():
         metrics["blocking_recall"] = blocking_recall(
             candidates.keys(n), left[positive], right[positive], n
         )
     test = prepared.splits["test"]  # held out from training: an honest measure of the matches
-    inside = is_query[test.left] & is_query[test.right]
-    if inside.any():
+    touching = is_query[test.left] | is_query[test.right]
+    if touching.any():
         metrics |= labelled_pair_quality(
-            labels, test.left[inside], test.right[inside], test.target[inside]
+            labels, test.left[touching], test.right[touching], test.target[touching]
         )
     if product is not None:
-        product = np.where(is_query, product, -1)
         metrics["blocking_true_pair_recall"] = true_pair_recall(
-            candidates.left, candidates.right, product
+            candidates.left, candidates.right, product, is_query
         )
-        metrics |= cluster_quality(labels, product)
+        metrics |= cluster_quality(labels, product, is_query)
     return metrics
