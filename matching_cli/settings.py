@@ -382,7 +382,7 @@ def load_settings(
     try:
         loaded = _Loaded(**{s: v for s, v in init.items() if v})
     except ValidationError as e:
-        raise ConfigError(_describe(e, [str(p) for p, _ in files])) from None
+        raise ConfigError(_describe(e, files, init)) from None
     return Settings.model_validate(loaded.model_dump())
 
 
@@ -413,7 +413,11 @@ def _check_keys(path: Path, values: dict[str, Any]) -> None:
                 )
 
 
-def _describe(error: ValidationError, files: list[str]) -> str:
+def _describe(
+    error: ValidationError,
+    files: list[tuple[Path, dict[str, Any]]],
+    options: dict[str, dict[str, Any]],
+) -> str:
     # A value that fits no member of a union (`4096 | "auto"`) fails once per member: one line.
     messages: dict[str, list[str]] = {}
     values: dict[str, Any] = {}
@@ -421,12 +425,41 @@ def _describe(error: ValidationError, files: list[str]) -> str:
         key = ".".join(str(p) for p in item["loc"] if not _UNION_MEMBER.fullmatch(str(p)))
         messages.setdefault(key, []).append(item["msg"].removeprefix("Value error, "))
         values[key] = item.get("input")
-    problems = []
+    problems, unplaced = [], False
     for key, found in messages.items():
         shown = f" (got {values[key]!r})" if not isinstance(values[key], dict) else ""
-        problems.append(f"{key}: {' or '.join(found)}{shown}")
-    where = f" (from {', '.join(files)}, MATCHING_* variables or options)" if files else ""
+        source = _source(key, files, options)
+        unplaced |= source is None
+        problems.append(
+            f"{key}{f' (from {source})' if source else ''}: {' or '.join(found)}{shown}"
+        )
+    paths = [str(path) for path, _ in files]
+    where = (
+        f" (from {', '.join(paths)}, MATCHING_* variables or options)" if unplaced and paths else ""
+    )
     return "invalid settings" + where + ": " + "; ".join(problems)
+
+
+def _source(
+    key: str, files: list[tuple[Path, dict[str, Any]]], options: dict[str, dict[str, Any]]
+) -> str | None:
+    """Where the value of `section.key` that won came from, by precedence: a command option, a
+    variable, the last file that sets it; None for a check across keys (`data`)."""
+    section, _, name = key.partition(".")
+    if not name:
+        return None
+    if name in options.get(section, {}):
+        return "the command's option"
+    variables = [f"MATCHING_{section}__{name}", f"MATCHING_{section}"]
+    if key == "mlflow.tracking_uri":
+        variables.append("MLFLOW_TRACKING_URI")
+    for variable in variables:
+        found = next((v for v in os.environ if v.upper() == variable.upper()), None)
+        if found is not None:
+            return found
+    return next(
+        (str(path) for path, values in reversed(files) if name in values.get(section, {})), None
+    )
 
 
 BOM = b"\xef\xbb\xbf"

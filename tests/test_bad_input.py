@@ -196,14 +196,18 @@ SETTINGS_CASES = {
     "wrong type": (
         "[train]\nepochs = 'many'\n",
         [],
-        "train.epochs: Input should be a valid integer",
+        "train.epochs (from settings.toml): Input should be a valid integer",
     ),
     "negative batch size": (
         "[train]\nbatch_size = -5\n",
         [],
-        "train.batch_size: Input should be greater than 0",
+        "train.batch_size (from settings.toml): Input should be greater than 0",
     ),
-    "--epochs 0": ("", ["--epochs", "0"], "train.epochs: Input should be greater than 0"),
+    "--epochs 0": (
+        "",
+        ["--epochs", "0"],
+        "train.epochs (from the command's option): Input should be greater than 0",
+    ),
 }
 
 

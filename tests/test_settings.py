@@ -80,12 +80,18 @@ def test_mlflow_tracking_uri_from_mlflow_variable(monkeypatch):
         ("[train]\nepochz = 3\n", "unknown key train.epochz"),
         ("[trian]\nepochs = 3\n", "unknown section [trian]"),
         ("[train]\nepochs = 'many'\n", "train.epochs"),
-        ("[train]\nbatch_size = -1\n", "train.batch_size: Input should be greater than 0 or"),
+        (
+            "[train]\nbatch_size = -1\n",
+            r"train.batch_size \(from .*bad.toml\): Input should be greater than 0 or",
+        ),
         ("[train\n", "not valid TOML"),
         ("[model]\npair_features = 'sum'\n", "model.pair_features"),
         # pydantic read true as 1 epoch, a batch of 1.
-        ("[train]\nepochs = true\n", "train.epochs: true/false given where a value of another"),
-        ("[train]\nbatch_size = false\n", "train.batch_size: true/false given"),
+        (
+            "[train]\nepochs = true\n",
+            r"train.epochs \(.*\): true/false given where a value of another",
+        ),
+        ("[train]\nbatch_size = false\n", r"train.batch_size \(.*\): true/false given"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):
@@ -110,5 +116,18 @@ def test_missing_config_file_is_an_error(tmp_path):
 
 def test_bad_environment_value_is_an_error(monkeypatch):
     monkeypatch.setenv("MATCHING_TRAIN__EPOCHS", "0")
-    with pytest.raises(ConfigError, match=r"train\.epochs"):
+    with pytest.raises(ConfigError, match=r"train\.epochs \(from MATCHING_TRAIN__EPOCHS\)"):
         load_settings()
+
+
+def test_a_bad_value_names_the_source_that_gave_it(tmp_path, monkeypatch):
+    """It said "(from FILE, MATCHING_* variables or options)" whichever of them held the value."""
+    config = tmp_path / "mine.toml"
+    config.write_text("[train]\nepochs = -3\nlr = 0.01\n")
+    with pytest.raises(ConfigError, match=rf"train\.epochs \(from {config}\): Input should be"):
+        load_settings(config)
+    with pytest.raises(ConfigError, match=r"train\.epochs \(from the command's option\)"):
+        load_settings(config, overrides={"train": {"epochs": 0}})
+    monkeypatch.setenv("MATCHING_TRAIN__LR", "-1")  # beats the file's 0.01
+    with pytest.raises(ConfigError, match=r"train\.lr \(from MATCHING_TRAIN__LR\)"):
+        load_settings(config, overrides={"train": {"epochs": 3}})
