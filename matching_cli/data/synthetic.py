@@ -36,6 +36,7 @@ from matching_cli.data.layout import (
     TEST_FILE,
     TEXT_FILE,
     TRUTH_FILE,
+    is_demo,
 )
 from matching_cli.errors import DataError
 from matching_cli.files import atomic_file
@@ -427,7 +428,7 @@ def check_same_demo(data_dir: Path, pairs: int, seed: int) -> None:
     """Refuse to keep a demo data set other than the one asked for (another --pairs or --seed):
     `download --synthetic` kept the old one and exited 0, so `download --synthetic --pairs N &&
     train` trained on the old one. Competition files are left to the caller's message."""
-    if not (data_dir / TRUTH_FILE).is_file():
+    if not is_demo(data_dir):
         return
     held_pairs, held_seed = demo_origin(data_dir)
     if held_pairs == pairs and held_seed in (None, seed):
