@@ -165,15 +165,17 @@ def git_tags() -> dict[str, str]:
     code = _git_state(Path(__file__).parent)
     if code is not None:
         tags["git_commit"], tags["git_dirty"] = code[1:]
-    here = _git_state(Path.cwd())
-    if here is not None and (code is None or here[0] != code[0]):
+    here = _git_state(Path.cwd(), other_than=code[0] if code is not None else None)
+    if here is not None:
         tags["workdir_git_commit"], tags["workdir_git_dirty"] = here[1:]
     return tags
 
 
-def _git_state(folder: Path) -> tuple[str, str, str] | None:
+def _git_state(folder: Path, other_than: str | None = None) -> tuple[str, str, str] | None:
     """(top folder, commit, "True" where tracked files differ from it) of the repository that
-    `folder` lies in; None outside one, or where git is missing or refuses it."""
+    `folder` lies in; None outside one, where git is missing or refuses it, or where that
+    repository's top folder is `other_than` (the usual case, the current folder in the code's
+    checkout, then asks git once, not three times)."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -181,8 +183,11 @@ def _git_state(folder: Path) -> tuple[str, str, str] | None:
         ).stdout.strip()
 
     try:
+        top = git("rev-parse", "--show-toplevel")
+        if top == other_than:
+            return None
         return (
-            git("rev-parse", "--show-toplevel"),
+            top,
             git("rev-parse", "HEAD"),
             str(bool(git("status", "--porcelain", "--untracked-files=no"))),
         )
