@@ -25,7 +25,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from matching_cli.data.features import fit_text_model, listing_features
 from matching_cli.data.pairs import FAMILIES, feature_names, pair_features
-from matching_cli.data.text import normalise_all
+from matching_cli.data.text import normalise
 from matching_cli.model.trees import TreeSettings, fit
 
 WDC = Path("/work/shared/realdata/wdc_computers")
@@ -221,7 +221,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     clock = time.perf_counter()
     ids, raw, blocks = load_catalogue(args.data_dir)
-    model = fit_text_model(normalise_all(raw["names"]))
+    model = fit_text_model([normalise(name) for name in raw["names"]])
     listings = listing_features(model, **raw)
     listing_s = time.perf_counter() - clock
 

@@ -14,7 +14,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,19 +95,19 @@ def atomic_file(path: Path) -> Iterator[Path]:
         raise
 
 
-def check_replaceable_dir(path: Path, marker: str, what: str) -> None:
-    """A folder about to be replaced as a whole must be empty or one this project wrote (it holds
-    `marker`): pointing a setting at the data folder, or at `.`, must not delete the files there."""
+def check_own_folder(path: Path, is_ours: Callable[[str], bool], what: str, remedy: str) -> None:
+    """A folder that `matching` fills and prunes, or replaces as a whole, must be absent or hold
+    only names that `is_ours` accepts: pointed at the data folder, or at `.`, it would delete the
+    user's files or mix with them. `what` names the setting or option, `remedy` what to do."""
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path}: not a folder; point it at a folder of its own")
-    if not path.is_dir():
-        return
-    names = sorted(p.name for p in path.iterdir())
-    if names and marker not in names:
-        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise OutputError(f"{what} {path}: not a folder; {remedy}")
+    foreign = sorted(
+        p.name for p in (path.iterdir() if path.is_dir() else ()) if not is_ours(p.name)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise OutputError(
-            f"{what} {path}: holds files `matching` did not write ({shown}) and would be replaced "
-            "as a whole; point it at a folder of its own"
+            f"{what} {path}: holds files `matching` did not write ({shown}); {remedy}"
         )
 
 
@@ -268,6 +268,14 @@ def _existing_mode(path: Path) -> int | None:
 
 
 def _umask() -> int:
+    """The process's umask, read where Linux tells it: setting it to learn it (the only portable
+    way) changes it for a moment, and a file another thread creates then gets mode 0666."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask

@@ -22,16 +22,18 @@ from matching_cli.data.readers import (
     check_input_file,
     corrupt_inside,
     csv_batches,
+    int64_ids,
     is_csv,
     open_parquet,
     row_group_batches,
 )
-from matching_cli.data.tables import Items
+from matching_cli.data.tables import Items, absent_pairs
 from matching_cli.errors import DataError
 from matching_cli.files import check_output, output_stream
 from matching_cli.model.scoring import chunk_pairs, scored_chunks
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter
+from matching_cli.progress import closing as progress_closing
 
 log = logging.getLogger(__name__)
 
@@ -90,30 +92,41 @@ def predict_file(
     matrix = items_to_device(items.matrix, device)
     summary = PredictSummary(0, 0, 0)
     examples: list[tuple[int, int]] = []
-    task = reporter.task("scoring pairs", total=total, unit="pairs")
-    chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
-    # A listing absent from every table (`--on-missing zero`) is scored as row 0: its pairs' scores
-    # are set to 0 after.
-    scored = scored_chunks(model, matrix, chunks, _Chunk.pairs_to_score, featurizer, missing_row=0)
-    with scores_file(out_path, submission) as write, closing(scored):
-        for chunk, scores in scored:
-            if scores is None:
+    with progress_closing(reporter.task("scoring pairs", total=total, unit="pairs")) as task:
+        chunks = _chunks(batches, items, pairs_path, on_missing, summary, examples)
+        # A listing absent from every table (`--on-missing zero`) is scored as row 0: its pairs' scores
+        # are set to 0 after.
+        scored = scored_chunks(
+            model, matrix, chunks, _Chunk.pairs_to_score, featurizer, missing_row=0
+        )
+        with scores_file(out_path, submission) as write, closing(scored):
+            for chunk, scores in scored:
+                if scores is None:
+                    task.advance(chunk.seen)
+                    continue  # count them all for the message; nothing is kept
+                scores[chunk.absent] = (
+                    0.0  # `--on-missing zero`: no listing, no evidence of a match
+                )
+                write(chunk.v1, chunk.v2, scores)
+                summary.written += len(chunk.v1)
                 task.advance(chunk.seen)
-                continue  # count them all for the message; nothing is kept
-            scores[chunk.absent] = 0.0  # `--on-missing zero`: no listing, no evidence of a match
-            write(chunk.v1, chunk.v2, scores)
-            summary.written += len(chunk.v1)
-            task.advance(chunk.seen)
-        if on_missing == OnMissing.error and summary.missing:
-            shown = ", ".join(f"({a}, {b})" for a, b in examples[:3])
-            raise DataError(
-                f"{pairs_path}: {summary.missing:,} of {summary.pairs:,} pairs name a listing found in no "
-                f"item table, e.g. {shown}; pass --on-missing zero or drop to score or skip them"
-            )
-    task.close()
+            if on_missing == OnMissing.error and summary.missing:
+                raise missing_error(str(pairs_path), summary.missing, summary.pairs, examples)
     if summary.pairs == 0:
         log.warning("%s holds no pairs: wrote a file of no rows", pairs_path)
     return summary
+
+
+def missing_error(
+    where: str,
+    count: int,
+    total: int,
+    examples: list[tuple[int, int]],
+    remedy: str = "--on-missing zero or drop",
+) -> DataError:
+    return DataError(
+        f"{absent_pairs(where, count, total, examples)}; pass {remedy} to score or skip them"
+    )
 
 
 @dataclass
@@ -180,4 +193,4 @@ def _pair_batches(
 def _ids(column: pa.Array, path: Path) -> np.ndarray:
     if column.null_count:
         raise DataError(f"{path}: {column.null_count} pairs have a null variantid")
-    return column.to_numpy().astype(np.int64)
+    return int64_ids(column, path, "variantid1 or variantid2")

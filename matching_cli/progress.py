@@ -126,6 +126,7 @@ class LoggingReporter:
 class _RichTask:
     def __init__(self, progress: Progress, task_id: TaskID):
         self._progress, self._id = progress, task_id
+        self._closed = False
 
     def advance(self, amount: float = 1) -> None:
         self._progress.advance(self._id, amount)
@@ -134,7 +135,9 @@ class _RichTask:
         self._progress.update(self._id, description=description, total=total)
 
     def close(self, outcome: str = "done") -> None:
-        self._progress.remove_task(self._id)
+        if not self._closed:  # closed twice (a `closing` block that closed it itself) is fine
+            self._closed = True
+            self._progress.remove_task(self._id)
 
 
 class RichReporter:

@@ -125,7 +125,9 @@ def request_frame(
 ) -> pd.DataFrame:
     """A request for the pairs (variantid1[k], variantid2[k]) built from the raw files: the columns
     `names` (without side suffix) of each listing, wherever a file of the folder has them."""
-    wanted = set(int(v) for v in np.concatenate([variantid1, variantid2]))
+    # Compared as int64, as every table's ids are (`readers.int64_ids`): whatever integer type a
+    # file stores them in.
+    keys = pa.array(np.unique(np.concatenate([variantid1, variantid2]).astype(np.int64)))
     found: dict[str, dict[int, Any]] = {}
     for path in sorted(Path(data_dir).glob("*.parquet")):
         pf = pq.ParquetFile(path)
@@ -133,9 +135,8 @@ def request_frame(
         here = [n for n in names if n in schema.names and n not in found]
         if "variantid" not in schema.names or not here:
             continue
-        keys = pa.array(sorted(wanted), schema.field("variantid").type)
-        rows = [batch.filter(pc.is_in(batch.column(0), keys)) for batch in _batches(pf, keys, here)]
-        ids = [v for batch in rows for v in batch.column(0).to_pylist()]
+        rows = [batch.filter(pc.is_in(_ids(batch), keys)) for batch in _batches(pf, keys, here)]
+        ids = [v for batch in rows for v in _ids(batch).to_pylist()]
         for name in here:
             values = [v for batch in rows for v in batch.column(name).to_pylist()]
             found[name] = dict(zip(ids, values, strict=True))
@@ -146,12 +147,17 @@ def request_frame(
     return pd.DataFrame(frame)
 
 
+def _ids(batch: pa.RecordBatch | pa.Table) -> pa.Array | pa.ChunkedArray:
+    """The first column, the variantids, as int64."""
+    return batch.column(0).cast(pa.int64())
+
+
 def _batches(pf: pq.ParquetFile, keys: pa.Array, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """The row groups of `pf` that hold the variantids `keys`, with `columns`, in batches (a file
     of one row group is not decoded whole at once): the variantid column is read first. (Every
     row group read decoded all the pictures of the real size: 11.8 s for the 4 listings of
     `train`'s example.)"""
-    where = pc.fill_null(pc.is_in(pf.read(columns=["variantid"]).column(0), keys), False)
+    where = pc.fill_null(pc.is_in(_ids(pf.read(columns=["variantid"])), keys), False)
     rows = np.flatnonzero(where.to_numpy())
     sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
     groups = np.unique(np.searchsorted(np.cumsum(sizes), rows, side="right"))

@@ -78,10 +78,12 @@ def ahead(
             pairs = pairs_of(chunk)
             yield chunk, None if function is None or pairs is None else function(*pairs)
         return
-    started = [_Server(function, start) for _ in range(workers)]
-    idle = list(started)
+    started: list[_Server] = []
     pending: deque[_Pending[T]] = deque()
     try:
+        for _ in range(workers):  # inside the try: a failed fork stops those already started
+            started.append(_Server(function, start))
+        idle = list(started)
         for chunk in chunks:
             pairs = pairs_of(chunk)
             entry = _Pending(chunk, done=pairs is None)
@@ -261,7 +263,10 @@ def _send_result(send: Connection, function: Callable[..., object], args: tuple)
                 send.send((True, value))
     except BaseException as error:  # told to the parent, which raises it
         with _SENDING:
-            send.send((False, error))
+            try:
+                send.send((False, error))
+            except Exception:  # an error that cannot be pickled: its text, not a silent death
+                send.send((False, RuntimeError(f"{type(error).__name__}: {error}")))
 
 
 class _LogToParent(logging.Handler):

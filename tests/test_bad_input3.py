@@ -20,6 +20,8 @@ import pytest
 
 from matching_cli.data import prepare as prepare_module
 from matching_cli.data.prepare import ensure_prepared, is_fresh
+from matching_cli.errors import ModelError
+from matching_cli.model.saved import META, load_model
 from matching_cli.settings import load_settings
 from tests.conftest import FAST, invoke, store
 from tests.test_bad_input2 import _one_line_error
@@ -184,6 +186,54 @@ def test_a_damaged_checkpoint_is_named_before_resuming(project, name, damage):
     assert mlflow.MlflowClient().get_run(run_id).info.status == "FINISHED"
 
 
+def _without(key: str):
+    return lambda b: json.dumps({k: v for k, v in json.loads(b).items() if k != key}).encode()
+
+
+@pytest.mark.parametrize("key", ["param_groups", "history", "best_epoch"])
+def test_a_checkpoint_lacking_part_of_its_state_is_named_not_a_traceback(project, key):
+    run_id = _train_two_epochs()
+    path = Path(f"models/{run_id}/checkpoint/checkpoint.json")
+    path.write_bytes(_without(key)(path.read_bytes()))
+    result = invoke("train", "--resume", run_id, "--epochs", "3")
+    _one_line_error(result, str(path.parent), "damaged", "cannot be resumed")
+
+
+def test_an_early_stopped_run_is_not_resumed_without_epochs(project):
+    run_id = _train_two_epochs()
+    path = Path(f"models/{run_id}/checkpoint/checkpoint.json")
+    meta = json.loads(path.read_text())
+    # As a run of 6 epochs, patience 1, that stopped after epoch 2 (its best was epoch 1) leaves it.
+    meta["settings"]["train"].update(epochs=6, patience=1)
+    meta["best_epoch"] = 1
+    path.write_text(json.dumps(meta))
+    before = mlflow.MlflowClient().get_run(run_id).info
+    result = invoke("train", "--resume", run_id)
+    _one_line_error(result, f"run {run_id} stopped early after epoch 2", "--epochs above 2")
+    after = mlflow.MlflowClient().get_run(run_id).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)  # not reopened
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda meta: meta.pop("threshold"), "not a model description"),
+        (lambda meta: meta.update(threshold="high"), "not a model description"),
+        (lambda meta: (meta.pop("model"), meta.update(format=99)), "model format 99"),
+    ],
+)
+def test_a_damaged_or_newer_model_json_is_named(in_trained, tmp_path, change, expected):
+    folder, run_id, _ = in_trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder / "models" / run_id, copy, ignore=shutil.ignore_patterns("checkpoint"))
+    meta = json.loads((copy / META).read_text())
+    change(meta)
+    (copy / META).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=expected) as caught:
+        load_model(copy)
+    assert str(copy / META) in str(caught.value)
+
+
 # 9. Values out of range: refused when the settings are read, before anything runs.
 
 
@@ -320,3 +370,72 @@ def test_predict_refuses_an_output_folder_that_does_not_exist_before_any_work(pr
     result = invoke("predict", "data/test.parquet", "-o", "missing/out.csv")
     _one_line_error(result, "--output", "missing does not exist; create it first")
     assert not Path("prepared").exists() and not Path("missing").exists()
+
+
+# Catalogues of other shapes (the 2026-12-08 audit of odd catalogues).
+
+_ID_COLUMNS = {
+    "text_and_bert.parquet": ["variantid"],
+    "attributes.parquet": ["variantid"],
+    "images_embed.parquet": ["variantid"],
+    "train.parquet": ["variantid1", "variantid2"],
+}
+
+
+def _ids_as_uint64(offset: int) -> None:
+    for name, columns in _ID_COLUMNS.items():
+        table = pq.read_table(Path("data") / name)
+        for column in columns:
+            values = table.column(column).to_numpy().astype(np.uint64) + np.uint64(offset)
+            table = table.set_column(table.schema.get_field_index(column), column, pa.array(values))
+        pq.write_table(table, Path("data") / name)
+
+
+def test_uint64_ids_meet_across_tables_as_int64_ones_do(project):
+    """Ids stored as uint64 were looked up as float64 against the int64 item ids: above 2^53 ids
+    met their neighbours', and above 2^63 no listing's fields were found (every text, attribute
+    and category feature 0 and missing, without a word), then `train` died in a traceback."""
+    assert invoke("prepare").exit_code == 0
+    expected = np.load(next(Path("prepared").glob("*/pair_features.npy")))
+    shutil.rmtree("prepared")
+    _ids_as_uint64(2**60)  # int64 can hold them, float64 not exactly
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    assert "has no row for" not in result.stderr
+    np.testing.assert_array_equal(
+        np.load(next(Path("prepared").glob("*/pair_features.npy"))), expected
+    )
+
+
+def test_uint64_ids_above_the_int64_range_are_refused_in_one_line(project):
+    _ids_as_uint64(2**63)
+    _one_line_error(invoke("prepare"), "column 'variantid' holds ids above 2^63 - 1", "renumber")
+    assert not Path("prepared").exists()
+
+
+def test_a_partitioned_parquet_folder_is_named_as_one(project):
+    table = pq.read_table("data/train.parquet")
+    Path("data/train.parquet").unlink()
+    Path("data/train.parquet").mkdir()
+    pq.write_table(table, "data/train.parquet/part-0.parquet")
+    _one_line_error(invoke("prepare"), "data/train.parquet: is a folder", "write it as one file")
+
+
+def test_dictionary_encoded_text_columns_read_as_their_values(project):
+    assert invoke("prepare").exit_code == 0
+    expected = np.load(next(Path("prepared").glob("*/pair_features.npy")))
+    shutil.rmtree("prepared")
+    for name, columns in (
+        ("text_and_bert.parquet", ["name", "description"]),
+        ("attributes.parquet", ["categories", "characteristic_attributes_mapping"]),
+    ):
+        table = pq.read_table(Path("data") / name)
+        for column in columns:
+            encoded = table.column(column).dictionary_encode()  # pandas' category dtype
+            table = table.set_column(table.schema.get_field_index(column), column, encoded)
+        pq.write_table(table, Path("data") / name)
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(
+        np.load(next(Path("prepared").glob("*/pair_features.npy"))), expected
+    )

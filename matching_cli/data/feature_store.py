@@ -50,7 +50,7 @@ from matching_cli.data.readers import (
 from matching_cli.data.tables import Items, ItemTables, image_file, load_items, lookup, read_rows
 from matching_cli.data.words import Words, as_strings
 from matching_cli.errors import DataError
-from matching_cli.progress import Reporter
+from matching_cli.progress import Reporter, closing
 from matching_cli.workers import ahead, beside, one_per_core
 
 log = logging.getLogger(__name__)
@@ -105,18 +105,18 @@ def _write_features(
     folder = out / LISTINGS_DIR
     to_worker.send(_main_picture_block(items, folder))
     task = reporter.task("features: the listings' fields, words, text model and rows", total=None)
-    names = _text_words(data_dir, ids, "name")
-    text_model = fit_text_model(names)
-    # Saved at once: the 1.5 GB of the real size's need not be held while the other rows are made.
-    save_arrays(folder, {"name_char": text_model.char_tfidf(names)})
-    saved_words = from_worker()
-    descriptions = Words.load(saved_words)
-    arrays = text_rows(text_model, names, descriptions)
-    save_arrays(folder, arrays)
-    made_here = ["name_char", *arrays]
-    del names, descriptions, arrays
-    shutil.rmtree(saved_words)
-    task.close()
+    with closing(task):
+        names = _text_words(data_dir, ids, "name")
+        text_model = fit_text_model(names)
+        # Saved at once: the 1.5 GB of the real size's need not be held while the other rows are made.
+        save_arrays(folder, {"name_char": text_model.char_tfidf(names)})
+        saved_words = from_worker()
+        descriptions = Words.load(saved_words)
+        arrays = text_rows(text_model, names, descriptions)
+        save_arrays(folder, arrays)
+        made_here = ["name_char", *arrays]
+        del names, descriptions, arrays
+        shutil.rmtree(saved_words)
     save_text_model(text_model, out / TEXT_MODEL)
     columns_out = feature_names()
     rows = np.lib.format.open_memmap(
@@ -161,14 +161,15 @@ def _fill_pair_rows(
     """The `families`' columns of `rows` (all of `feature_names()`) for pairs (left, right), in
     chunks, the next `workers` chunks computed in forked processes meanwhile."""
     columns = columns_for(feature_names(), tuple(feature_names(families)))
-    task = reporter.task(f"features: labelled pairs ({', '.join(families)})", total=len(left))
-    chunks = [slice(start, start + PAIR_CHUNK) for start in range(0, len(left), PAIR_CHUNK)]
-    compute = partial(pair_features, listings, families=families)
-    pairs_of = lambda chunk: (left[chunk], right[chunk])  # noqa: E731
-    for chunk, values in ahead(compute, chunks, pairs_of, workers if len(chunks) > 1 else 0):
-        rows[chunk, columns] = values
-        task.advance(len(values))
-    task.close()
+    with closing(
+        reporter.task(f"features: labelled pairs ({', '.join(families)})", total=len(left))
+    ) as task:
+        chunks = [slice(start, start + PAIR_CHUNK) for start in range(0, len(left), PAIR_CHUNK)]
+        compute = partial(pair_features, listings, families=families)
+        pairs_of = lambda chunk: (left[chunk], right[chunk])  # noqa: E731
+        for chunk, values in ahead(compute, chunks, pairs_of, workers if len(chunks) > 1 else 0):
+            rows[chunk, columns] = values
+            task.advance(len(values))
 
 
 def _other_fields(

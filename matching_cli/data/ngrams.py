@@ -73,12 +73,3 @@ def _code_points(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     padded = " " + joined.replace(" ", " \x00 ").replace("\x01", " \x01 ") + " "
     codes = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     return codes, np.cumsum(codes == 1)
-
-
-def term_key(term: str) -> np.uint64:
-    """The key `ngram_keys` gives the n-gram `term` (a window of a padded part, e.g. " ab")."""
-    key = np.uint64(0)
-    with np.errstate(over="ignore"):
-        for code in np.frombuffer(term.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64):
-            key = key * _BASE + code
-    return key ^ np.uint64(len(term))

@@ -38,12 +38,14 @@ from matching_cli.data.feature_store import (
 from matching_cli.data.features import Listings
 from matching_cli.data.layout import (
     ATTRIBUTES_FILE,
+    IMAGE_FILES,
     PAIRS_FILE,
     REQUIRED_FILES,
     TEXT_FILE,
     missing_required,
 )
 from matching_cli.data.pairs import feature_names
+from matching_cli.data.readers import check_input_file
 from matching_cli.data.tables import (
     Block,
     Items,
@@ -54,9 +56,15 @@ from matching_cli.data.tables import (
     read_categories,
     read_pairs,
 )
-from matching_cli.errors import DataError, OutputError
-from matching_cli.files import atomic_dir, content_digest, remove_leftovers, stat_key
-from matching_cli.progress import NullReporter, Reporter
+from matching_cli.errors import DataError
+from matching_cli.files import (
+    atomic_dir,
+    check_own_folder,
+    content_digest,
+    remove_leftovers,
+    stat_key,
+)
+from matching_cli.progress import NullReporter, Reporter, closing
 from matching_cli.settings import DataSettings
 
 log = logging.getLogger(__name__)
@@ -140,6 +148,9 @@ class SplitReport:
 def source_files(data_dir: Path) -> list[Path]:
     """The raw files `prepare` reads: the pairs and the texts, which it cannot do without, then
     the image table and the attributes where the catalogue has them."""
+    for name in (*REQUIRED_FILES, ATTRIBUTES_FILE, *IMAGE_FILES):
+        if os.path.lexists(data_dir / name) and not (data_dir / name).is_file():
+            check_input_file(data_dir / name)  # a folder or a broken link: named, not "absent"
     missing = missing_required(data_dir)
     if missing:
         remedy = "run `matching download` (or --synthetic)"
@@ -229,26 +240,6 @@ def stores(prepared_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def _check_own_folder(prepared_dir: Path) -> None:
-    """Stores are written and pruned inside `data.prepared_dir`: it must be a folder of its own
-    (pointed at the data folder, or at `.`, pruning and DVC would mix with the user's files)."""
-    if prepared_dir.exists() and not prepared_dir.is_dir():
-        raise OutputError(
-            f"data.prepared_dir {prepared_dir}: not a folder; point it at a folder of its own"
-        )
-    foreign = sorted(
-        p.name
-        for p in (prepared_dir.iterdir() if prepared_dir.is_dir() else ())
-        if not p.name.startswith(".") and not _is_store_name(p.name)
-    )
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise OutputError(
-            f"data.prepared_dir {prepared_dir}: holds files `matching` did not write ({shown}); "
-            "point it at a folder of its own"
-        )
-
-
 def _is_fresh(store: Path, expected: dict) -> bool:
     manifest = _read_manifest(store)
     return manifest is not None and all(manifest.get(k) == expected[k] for k in _COMPARED)
@@ -270,20 +261,26 @@ def prepare(
     `_expected_manifest` gave the caller just now (a cold store's sources are not hashed twice:
     1.6 s of the real size's)."""
     manifest = manifest or _expected_manifest(data)
-    _check_own_folder(data.prepared_dir)
+    # Stores are written and pruned inside it: pointed at the data folder, or at `.`, pruning and
+    # DVC would mix with the user's files.
+    check_own_folder(
+        data.prepared_dir,
+        lambda name: name.startswith(".") or _is_store_name(name),
+        "data.prepared_dir",
+        "point it at a folder of its own",
+    )
     store = store_dir(data.prepared_dir, manifest["fingerprint"])
     reporter = reporter or NullReporter()
-    task = reporter.task("preparing the data", total=None, unit="pairs")
-    try:
-        report = _write_store(data, manifest, store, reporter, share)
-    except BaseException:
-        if data.prepared_dir.is_dir() and not any(data.prepared_dir.iterdir()):
-            data.prepared_dir.rmdir()  # bad data leaves no trace, not even an empty folder
-        raise
-    prepared = load_prepared(store)
-    _prune(data.prepared_dir)
-    task.advance(sum(report.sizes.values()))
-    task.close()
+    with closing(reporter.task("preparing the data", total=None, unit="pairs")) as task:
+        try:
+            report = _write_store(data, manifest, store, reporter, share)
+        except BaseException:
+            if data.prepared_dir.is_dir() and not any(data.prepared_dir.iterdir()):
+                data.prepared_dir.rmdir()  # bad data leaves no trace, not even an empty folder
+            raise
+        prepared = load_prepared(store)
+        _prune(data.prepared_dir)
+        task.advance(sum(report.sizes.values()))
     return prepared, report
 
 

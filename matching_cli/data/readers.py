@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -42,6 +44,11 @@ def check_input_file(path: Path, missing: str = "") -> None:
             ) from None
         raise DataError(f"{path}: cannot read it ({e.strerror})") from None
     if path.is_dir():
+        if path.suffix in (".parquet", ".csv"):  # as Spark and pandas' partition_cols write
+            raise DataError(
+                f"{path}: is a folder (a partitioned data set?); write it as one file, e.g. "
+                "pyarrow.parquet.write_table(pyarrow.parquet.read_table(folder), file)"
+            )
         raise DataError(f"{path}: is a folder; give a file")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file (a device or a pipe); give a file")
@@ -152,7 +159,29 @@ def read_columns(
     for i, column in enumerate(table.schema):
         if pa.types.is_null(column.type):
             table = table.set_column(i, column.name, pa.nulls(table.num_rows, pa.string()))
+        elif pa.types.is_dictionary(column.type) and column.name not in dictionary:
+            # A dictionary-encoded column (pandas' category dtype) read as the values it stands for.
+            plain = table.column(i).cast(column.type.value_type)
+            table = table.set_column(i, column.name, plain)
     return table
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def int64_ids(column: pa.Array | pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
+    """A variantid column as int64, the form in which every table's ids are compared (a uint64
+    column's and an int64 column's must meet). uint64 ids above 2^63 - 1 have no int64 form:
+    refused, one of them named, rather than wrapped into negative ids that would not meet the other
+    tables' and that the results would show."""
+    if pa.types.is_uint64(column.type):
+        top = pc.max(column).as_py()
+        if top is not None and top > _INT64_MAX:
+            raise DataError(
+                f"{path}: column '{name}' holds ids above 2^63 - 1 (e.g. {top}); matching reads "
+                "variantids as signed 64-bit integers: renumber them, the same way in every file"
+            )
+    return column.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def first_line(error: BaseException | str) -> str:
@@ -181,8 +210,8 @@ def check_columns(pf: pq.ParquetFile, path: Path, expected: dict[str, str]) -> N
             or pa.types.is_floating(found)
             or pa.types.is_boolean(found),
             # A column of nulls alone has no type of its own: no text, not a wrong one.
-            "string": pa.types.is_string(found)
-            or pa.types.is_large_string(found)
+            "string": _is_text(found)
+            or (pa.types.is_dictionary(found) and _is_text(found.value_type))
             or pa.types.is_null(found),
             "vector": list_depth(found) in (1, 2) and pa.types.is_floating(_leaf(found)),
         }[kind]
@@ -194,6 +223,10 @@ def check_columns(pf: pq.ParquetFile, path: Path, expected: dict[str, str]) -> N
                 "vector": "list<double> or list<list<double>>",
             }[kind]
             raise DataError(f"{path}: column '{column}' should be {want}, found {found}")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def list_depth(t: pa.DataType) -> int:

@@ -28,6 +28,7 @@ from matching_cli.data.readers import (
     check_columns,
     corrupt_inside,
     csv_table,
+    int64_ids,
     is_csv,
     list_depth,
     open_parquet,
@@ -36,7 +37,7 @@ from matching_cli.data.readers import (
 from matching_cli.data.words import distinct
 from matching_cli.errors import DataError
 from matching_cli.files import fingerprint_file
-from matching_cli.progress import NullReporter, Reporter
+from matching_cli.progress import NullReporter, Reporter, closing
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ def lookup(sorted_ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
     The keys are searched in sorted order: on millions of random keys that is about 3x faster than
     searching them as they come (each binary search then walks a cached path)."""
-    keys = np.asarray(keys)
+    # As int64, like `sorted_ids`: numpy compares uint64 with int64 as float64, and ids of 2^53 and
+    # above then meet their neighbours.
+    keys = np.asarray(keys).astype(np.int64, copy=False)
     if len(sorted_ids) == 0:
         return np.full(len(keys), -1, np.int64)
     order = np.argsort(keys)
@@ -238,7 +241,7 @@ def read_ids(path: Path) -> np.ndarray:
     ids = read_columns(pf, path, ["variantid"]).column(0)
     if ids.null_count:
         raise DataError(f"{path}: column 'variantid' has {ids.null_count} nulls")
-    return ids.to_numpy().astype(np.int64)
+    return int64_ids(ids, path, "variantid")
 
 
 @dataclass
@@ -314,22 +317,21 @@ def _fill_block(
     rows = lookup(items.ids, table_ids)
     duplicated = np.flatnonzero(np.bincount(rows, minlength=len(items.ids)) > 1)
     repeats: list[tuple[np.ndarray, np.ndarray]] = []
-    task = reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")
-    start, any_vector = 0, False
-    for batch in corrupt_inside(path, _batches_in_parallel(path, block.name)):
-        vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
-        any_vector |= bool(normalise(vectors).any())
-        target = rows[start : start + len(vectors)]
-        if len(duplicated):
-            mask = np.isin(target, duplicated)
-            repeats.append((target[mask], np.where(present[mask, None], vectors[mask], np.nan)))
-        # In row order, so that the matrix's pages are first written in order, not at random.
-        order = np.argsort(target)
-        columns[target[order]] = vectors[order]
-        items.missing[target, b] = ~present
-        start += len(vectors)
-        task.advance(len(vectors))
-    task.close()
+    with closing(reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")) as task:
+        start, any_vector = 0, False
+        for batch in corrupt_inside(path, _batches_in_parallel(path, block.name)):
+            vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
+            any_vector |= bool(normalise(vectors).any())
+            target = rows[start : start + len(vectors)]
+            if len(duplicated):
+                mask = np.isin(target, duplicated)
+                repeats.append((target[mask], np.where(present[mask, None], vectors[mask], np.nan)))
+            # In row order, so that the matrix's pages are first written in order, not at random.
+            order = np.argsort(target)
+            columns[target[order]] = vectors[order]
+            items.missing[target, b] = ~present
+            start += len(vectors)
+            task.advance(len(vectors))
     if repeats:
         _check_repeats(items, b, path, *map(np.concatenate, zip(*repeats, strict=True)))
     if not any_vector:  # every row null, or every vector zero: the block tells the model nothing
@@ -381,6 +383,14 @@ class Pairs:
     dropped: dict[str, int] = field(default_factory=dict)  # label problems -> pairs left out
 
 
+def absent_pairs(where: str, count: int, total: int, examples: list[tuple[int, int]]) -> str:
+    """What to say of `count` of `total` pairs in `where` that name a listing of no item table."""
+    shown = ", ".join(f"({a}, {b})" for a, b in examples[:3])
+    return (
+        f"{where}: {count:,} of {total:,} pairs name a listing found in no item table, e.g. {shown}"
+    )
+
+
 def read_pairs(
     path: Path,
     items: Items,
@@ -405,16 +415,14 @@ def read_pairs(
     for name in ("variantid1", "variantid2"):
         if table.column(name).null_count:
             raise DataError(f"{path}: column '{name}' has {table.column(name).null_count} nulls")
-    v1 = table.column("variantid1").to_numpy().astype(np.int64)
-    v2 = table.column("variantid2").to_numpy().astype(np.int64)
+    v1 = int64_ids(table.column("variantid1"), path, "variantid1")
+    v2 = int64_ids(table.column("variantid2"), path, "variantid2")
     target = _targets(table.column("target"), path) if labelled else None
     left, right = items.rows(v1), items.rows(v2)
     absent = (left < 0) | (right < 0)
     if absent.any():
-        examples = ", ".join(
-            f"({a}, {b})" for a, b in zip(v1[absent][:3], v2[absent][:3], strict=True)
-        )
-        message = f"{path}: {int(absent.sum())} of {len(v1)} pairs name a listing found in no item table, e.g. {examples}"
+        examples = list(zip(v1[absent][:3], v2[absent][:3], strict=True))
+        message = absent_pairs(str(path), int(absent.sum()), len(v1), examples)
         if absent.mean() > pairs_limit_dropped:
             raise DataError(message + "; are the item tables from the same data set?")
         log.warning("%s; they are left out", message)

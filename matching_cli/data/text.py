@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Iterable
 
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
@@ -45,7 +44,6 @@ _MIXED_ATOM = re.compile(
     r"[^\W_]*(?:[а-я][^\W_]*[a-z0-9]|[a-z0-9][^\W_]*[а-я])[^\W_]*"
     r"|(?<![^\W_])[авсенікмортух]+(?![^\W_])"
 )
-_DIGIT = re.compile(r"\d")
 
 
 def _latin_lookalikes(token: str) -> str:
@@ -87,15 +85,3 @@ def tokens(normalised: str) -> list[str]:
         if len(parts) > 1:
             words.extend(parts)
     return words
-
-
-def digit_tokens(words: Iterable[str]) -> list[str]:
-    """The tokens that carry a digit: model codes, capacities, sizes."""
-    return [word for word in words if _DIGIT.search(word)]
-
-
-def normalise_all(texts: Iterable[str | None], max_chars: int | None = None) -> list[str]:
-    """`normalise` over a column; `max_chars` cuts long descriptions before the work is done."""
-    if max_chars is None:
-        return [normalise(text) for text in texts]
-    return [normalise(text[:max_chars] if isinstance(text, str) else None) for text in texts]

@@ -28,7 +28,7 @@ import torch
 from matching_cli.choices import BlockingMethod
 from matching_cli.data.tables import normalise, read_rows
 from matching_cli.errors import MatchingError
-from matching_cli.progress import NullReporter, Reporter
+from matching_cli.progress import NullReporter, Reporter, closing
 from matching_cli.settings import MatchSettings
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def _exact_search(
     chunk = max(1, min(len(query_pos), budget // len(base)))
     kept_idx, kept_sim = [], []
     task = reporter.task("exact search", total=len(query_pos), unit="listings")
-    with torch.inference_mode():
+    with closing(task), torch.inference_mode():
         for start in range(0, len(query_pos), chunk):
             rows = queries[start : start + chunk]
             sim, idx = torch.topk(search[rows] @ search.T, k + 1, dim=1)
@@ -273,7 +273,6 @@ def _exact_search(
             kept_idx.append(idx.cpu().numpy())
             kept_sim.append(sim.cpu().numpy())
             task.advance(len(rows))
-    task.close()
     return _drop_self(np.concatenate(kept_idx), np.concatenate(kept_sim), query_pos, k)
 
 
@@ -287,15 +286,14 @@ def _index_search(  # type: ignore[no-untyped-def]
 ) -> tuple[np.ndarray, np.ndarray]:
     """A faiss index searched for the base positions `query_pos`, a chunk at a time
     (`queries(positions)`: their unit-length vectors)."""
-    task = reporter.task(label, total=len(query_pos), unit="listings")
-    found_idx, found_sim = [], []
-    for start in range(0, len(query_pos), _INDEX_CHUNK):
-        chunk = query_pos[start : start + _INDEX_CHUNK]
-        sim, idx = index.search(queries(chunk), k + 1)
-        found_idx.append(idx)
-        found_sim.append(sim)
-        task.advance(len(chunk))
-    task.close()
+    with closing(reporter.task(label, total=len(query_pos), unit="listings")) as task:
+        found_idx, found_sim = [], []
+        for start in range(0, len(query_pos), _INDEX_CHUNK):
+            chunk = query_pos[start : start + _INDEX_CHUNK]
+            sim, idx = index.search(queries(chunk), k + 1)
+            found_idx.append(idx)
+            found_sim.append(sim)
+            task.advance(len(chunk))
     return _drop_self(np.concatenate(found_idx), np.concatenate(found_sim), query_pos, k)
 
 
@@ -314,11 +312,12 @@ def build_hnsw(  # type: ignore[no-untyped-def]
     index = faiss.IndexHNSWFlat(matrix.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = params.ef_construction
     index.hnsw.efSearch = params.ef_search
-    task = (reporter or NullReporter()).task("building the HNSW index", total=n, unit="listings")
-    for chunk in unit_chunks(matrix, rows):
-        index.add(chunk)
-        task.advance(len(chunk))
-    task.close()
+    with closing(
+        (reporter or NullReporter()).task("building the HNSW index", total=n, unit="listings")
+    ) as task:
+        for chunk in unit_chunks(matrix, rows):
+            index.add(chunk)
+            task.advance(len(chunk))
     return index
 
 
@@ -340,14 +339,17 @@ def build_ivf(  # type: ignore[no-untyped-def]
     index.nprobe = min(params.probes, lists)
     index.cp.min_points_per_centroid = 1  # the sample gives each list enough: no faiss warning
     log.info("IVF: %d lists, %d searched per listing", lists, index.nprobe)
-    task = (reporter or NullReporter()).task("building the IVF index", total=n, unit="listings")
-    sample = np.random.default_rng(0).choice(n, min(n, lists * IVF_TRAIN_PER_LIST), replace=False)
-    sample.sort()
-    index.train(unit_rows(matrix, sample if rows is None else rows[sample]))
-    for chunk in unit_chunks(matrix, rows):
-        index.add(chunk)
-        task.advance(len(chunk))
-    task.close()
+    with closing(
+        (reporter or NullReporter()).task("building the IVF index", total=n, unit="listings")
+    ) as task:
+        sample = np.random.default_rng(0).choice(
+            n, min(n, lists * IVF_TRAIN_PER_LIST), replace=False
+        )
+        sample.sort()
+        index.train(unit_rows(matrix, sample if rows is None else rows[sample]))
+        for chunk in unit_chunks(matrix, rows):
+            index.add(chunk)
+            task.advance(len(chunk))
     return index
 
 

@@ -12,13 +12,14 @@ from matching_cli.data.readers import (
     check_columns,
     check_input_file,
     csv_table,
+    int64_ids,
     is_csv,
     open_parquet,
     read_columns,
 )
 from matching_cli.data.tables import Items, unique_sorted
 from matching_cli.errors import DataError, OutputError
-from matching_cli.files import atomic_file, check_writable_parent
+from matching_cli.files import atomic_file, check_own_folder, check_writable_parent
 from matching_cli.match.blocking import Candidates
 from matching_cli.match.clustering import group_sizes
 
@@ -27,16 +28,12 @@ OUTPUT_FILES = ("pairs.parquet", "clusters.parquet", "summary.json")
 
 def check_output_dir(out_dir: Path) -> None:
     """The output folder is replaced as a whole: refuse one holding anything `match` did not write."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--output {out_dir}: not a folder; give a folder for the results")
-    if out_dir.is_dir():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_FILES)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise OutputError(
-                f"--output {out_dir}: holds files `matching match` did not write ({shown}); "
-                "the folder is replaced as a whole, so give a new or empty folder"
-            )
+    check_own_folder(
+        out_dir,
+        OUTPUT_FILES.__contains__,
+        "--output",
+        "the folder is replaced as a whole: give a new or empty folder",
+    )
     try:  # the folder itself appears only at the end; where it goes is checked now
         out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -71,7 +68,10 @@ def _read_listing_ids(path: Path) -> np.ndarray:
         raise DataError(f"--listings {e}") from None
     if column.null_count:
         raise DataError(f"--listings {path}: column 'variantid' has {column.null_count} nulls")
-    return column.to_numpy().astype(np.int64)
+    try:
+        return int64_ids(column, path, "variantid")
+    except DataError as e:
+        raise DataError(f"--listings {e}") from None
 
 
 def _listing_ids(path: Path) -> pa.ChunkedArray:
@@ -93,7 +93,7 @@ def read_truth(path: Path, items: Items) -> np.ndarray:
     pf = open_parquet(path)
     check_columns(pf, path, {"variantid": "int", "product_id": "int"})
     table = read_columns(pf, path, ["variantid", "product_id"])
-    rows = items.rows(table.column("variantid").to_numpy().astype(np.int64))
+    rows = items.rows(int64_ids(table.column("variantid"), path, "variantid"))
     codes = np.unique(table.column("product_id").to_numpy(), return_inverse=True)[1]
     product = np.full(len(items.ids), -1, np.int64)
     product[rows[rows >= 0]] = codes[rows >= 0]

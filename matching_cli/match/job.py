@@ -43,6 +43,7 @@ from matching_cli.model.saved import Classifier, SavedModel
 from matching_cli.model.scoring import chunk_pairs, scored_chunks
 from matching_cli.model.train import items_to_device
 from matching_cli.progress import NullReporter, Reporter, Task
+from matching_cli.progress import closing as progress_closing
 from matching_cli.settings import MatchSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,8 @@ class Stopwatch:
     @contextmanager
     def __call__(self, stage: str, total: int | None = None, unit: str = "items") -> Iterator[Task]:
         started = time.perf_counter()
-        task = self.reporter.task(stage, total=total, unit=unit)
-        yield task
-        task.close()
+        with progress_closing(self.reporter.task(stage, total=total, unit=unit)) as task:
+            yield task
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
@@ -222,15 +222,16 @@ def score_candidates(
     """Match probabilities of the candidate pairs, through the same `predict_proba` as `predict`."""
     items = items_to_device(matrix, device)
     out = np.empty(len(candidates), np.float32)
-    task = reporter.task("scoring candidates", total=len(candidates), unit="pairs")
-    size = chunk_pairs(len(candidates))
-    chunks = [slice(start, start + size) for start in range(0, len(candidates), size)]
-    pairs_of = lambda chunk: (candidates.left[chunk], candidates.right[chunk])  # noqa: E731
-    with closing(scored_chunks(model, items, chunks, pairs_of, featurizer)) as scored:
-        for chunk, scores in scored:
-            out[chunk] = scores
-            task.advance(len(out[chunk]))
-    task.close()
+    with progress_closing(
+        reporter.task("scoring candidates", total=len(candidates), unit="pairs")
+    ) as task:
+        size = chunk_pairs(len(candidates))
+        chunks = [slice(start, start + size) for start in range(0, len(candidates), size)]
+        pairs_of = lambda chunk: (candidates.left[chunk], candidates.right[chunk])  # noqa: E731
+        with closing(scored_chunks(model, items, chunks, pairs_of, featurizer)) as scored:
+            for chunk, scores in scored:
+                out[chunk] = scores
+                task.advance(len(out[chunk]))
     return out
 
 

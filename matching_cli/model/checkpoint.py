@@ -103,22 +103,31 @@ class Checkpoint:
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-        model.load_state_dict(part("model."))
-        optim_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in part("optim.").items():
-            index, name = key.split(".", 1)
-            # AdamW keeps its step count on the CPU unless it runs capturable/fused.
-            optim_state.setdefault(int(index), {})[name] = value.cpu() if name == "step" else value
-        optimizer.load_state_dict({"state": optim_state, "param_groups": self.meta["param_groups"]})
-        best = part("best.")
-        return FitState(
-            epoch=self.meta["epoch"],
-            history=[EpochStats(**s) for s in self.meta["history"]],
-            best_epoch=self.meta["best_epoch"],
-            # Checkpoints written before selection by AP held the epoch's PR-AUC.
-            best_ap=self.meta.get("best_ap", self.meta.get("best_pr_auc", -1.0)),
-            best_weights=best or None,
-        )
+        try:
+            model.load_state_dict(part("model."))
+            optim_state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in part("optim.").items():
+                index, name = key.split(".", 1)
+                # AdamW keeps its step count on the CPU unless it runs capturable/fused.
+                step = name == "step"
+                optim_state.setdefault(int(index), {})[name] = value.cpu() if step else value
+            optimizer.load_state_dict(
+                {"state": optim_state, "param_groups": self.meta["param_groups"]}
+            )
+            return FitState(
+                epoch=self.meta["epoch"],
+                history=[EpochStats(**s) for s in self.meta["history"]],
+                best_epoch=self.meta["best_epoch"],
+                # Checkpoints written before selection by AP held the epoch's PR-AUC.
+                best_ap=self.meta.get("best_ap", self.meta.get("best_pr_auc", -1.0)),
+                best_weights=part("best.") or None,
+            )
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelError(
+                f"{self.folder}: damaged or of another model ({reason}); the run cannot be "
+                "resumed: train a new run"
+            ) from None
 
 
 def checkpoint_dir(models_dir: Path, run_id: str) -> Path:

@@ -83,10 +83,15 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
             raise ModelError(f"{path}: missing; the model's artifacts are incomplete, train again")
     try:
         meta = json.loads(meta_path.read_text())
+        if isinstance(meta, dict) and "format" in meta and meta["format"] != FORMAT:
+            raise ModelError(f"{meta_path}: model format {meta['format']}, expected {FORMAT}")
         config = ModelConfig.from_dict(meta["model"])
         blocks = [Block(**b) for b in meta["blocks"]]
         settings = Settings.from_snapshot(meta["settings"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
+        threshold = float(meta["threshold"])
+        group = meta.get("group_threshold")
+        group = None if group is None else float(group)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError) as e:
         raise ModelError(f"{meta_path}: not a model description of this tool ({e})") from e
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path}: model format {meta.get('format')}, expected {FORMAT}")
@@ -102,14 +107,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> SavedModel:
     classifier.eval()
     if [b.dim for b in blocks] != list(config.block_dims):
         raise ModelError(f"{meta_path}: its blocks and its model disagree on the widths")
-    group = meta.get("group_threshold")
     return SavedModel(
-        classifier,
-        float(meta["threshold"]),
-        blocks,
-        settings,
-        meta.get("data_fingerprint", ""),
-        None if group is None else float(group),
+        classifier, threshold, blocks, settings, meta.get("data_fingerprint", ""), group
     )
 
 

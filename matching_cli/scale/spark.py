@@ -36,7 +36,7 @@ from matching_cli.data.layout import ATTRIBUTES_FILE, IMAGE_FILES, TEXT_FILE
 from matching_cli.data.readers import is_csv
 from matching_cli.errors import DataError, MatchingError
 from matching_cli.files import resolve_output
-from matching_cli.predict import PredictSummary, scores_file
+from matching_cli.predict import PredictSummary, missing_error, scores_file
 from matching_cli.serving import SIDES
 
 if TYPE_CHECKING:
@@ -194,16 +194,6 @@ def score_pairs(
     return joined.select(*pairs.columns, score.alias("score"))
 
 
-def missing_error(
-    where: str, count: int, total: int, examples: list[tuple[int, int]], remedy: str
-) -> DataError:
-    shown = ", ".join(f"({a}, {b})" for a, b in examples[:3])
-    return DataError(
-        f"{where}: {count:,} of {total:,} pairs name a listing found in no item table, e.g. "
-        f"{shown}; pass {remedy} to score or skip them"
-    )
-
-
 def spark_predict(
     master: str,
     data_dir: Path,
@@ -268,7 +258,7 @@ def predict_file_spark(
         raise DataError(f"{pairs_path}: {nulls} pairs have a null or non-integer variantid")
     missing, examples = unknown_pairs(joined_pairs(pairs, listings, request_columns(model_uri)))
     if missing and on_missing == OnMissing.error:
-        raise missing_error(str(pairs_path), missing, total, examples, "--on-missing zero or drop")
+        raise missing_error(str(pairs_path), missing, total, examples)
     # No unknown listing is left to refuse: "zero" scores the same without counting them again.
     rule = OnMissing.zero if on_missing == OnMissing.error else on_missing
     # Cached: the sort below first samples its input, which would otherwise score every pair twice.
