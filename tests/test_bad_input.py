@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from matching_cli.data.prepare import ensure_prepared
+from matching_cli.settings import load_settings
 from tests.conftest import TRAINED_EXPERIMENT, invoke, scratch_experiment, use_store
 
 DATA = Path("data")
@@ -102,34 +104,16 @@ PREPARE_CASES = {
         ),
         "column 'name_bert_64' should be list<double>",
     ),
-    "vectors of the wrong length": (
+    "vectors of another width than the column's name": (
         lambda: _edit(
             "text_and_bert.parquet", _bert_with(lambda rows: [r[:10] if r else r for r in rows])
         ),
-        "'name_bert_64' has",
+        "column 'name_bert_64' holds vectors of length 10, not the 64 of the competition's column "
+        "of that name; name the column for its vectors",
     ),
-    "vectors of mixed lengths": (
-        lambda: _edit(
-            "text_and_bert.parquet", _bert_with(_first_rows(3, lambda r: (r or [0.0]) + [1.0]))
-        ),
-        "vectors of length [65], expected 64",
-    ),
-    "NaN inside vectors": (
-        lambda: _edit(
-            "text_and_bert.parquet", _bert_with(_first_rows(2, lambda r: [float("nan")] * 64))
-        ),
-        "'name_bert_64' has NaN, inf, null or values beyond float32's range (about 3.4e38) in 2 vectors",
-    ),
-    "inf inside vectors": (
-        lambda: _edit(
-            "text_and_bert.parquet", _bert_with(_first_rows(1, lambda r: [float("inf")] * 64))
-        ),
-        "'name_bert_64' has NaN, inf, null or values beyond float32's range (about 3.4e38) in 1 vectors",
-    ),
-    # Finite in the file, inf as float32: numpy warned of an overflow before the error.
-    "values beyond float32": (
-        lambda: _edit("text_and_bert.parquet", _bert_with(_first_rows(1, lambda r: [1e300] * 64))),
-        "values beyond float32's range (about 3.4e38) in 1 vectors",
+    "text table of no rows": (
+        lambda: _edit("text_and_bert.parquet", lambda t: t.slice(0, 0)),
+        "text_and_bert.parquet: holds no rows",
     ),
     "every embedding null": (
         lambda: _edit("text_and_bert.parquet", _bert_with(lambda rows: [None] * len(rows))),
@@ -188,6 +172,36 @@ def test_prepare_rejects_bad_data(project, case):
         result = invoke("prepare")
     _check_error(result, expected)
     assert not Path("prepared").exists()
+
+
+# A few unusable vectors among many (DATA.md: every embedding is nullable): read as missing, as a
+# null one is, with a warning that names a listing to fix; before, the whole catalogue was refused.
+UNUSABLE_VECTORS = {
+    "a vector of another length": (
+        _first_rows(3, lambda r: (r or [0.0]) + [1.0]),
+        "of length [65]",
+    ),
+    "NaN inside vectors": (_first_rows(2, lambda r: [float("nan")] * 64), "with NaN, inf"),
+    "inf inside vectors": (_first_rows(1, lambda r: [float("inf")] * 64), "with NaN, inf"),
+    # Finite in the file, inf as float32: numpy warned of an overflow.
+    "values beyond float32": (_first_rows(1, lambda r: [1e300] * 64), "beyond float32's range"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_VECTORS))
+def test_a_few_unusable_vectors_are_read_as_missing_and_named(project, case):
+    change, why = UNUSABLE_VECTORS[case]
+    _edit("text_and_bert.parquet", _bert_with(change))
+    first = pq.read_table(DATA / "text_and_bert.parquet").column("variantid")[0].as_py()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    told = " ".join(result.stderr.split())
+    assert "'name_bert_64' vectors are" in told and why in told, result.stderr
+    assert f"read as missing, as a null one is (e.g. variantid {first}" in told, result.stderr
+    items = ensure_prepared(load_settings().data).items
+    assert items.missing[items.rows(np.array([first]))[0], 0]
 
 
 SETTINGS_CASES = {

@@ -128,11 +128,23 @@ def _block_source(data_dir: Path, column: str) -> Path:
     )
 
 
-def _vectors(
-    column: pa.Array, path: Path, name: str, dim: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """A list<double> column, or list<list<double>> (averaged over inner vectors) -> (rows, present):
-    writable float32 rows, zero where a row has no vector."""
+@dataclass
+class Unusable:
+    """Vectors of a column read as missing: of another length than the column's, or with NaN, inf
+    or a value beyond float32's range. `rows`: the batch rows that lost one."""
+
+    rows: np.ndarray
+    lengths: list[int]
+    not_finite: int
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _vectors(column: pa.Array, dim: int | None) -> tuple[np.ndarray, np.ndarray, Unusable]:
+    """A list<double> column, or list<list<double>> (averaged over inner vectors) -> (rows, present,
+    unusable): writable float32 rows, zero where a row has no vector. A vector of another length
+    or not finite is left out, as a null one is (`Unusable` says which and why)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     n = len(column)
@@ -146,26 +158,26 @@ def _vectors(
     lengths = pc.fill_null(pc.list_value_length(inner), 0).to_numpy()
     dim = dim or (int(lengths[valid][0]) if valid.any() else 0)
     wrong = valid & (lengths != dim)
+    unusable = Unusable(owner[wrong], sorted(set(lengths[wrong].tolist()))[:5], 0)
     if wrong.any():
-        found = sorted(set(lengths[wrong].tolist()))[:5]
-        raise DataError(
-            f"{path}: column '{name}' has {int(wrong.sum())} vectors of length {found}, expected {dim}"
-        )
+        inner = inner.filter(pa.array(~wrong))
+        owner, valid = owner[~wrong], valid[~wrong]
     values = pc.list_flatten(inner).to_numpy(zero_copy_only=False)
-    with np.errstate(over="ignore"):  # a double beyond float32's range becomes inf: refused below
+    with np.errstate(over="ignore"):  # a double beyond float32's range becomes inf: left out
         values = values.astype(np.float32, copy=False).reshape(-1, dim)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
-        bad = len(np.unique(owner[valid][~finite]))
-        raise DataError(
-            f"{path}: column '{name}' has NaN, inf, null or values beyond float32's range "
-            f"(about 3.4e38) in {bad} vectors; fix or drop them"
-        )
+        unusable.not_finite = int((~finite).sum())
+        unusable.rows = np.union1d(unusable.rows, owner[valid][~finite])
+        kept = np.flatnonzero(valid)[~finite]
+        valid = valid.copy()
+        valid[kept] = False
+        values = values[finite]
     owner = owner[valid]
     if len(owner) == n and (owner == np.arange(n)).all():  # one vector per row: no scatter
         # float32 vectors come as a view of Arrow's read-only buffer: callers normalise in place
         values = np.ascontiguousarray(values) if values.flags.writeable else values.copy()
-        return values, np.ones(n, dtype=bool)
+        return values, np.ones(n, dtype=bool), unusable
     out = np.zeros((n, dim), dtype=np.float32)
     per_row = np.bincount(owner, minlength=n)
     if per_row.max(initial=0) <= 1:  # some rows null, none with two vectors: a plain scatter
@@ -173,7 +185,7 @@ def _vectors(
     else:
         # Several vectors in a row are summed; L2-normalising later makes that their mean direction.
         np.add.at(out, owner, values)
-    return out, per_row > 0
+    return out, per_row > 0, unusable
 
 
 def embedding_rows(column: pa.Array, name: str, dim: int) -> np.ndarray:
@@ -183,7 +195,7 @@ def embedding_rows(column: pa.Array, name: str, dim: int) -> np.ndarray:
         return np.zeros((len(column), dim), np.float32)
     if not list_depth(column.type):
         raise DataError(f"the request's column '{name}' holds {column.type}, not vectors")
-    rows, _ = _vectors(column, Path("the request"), name, dim)
+    rows, _, _ = _vectors(column, dim)  # a vector it cannot use is read as missing, as prepare does
     rows = np.array(rows, dtype=np.float32)  # a fresh copy: normalised in place
     normalise(rows)
     return rows
@@ -294,14 +306,23 @@ def load_items(
 def _first_dim(path: Path, name: str) -> int:
     pf = open_parquet(path)
     check_columns(pf, path, {name: "vector"})
-    if name in KNOWN_DIMS:
-        return KNOWN_DIMS[name]
-    for batch in corrupt_inside(path, pf.iter_batches(batch_size=BATCH_ROWS, columns=[name])):
+    # The width most of the first rows with vectors have (a few thousand rows: little is decoded).
+    for batch in corrupt_inside(path, pf.iter_batches(batch_size=4096, columns=[name])):
         column = batch.column(0)
         inner = pc.list_flatten(column) if list_depth(column.type) == 2 else column
         lengths = pc.drop_null(pc.list_value_length(inner)).to_numpy()
-        if len(lengths):
-            return int(np.bincount(lengths).argmax())
+        if not len(lengths):
+            continue
+        common = int(np.bincount(lengths).argmax())
+        if name in KNOWN_DIMS and common != KNOWN_DIMS[name]:
+            raise DataError(
+                f"{path}: column '{name}' holds vectors of length {common}, not the "
+                f"{KNOWN_DIMS[name]} of the competition's column of that name; name the column "
+                f"for its vectors (e.g. 'my_vectors_{common}') and list it in [data] blocks"
+            )
+        return common
+    if pf.metadata.num_rows == 0:
+        raise DataError(f"{path}: holds no rows; a catalogue's tables need its listings")
     raise DataError(
         f"{path}: column '{name}' holds no vector at all (every row is null); "
         "leave it out of data.blocks"
@@ -317,10 +338,12 @@ def _fill_block(
     rows = lookup(items.ids, table_ids)
     duplicated = np.flatnonzero(np.bincount(rows, minlength=len(items.ids)) > 1)
     repeats: list[tuple[np.ndarray, np.ndarray]] = []
+    left_out = _LeftOut()
     with closing(reporter.task(f"reading {block.name}", total=len(table_ids), unit="rows")) as task:
         start, any_vector = 0, False
         for batch in corrupt_inside(path, _batches_in_parallel(path, block.name)):
-            vectors, present = _vectors(batch.column(0), path, block.name, block.dim)
+            vectors, present, unusable = _vectors(batch.column(0), block.dim)
+            left_out.add(unusable, table_ids[start + unusable.rows])
             any_vector |= bool(normalise(vectors).any())
             target = rows[start : start + len(vectors)]
             if len(duplicated):
@@ -332,6 +355,7 @@ def _fill_block(
             items.missing[target, b] = ~present
             start += len(vectors)
             task.advance(len(vectors))
+    left_out.tell(path, block)
     if repeats:
         _check_repeats(items, b, path, *map(np.concatenate, zip(*repeats, strict=True)))
     if not any_vector:  # every row null, or every vector zero: the block tells the model nothing
@@ -356,6 +380,41 @@ def _batches_in_parallel(path: Path, column: str, workers: int = 2) -> Iterator[
             table = pending.popleft().result()
             pending.extend(pool.submit(read, g) for g in itertools.islice(groups, 1))
             yield from table.to_batches(max_chunksize=BATCH_ROWS)
+
+
+@dataclass
+class _LeftOut:
+    """The unusable vectors of a column's batches, told once (`tell`): how many, why, and which
+    listings, so that they can be found and fixed."""
+
+    count: int = 0
+    not_finite: int = 0
+    lengths: set[int] = field(default_factory=set)
+    examples: list[int] = field(default_factory=list)
+
+    def add(self, unusable: Unusable, ids: np.ndarray) -> None:
+        self.count += len(unusable)
+        self.not_finite += unusable.not_finite
+        self.lengths.update(unusable.lengths)
+        self.examples += ids[: 3 - len(self.examples)].tolist()
+
+    def tell(self, path: Path, block: Block) -> None:
+        if not self.count:
+            return
+        why = []
+        if self.lengths:
+            why.append(f"of length {sorted(self.lengths)[:5]}, not {block.dim}")
+        if self.not_finite:
+            why.append(f"with NaN, inf or values beyond float32's range ({self.not_finite:,})")
+        log.warning(
+            "%s: %s listings' '%s' vectors are %s: read as missing, as a null one is (e.g. variantid "
+            "%s); fix them to use them",
+            path,
+            f"{self.count:,}",
+            block.name,
+            " or ".join(why),
+            ", ".join(map(str, self.examples)),
+        )
 
 
 def _check_repeats(items: Items, b: int, path: Path, rows: np.ndarray, vectors: np.ndarray) -> None:
