@@ -45,9 +45,22 @@ def _finite(value: Any) -> Any:
 def check_writable_parent(path: Path, what: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
+        not_folder = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if not_folder is not None and not not_folder.is_dir():
+            raise MatchingError(f"{what} {path}: {not_folder} is a file, not a folder")
         raise MatchingError(f"{what} {path}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise MatchingError(f"{what} {path}: folder {parent} is not writable")
+
+
+def check_report_dir(path: Path) -> None:
+    """`--report-dir` is written when the work is done (a whole training): a folder that could not
+    be made there, or not written, is told before it."""
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"--report-dir {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"--report-dir {path}: folder {existing} is not writable; choose another")
 
 
 def fingerprint_file(path: Path) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,8 @@ from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
 from matching_cli.data.readers import check_input_file
 from matching_cli.data.tables import read_pairs
-from matching_cli.errors import DataError, ModelError
-from matching_cli.files import check_output, json_text
+from matching_cli.errors import DataError, ModelError, OutputError
+from matching_cli.files import check_output, check_report_dir, is_stdout, json_text
 from matching_cli.loading import load_model_run, trained_settings
 from matching_cli.mistakes import mistakes_table
 from matching_cli.model.checkpoint import Checkpoint, CheckpointCallback, checkpoint_dir
@@ -113,6 +115,8 @@ def train_job(
     made one or the other first (`settings.auto_head`; `mlp_options`: the MLP's options given on
     the command line), and the run records why. A resumed run keeps its head."""
     resolve_device(settings.train.device)  # an absent device is told before any data or run
+    if report_dir is not None:
+        check_report_dir(report_dir)
     prepared, head_choice = None, ""
     if settings.model.head == Head.auto and resume is None:
         settings, prepared, head_choice = _choose_head(settings, reporter, mlp_options)
@@ -512,6 +516,8 @@ def evaluate_job(
     with `errors`, also its `errors` most confident false and missed matches (evaluation/errors.csv)."""
     if pairs_path is not None:
         _check_pairs_file(pairs_path, "labelled pairs (variantid1, variantid2, target)")
+    if report_dir is not None:
+        check_report_dir(report_dir)
     tracking.configure(settings.mlflow, create=False)
     loaded = load_model_run(settings, run_id, reporter or NullReporter())
     run_id, saved, prepared = loaded.run_id, loaded.saved, loaded.prepared
@@ -519,6 +525,13 @@ def evaluate_job(
     if pairs_path is None:
         host_pairs, prefix, folder = prepared.splits["test"], "eval_", "evaluation"
         columns = columns_for(prepared.feature_names, loaded.feature_names)
+        featurizer = loaded.featurizer() if loaded.own_text_features else None
+        if featurizer is not None:  # the store's rows read its own text model, not the model's
+            features = featurizer(host_pairs.left, host_pairs.right)
+            host_pairs, columns = (
+                replace(host_pairs, features=features),
+                np.arange(features.shape[1]),
+            )
     else:
         pairs = read_pairs(pairs_path, prepared.items, labelled=True, both_classes=False)
         if pairs.target.min() == pairs.target.max():
@@ -529,6 +542,8 @@ def evaluate_job(
                 pairs_path,
                 kind,
             )
+        if prepared.fingerprint == saved.data_fingerprint:
+            _warn_if_seen(pairs_path, pairs.left, pairs.right, prepared)
         featurizer = loaded.featurizer()
         host_pairs = PairSet(
             pairs.left,
@@ -538,7 +553,10 @@ def evaluate_job(
             featurizer(pairs.left, pairs.right) if featurizer else np.zeros((len(pairs.left), 0)),
         )
         columns = np.arange(len(loaded.feature_names))
-        prefix, folder = f"eval_{pairs_path.stem}_", f"evaluation/{pairs_path.stem}"
+        # MLflow takes letters, digits and _-. /: in metric names ("pairs (1)" was refused only
+        # after the scoring, its figures logged already).
+        name = re.sub(r"[^\w\-.]", "_", pairs_path.stem)
+        prefix, folder = f"eval_{name}_", f"evaluation/{name}"
     if len(host_pairs) == 0:
         raise DataError("no pairs to evaluate")
     device_pairs = pairs_to_device(host_pairs, loaded.scoring_device, columns)
@@ -587,6 +605,46 @@ def _log_mistakes(mistakes: pd.DataFrame, folder: str, report_dir: Path | None) 
             shutil.copyfile(path, report_dir / "errors.csv")
 
 
+def _warn_if_seen(path: Path, left: np.ndarray, right: np.ndarray, prepared: Prepared) -> None:
+    """Labelled pairs that the model was fitted or tuned on flatter it: told, with how many."""
+    n = np.int64(len(prepared.items.ids))
+
+    def keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # one number per unordered pair
+        return np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
+
+    given = keys(left, right)
+    seen = {
+        name: int(np.isin(given, keys(split.left, split.right)).sum())
+        for name, split in prepared.splits.items()
+        if name != "test"
+    }
+    if any(seen.values()):
+        log.warning(
+            "%s: %s of its %s pairs are the model's training pairs (%s) or validation pairs "
+            "(%s): the figures flatter the model; evaluate on pairs it has not seen",
+            path,
+            f"{sum(seen.values()):,}",
+            f"{len(given):,}",
+            f"{seen.get('train', 0):,}",
+            f"{seen.get('val', 0):,}",
+        )
+
+
+def _check_not_an_input(out_path: Path, pairs_path: Path, data_dir: Path) -> None:
+    """The scores must not replace what they are made from: the pairs file, or a file of the data
+    folder (`-o data/train.parquet` put scores where the labels were)."""
+    if is_stdout(out_path):
+        return
+    target = Path(os.path.realpath(out_path))
+    if target == Path(os.path.realpath(pairs_path)):
+        raise OutputError(f"--output {out_path}: is the pairs file being scored; write elsewhere")
+    if target.parent == Path(os.path.realpath(data_dir)):
+        raise OutputError(
+            f"--output {out_path}: is in the data folder {data_dir}, whose files are the raw "
+            "data; write the scores elsewhere"
+        )
+
+
 def predict_job(
     settings: Settings,
     run_id: str | None,
@@ -601,6 +659,7 @@ def predict_job(
     reporter = reporter or NullReporter()
     _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
     check_output(out_path, "--output")  # before the model is loaded and the data prepared
+    _check_not_an_input(out_path, pairs_path, settings.data.dir)
     tracking.configure(settings.mlflow, create=False)
     if engine == Engine.spark:
         from matching_cli.scale.spark import spark_predict

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from matching_cli import tracking
 from matching_cli.choices import Head
-from matching_cli.data.feature_store import PairFeaturizer
-from matching_cli.data.prepare import Prepared, prepared_for
+from matching_cli.data.feature_store import (
+    TEXT_MODEL,
+    PairFeaturizer,
+    listings_for_model,
+    load_text_model,
+)
+from matching_cli.data.features import TextModel
+from matching_cli.data.prepare import Prepared, prepared_for, store_dir
 from matching_cli.model.saved import SavedModel, check_blocks, load_model
 from matching_cli.model.train import resolve_device
 from matching_cli.progress import Reporter
@@ -51,6 +58,7 @@ class ModelRun:
     settings: Settings  # `trained_settings` of the model and today's
     device: torch.device  # today's `train.device`: what `match` searches neighbours on
     prepared: Prepared
+    text_model: TextModel | None = None  # what the model's text features were made with
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -60,11 +68,29 @@ class ModelRun:
     def scoring_device(self) -> torch.device:
         return scoring_device(self.saved.classifier.config.head, self.device)
 
+    @property
+    def own_text_features(self) -> bool:
+        """Whether the listings' text features must be made with the model's own text model:
+        it reads field features and was trained on other data than the store's."""
+        return (
+            bool(self.feature_names)
+            and self.text_model is not None
+            and self.prepared.fingerprint != self.saved.data_fingerprint
+        )
+
     def featurizer(self) -> PairFeaturizer | None:
-        """What computes the model's field features for new pairs (None: it reads none)."""
+        """What computes the model's field features for new pairs (None: it reads none), with the
+        text model it was trained with."""
         if not self.feature_names:
             return None
-        return PairFeaturizer(self.prepared.listings(), self.feature_names)
+        if self.own_text_features:
+            assert self.text_model is not None
+            listings = listings_for_model(
+                self.prepared.store, self.settings.data.dir, self.text_model
+            )
+        else:
+            listings = self.prepared.listings()
+        return PairFeaturizer(listings, self.feature_names)
 
 
 def scoring_device(head: Head, device: torch.device) -> torch.device:
@@ -80,6 +106,7 @@ def load_model_run(settings: Settings, run_id: str | None, reporter: Reporter) -
     found = tracking.find_training_run(run_id, settings.mlflow.experiment)
     with tracking.downloaded_model(found.info.run_id) as folder:
         saved = load_model(folder, device)
+        text_model = _text_model(folder / tracking.TEXT_MODEL_ARTIFACTS)
     if scoring_device(saved.classifier.config.head, device) != device:
         log.info("The model is gradient-boosted trees: it scores on the CPU, not on %s", device)
     merged = trained_settings(saved.settings, settings)
@@ -91,4 +118,12 @@ def load_model_run(settings: Settings, run_id: str | None, reporter: Reporter) -
             saved.data_fingerprint,
             prepared.fingerprint,
         )
-    return ModelRun(found.info.run_id, saved, merged, device, prepared)
+    if text_model is None:  # a run logged before its text model was: its store's, if kept
+        text_model = _text_model(
+            store_dir(merged.data.prepared_dir, saved.data_fingerprint) / TEXT_MODEL
+        )
+    return ModelRun(found.info.run_id, saved, merged, device, prepared, text_model)
+
+
+def _text_model(folder: Path) -> TextModel | None:
+    return load_text_model(folder) if (folder / "terms.json").is_file() else None

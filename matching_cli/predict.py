@@ -192,5 +192,9 @@ def _pair_batches(
 
 def _ids(column: pa.Array, path: Path) -> np.ndarray:
     if column.null_count:
-        raise DataError(f"{path}: {column.null_count} pairs have a null variantid")
+        count = column.null_count
+        raise DataError(
+            f"{path}: {count:,} {'pair has' if count == 1 else 'pairs have'} a null variantid; "
+            "drop or fill those rows"
+        )
     return int64_ids(column, path, "variantid1 or variantid2")

@@ -12,6 +12,7 @@ text model fitted at `prepare`, so the server and `matching predict` give a pair
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,11 @@ class RawPairScorer:
         left, right = np.arange(n), np.arange(n) + n
         features = None
         if self.text_model is not None:
+            names, *others = (_both(frame, name) for name in FIELDS)
             listings = listing_features(
                 self.text_model,
-                *(_both(frame, name) for name in FIELDS),
+                [None] * (2 * n) if names is None else names,  # no names: missing, as a null one
+                *others,
                 main_pictures=_both(frame, MAIN_PICTURE),
                 extra_pictures=_both(frame, EXTRA_PICTURES),
             )
@@ -113,6 +116,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
+    if isinstance(value, dict):  # attributes or categories sent as JSON, not as its text
+        return json.dumps(value, ensure_ascii=False)
     return value
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # matplotlib is imported where figures are made: predict and 
 
 log = logging.getLogger(__name__)
 MODEL_ARTIFACTS = "matching_model"
+TEXT_MODEL_ARTIFACTS = "text_model"  # in MODEL_ARTIFACTS: the text model the run's features read
 KIND_TAG = "matching.kind"
 STATUS_TAG = "matching.status"  # how the run's own command ended: what an evaluation restores
 
@@ -253,6 +254,8 @@ def log_saved_model(
 
     for name in (WEIGHTS, META):  # the resume checkpoint beside them stays local
         mlflow.log_artifact(str(folder / name), MODEL_ARTIFACTS)
+    if text_model is not None:  # what predict reads the listings' text with, on any data
+        mlflow.log_artifacts(str(text_model), f"{MODEL_ARTIFACTS}/{TEXT_MODEL_ARTIFACTS}")
     with tempfile.TemporaryDirectory(prefix="matching-served-") as staging:
         model_dir = Path(staging) / "model"
         model_dir.mkdir()
@@ -375,8 +378,14 @@ def find_training_run(run_id: str | None, experiment: str) -> Run:
     if run_id is not None and run_id.startswith(REGISTRY_URI):
         run_id = registered_run_id(run_id)
     if run_id is None:
+        known = client.get_experiment_by_name(experiment)
+        if known is None:  # searched by name, MLflow logs a warning of its own first
+            raise ModelError(
+                f"experiment '{experiment}' does not exist in {mlflow.get_tracking_uri()}; run "
+                "`matching train` (or give --experiment or --run-id)"
+            )
         found = mlflow.search_runs(
-            experiment_names=[experiment],
+            experiment_ids=[known.experiment_id],
             output_format="list",
             max_results=1,
             filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = '{RunStatus.finished}'",

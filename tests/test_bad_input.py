@@ -276,9 +276,15 @@ def test_predict_pairs_with_unknown_listings(in_trained_copy):
     assert len(Path("out.csv").read_text().splitlines()) == test.num_rows + 1
 
 
-@pytest.mark.parametrize("where", ["missing/out.csv", "data/test.parquet/out.csv"])
-def test_predict_output_folder_that_cannot_hold_it(in_trained_copy, where):
-    _check_error(invoke("predict", "data/test.parquet", "-o", where), "does not exist")
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("missing/out.csv", "missing does not exist; create it first"),
+        ("data/test.parquet/out.csv", "data/test.parquet is a file, not a folder"),
+    ],
+)
+def test_predict_output_folder_that_cannot_hold_it(in_trained_copy, where, expected):
+    _check_error(invoke("predict", "data/test.parquet", "-o", where), expected)
 
 
 def test_run_id_that_does_not_exist(in_trained_copy):

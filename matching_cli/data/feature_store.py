@@ -7,13 +7,14 @@ step gives neutral values and a "missing" flag for it (see `data/pairs.py`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -50,6 +51,7 @@ from matching_cli.data.readers import (
 from matching_cli.data.tables import Items, ItemTables, image_file, load_items, lookup, read_rows
 from matching_cli.data.words import Words, as_strings
 from matching_cli.errors import DataError
+from matching_cli.files import atomic_dir
 from matching_cli.progress import Reporter, closing
 from matching_cli.workers import ahead, beside, one_per_core
 
@@ -200,6 +202,47 @@ def save_text_model(model: TextModel, folder: Path) -> None:
     (folder / "terms.json").write_text(json.dumps(meta, ensure_ascii=False))
 
 
+# The `Listings` arrays that a text model makes (the rest are the same whatever model reads them).
+TEXT_ARRAYS = ("name_char", "text_rows", "text_across", "text_counts", "has_desc")
+TEXT_FOR = "text_for"  # a store's folder of its listings' text arrays made by other text models
+
+
+def text_model_digest(model: TextModel) -> str:
+    """What tells text models apart: a digest of their vocabularies and weights."""
+    arrays, meta = model.to_arrays()
+    digest = hashlib.sha256(json.dumps(meta, ensure_ascii=False).encode())
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def listings_for_model(store: Path, data_dir: Path, model: TextModel) -> Listings:
+    """The store's listings with the text arrays that `model` makes of them: a model trained on
+    other data (a store of other raw files) reads its own vocabularies and idf, not the ones fitted
+    on this store's names, or a pair's score would depend on which other listings the folder
+    holds. Made from the raw files in `data_dir` the first time, then kept in the store."""
+    listings = load_listings(store)
+    digest = text_model_digest(model)
+    if digest == text_model_digest(load_text_model(store / TEXT_MODEL)):
+        return listings
+    folder = store / TEXT_FOR / digest
+    if not folder.is_dir():
+        log.info(
+            "The model was trained on other data: making these listings' text features with its "
+            "text model (once; kept in %s)",
+            folder,
+        )
+        ids = np.load(store / "item_ids.npy")
+        with atomic_dir(folder) as out:
+            names = _text_words(data_dir, ids, "name")
+            arrays = {"name_char": model.char_tfidf(names)}
+            arrays |= text_rows(model, names, _text_words(data_dir, ids, "description"))
+            save_arrays(out, arrays)
+    made = Listings.load(folder, only=TEXT_ARRAYS)
+    return replace(listings, **{name: getattr(made, name) for name in TEXT_ARRAYS})
+
+
 def load_text_model(folder: Path) -> TextModel:
     meta = json.loads((folder / "terms.json").read_text())
     arrays = {p.stem: np.load(p, allow_pickle=False) for p in folder.glob("*.npy")}
@@ -266,7 +309,8 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
     if pf is None or not present:
         nothing = pa.nulls(len(ids), pa.string())
         return attribute_rows(nothing), category_codes(nothing)
-    where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
+    rows = lookup(ids, read_columns(pf, path, ["variantid"]).column(0).to_numpy())
+    where = _row_of(ids, rows)
     if where.null_count:
         log.info(
             "%s has no row for %s of the %s listings: their attribute and category features are "
@@ -283,7 +327,15 @@ def _attribute_fields(data_dir: Path, ids: np.ndarray) -> tuple[list[sp.csr_matr
             file_rows,
         )
 
+    for name in present:
+        _warn_conflicting(path, name, ids, rows, partial(column, name))
     attributes = attribute_rows(column("characteristic_attributes_mapping"), str(path))
+    if "characteristic_attributes_mapping" in present and attributes[0].nnz == 0:
+        log.warning(
+            "%s: column 'characteristic_attributes_mapping' names no attribute in any row; the "
+            "attribute features are marked missing",
+            path,
+        )
     categories = category_codes(column("categories", ("categories",)))  # few distinct paths
     return [_in_listing_order(m, where) for m in attributes], _in_listing_order(categories, where)
 
@@ -312,17 +364,48 @@ def _text_words(data_dir: Path, ids: np.ndarray, name: str) -> Words:
     pf, present = _field_file(path, (name,))
     if pf is None or not present:
         return Words.of(pa.nulls(len(ids), pa.string()))
-    where = _row_of(ids, read_columns(pf, path, ["variantid"]).column(0))
+    rows = lookup(ids, read_columns(pf, path, ["variantid"]).column(0).to_numpy())
+    where = _row_of(ids, rows)
     values = read_columns(pf, path, [name]).column(0).combine_chunks()
+    _warn_conflicting(path, name, ids, rows, lambda: values)
     words = Words.of(values, DESCRIPTION_CHARS if name == "description" else None)
+    if not any(words.normalised):  # no word with text (stops at the first that has)
+        log.warning(
+            "%s: column '%s' holds no text in any row; its features are marked missing", path, name
+        )
     words.rows = _in_listing_order(words.rows, where)
     return words
 
 
-def _row_of(ids: np.ndarray, variantid: pa.ChunkedArray) -> pa.Array:
-    """The table row of each of `ids` (a repeated id: its last row); null for ids the table
-    lacks."""
-    rows = lookup(ids, variantid.to_numpy())
+def _warn_conflicting(
+    path: Path, name: str, ids: np.ndarray, rows: np.ndarray, values: Callable[[], pa.Array]
+) -> None:
+    """A variantid in several rows of a file (`rows`: each file row's listing, -1 none) reads its
+    last row's field: told where those rows disagree (the embeddings' are refused,
+    `tables._check_repeats`; a field is kept as read). `values()` reads the field's column, where
+    an id repeats."""
+    found = rows >= 0
+    counts = np.bincount(rows[found], minlength=len(ids))
+    if counts.max(initial=0) <= 1:  # the usual table
+        return
+    repeated = np.flatnonzero(found & (counts[np.maximum(rows, 0)] > 1))
+    frame = pa.table({"row": rows[repeated], "value": values().take(pa.array(repeated))})
+    differing = frame.to_pandas().groupby("row")["value"].nunique(dropna=False)
+    differing = differing[differing > 1]
+    if len(differing):
+        log.warning(
+            "%s: %s variantids appear in several rows with different '%s' (e.g. %s); the last "
+            "row is read: deduplicate the table",
+            path,
+            f"{len(differing):,}",
+            name,
+            ids[differing.index[0]],
+        )
+
+
+def _row_of(ids: np.ndarray, rows: np.ndarray) -> pa.Array:
+    """The table row of each of `ids` (`rows`: the listing of each table row, -1 none; a repeated
+    id: its last row); null for ids the table lacks."""
     inside = np.flatnonzero(rows >= 0)
     index = np.zeros(len(ids), np.int64)
     found = np.zeros(len(ids), bool)

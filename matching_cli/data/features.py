@@ -329,6 +329,8 @@ def picture_arrays(
             value = None if column is None else column[i]
             if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
                 continue  # None, NaN, or no pictures
+            if isinstance(value[0], (int, float, np.number)):  # one vector, not a list of them
+                value = [value]
             value = [np.asarray(v, dtype=np.float32) for v in value[:limit] if v is not None]
             block = np.asarray(value)
             if limit is None and block.ndim == 2 and block.shape[0]:

@@ -175,6 +175,7 @@ def _entry_hashes(found: list[list[tuple[int, int, int, int]] | None]) -> list[s
 def attribute_rows(column: pa.Array, source: str | None = None) -> list[sp.csr_matrix]:
     """The four hashed attribute matrices: names, name=values, numeric names, name=number. Texts
     that are no JSON object give empty rows, and a warning that counts them (naming `source`)."""
+    _warn_cut_short(column, source)
     split = pc.split_pattern_regex(pc.fill_null(column, ""), _ENTRY_END)
     lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
     codes, pieces = distinct(pc.list_flatten(split))
@@ -209,6 +210,25 @@ def attribute_rows(column: pa.Array, source: str | None = None) -> list[sp.csr_m
         matrix.sort_indices()
         matrices.append(matrix)
     return matrices
+
+
+def _warn_cut_short(column: pa.Array, source: str | None) -> None:
+    """Values that begin a JSON object and do not end it (cut at a length limit on export?) are
+    read as far as they go, their last entry perhaps short of values: told, with a count. Only the
+    few values that do not end in "}" are looked at closer."""
+    ends = pc.fill_null(pc.ends_with(column, "}"), True)
+    if pc.all(ends).as_py():
+        return
+    text = pc.utf8_trim_whitespace(column.filter(pc.invert(ends)))
+    cut = pc.and_(pc.starts_with(text, "{"), pc.invert(pc.ends_with(text, "}")))
+    if pc.any(cut).as_py():
+        log.warning(
+            "%s%s 'characteristic_attributes_mapping' values end before their JSON object does "
+            "(e.g. %r); they are read as far as they go",
+            f"{source}: " if source else "",
+            f"{pc.sum(cut).as_py():,}",
+            text.filter(cut)[0].as_py()[-80:],
+        )
 
 
 def _warn_unreadable(source: str | None, texts: list[str]) -> None:

@@ -555,6 +555,9 @@ def _sources_present(data_dir: Path) -> bool:
     return True
 
 
+SMALL_SPLIT = 30  # pairs: fewer in validation or test, and their figures are mostly chance
+
+
 def split_pairs(
     left: np.ndarray, right: np.ndarray, target: np.ndarray, data: DataSettings
 ) -> tuple[np.ndarray, SplitReport]:
@@ -585,6 +588,17 @@ def split_pairs(
         report.positive_share[name] = float(target[mask].mean()) if mask.any() else 0.0
     if min(report.sizes.values()) == 0:
         raise DataError(f"too few pairs ({n}) to fill the train, validation and test splits")
+    for name in SPLITS[1:]:
+        size, share = report.sizes[name], report.positive_share[name]
+        if size < SMALL_SPLIT or share in (0.0, 1.0):
+            kind = "all matches" if share == 1.0 else "no match" if share == 0.0 else "few"
+            log.warning(
+                "The %s split holds %d pairs (%s): what is chosen or measured on it (the "
+                "threshold, the best epoch, the test metrics) means little; label more pairs",
+                name,
+                size,
+                kind,
+            )
     return split, report
 
 

@@ -59,7 +59,13 @@ def open_parquet(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        if _looks_like_csv(path):
+        separator = _text_separator(path)
+        if separator == "\t":
+            raise DataError(
+                f"{path}: not a readable parquet file but text separated by tabs (TSV?); write it "
+                "as parquet, or as a CSV (commas) named *.csv where a CSV is read"
+            ) from None
+        if separator == ",":
             raise DataError(
                 f"{path}: not a readable parquet file but text (CSV?); name it *.csv where a "
                 "CSV is read (pairs for predict and evaluate --pairs, match --listings), or "
@@ -109,14 +115,18 @@ def csv_table(path: Path, types: dict[str, pa.DataType]) -> pa.Table:
     return pa.Table.from_batches(list(csv_batches(path, types)), schema=schema)
 
 
-def _looks_like_csv(path: Path) -> bool:
+def _text_separator(path: Path) -> str | None:
+    """ "," or "\t" where the file starts with a line of text holding one (a CSV or TSV header);
+    else None."""
     with path.open("rb") as f:
         head = f.read(256)
     try:
         first_line = head.decode("utf-8-sig").splitlines()[0]
     except (UnicodeDecodeError, IndexError):
-        return False
-    return first_line.isprintable() and "," in first_line
+        return None
+    if not first_line.replace("\t", " ").isprintable():
+        return None
+    return "\t" if "\t" in first_line else "," if "," in first_line else None
 
 
 def corrupt_inside(path: Path, batches: Iterable[_T]) -> Iterator[_T]:

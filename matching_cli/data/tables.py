@@ -28,6 +28,7 @@ from matching_cli.data.readers import (
     check_columns,
     corrupt_inside,
     csv_table,
+    first_line,
     int64_ids,
     is_csv,
     list_depth,
@@ -463,8 +464,12 @@ def read_pairs(
         {"target": "number"} if labelled else {}
     )
     if is_csv(path):
-        types = {"int": pa.int64(), "number": pa.float64()}
+        # The label as text: pandas writes a boolean column as True/False.
+        types = {"int": pa.int64(), "number": pa.string()}
         table = csv_table(path, {name: types[kind] for name, kind in columns.items()})
+        if labelled:
+            target = _csv_number(table.column("target"), path, "target")
+            table = table.set_column(table.schema.get_field_index("target"), "target", target)
     else:
         pf = open_parquet(path)
         check_columns(pf, path, columns)
@@ -499,6 +504,22 @@ def read_pairs(
             f"{path}: every pair has target {int(pairs.target[0])}; training needs both classes"
         )
     return pairs
+
+
+def _csv_number(column: pa.ChunkedArray, path: Path, name: str) -> pa.ChunkedArray:
+    """A CSV column of numbers or true/false (any case) as float64; an empty field is null."""
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+    text = pc.replace_substring_regex(
+        pc.replace_substring_regex(text, "^true$", "1"), "^false$", "0"
+    )
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    try:
+        return pc.cast(text, pa.float64())
+    except pa.ArrowInvalid as e:
+        raise DataError(
+            f"{path}: column '{name}' holds text that is no number ({first_line(e)}); every pair "
+            "needs 0 or 1"
+        ) from None
 
 
 def _targets(column: pa.ChunkedArray, path: Path) -> np.ndarray:
@@ -543,6 +564,14 @@ def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[s
         )
         level2 = [None if c is _UNREADABLE else c for c in level2]
     names = sorted({c for c in level2 if c is not None})
+    if not names and len(texts) > len(unreadable):
+        shown = next(t for t in texts if t not in set(unreadable))
+        log.warning(
+            "%s: no 'categories' value has the key \"2\" (e.g. %r); the category features and "
+            'the per-category metric are left out (DATA.md: {"1": ..., "2": ..., ...})',
+            path,
+            shown[:80],
+        )
     code_of = np.array([names.index(c) if c is not None else -1 for c in level2] + [-1], np.int32)
     rows = lookup(ids, table.column("variantid").to_numpy())
     inside = rows >= 0

@@ -132,6 +132,11 @@ def match_job(
         run_id = run.id
         with clock("blocking"):
             groups = prepared.item_category if match.same_category else None
+            if groups is not None and not (groups >= 0).any():
+                log.warning(
+                    "--same-category: no listing has a level-2 category (see prepare's log): "
+                    "every listing is compared with all others"
+                )
             candidates = find_candidates(
                 prepared.items.matrix,
                 queries,

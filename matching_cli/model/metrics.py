@@ -41,7 +41,10 @@ def category_pr_auc(target: np.ndarray, score: np.ndarray, category: np.ndarray)
 
 
 def best_f1_threshold(target: np.ndarray, score: np.ndarray) -> float:
-    """The score threshold with the best F1; scores >= threshold are matches."""
+    """The score threshold with the best F1; scores >= threshold are matches. Without a match
+    among the pairs there is no F1 to make best: 0.5."""
+    if not target.any():
+        return 0.5
     precision, recall, thresholds = precision_recall_curve(target, score)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[int(np.argmax(f1[:-1]))])
@@ -96,6 +99,8 @@ def confusion(target: np.ndarray, score: np.ndarray, threshold: float) -> np.nda
 def precision_threshold(target: np.ndarray, score: np.ndarray, precision: float) -> float | None:
     """The lowest score threshold at which the pairs scored at or above it are at least `precision`
     matches (None when no threshold reaches it); scores >= threshold are matches."""
+    if not target.any():
+        return None
     found, _, thresholds = precision_recall_curve(target, score)
     reached = np.flatnonzero(found[:-1] >= precision)
     return float(thresholds[reached[0]]) if len(reached) else None
