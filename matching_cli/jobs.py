@@ -21,7 +21,7 @@ from matching_cli.choices import Engine, Head, OnMissing, RunStatus, StopReason
 from matching_cli.data.feature_store import TEXT_MODEL, columns_for
 from matching_cli.data.pairs import feature_names
 from matching_cli.data.prepare import PairSet, Prepared, ensure_prepared
-from matching_cli.data.readers import check_input_file
+from matching_cli.data.readers import check_columns, check_input_file, is_csv, open_parquet
 from matching_cli.data.tables import read_pairs
 from matching_cli.errors import DataError, ModelError, OutputError
 from matching_cli.files import check_output, check_report_dir, is_stdout, json_text
@@ -630,11 +630,21 @@ def _warn_if_seen(path: Path, left: np.ndarray, right: np.ndarray, prepared: Pre
         )
 
 
-def _check_not_an_input(out_path: Path, pairs_path: Path, data_dir: Path) -> None:
+# Names that promise a form the scores are not written in (a compressed or JSON file).
+_NOT_WRITTEN = {".gz", ".bz2", ".xz", ".zst", ".zip", ".json", ".jsonl", ".xlsx"}
+
+
+def _check_predict_output(out_path: Path, pairs_path: Path, data_dir: Path) -> None:
     """The scores must not replace what they are made from: the pairs file, or a file of the data
-    folder (`-o data/train.parquet` put scores where the labels were)."""
+    folder (`-o data/train.parquet` put scores where the labels were); nor go to a name that
+    promises another form (`scores.csv.gz` was plain CSV)."""
     if is_stdout(out_path):
         return
+    if out_path.suffix.lower() in _NOT_WRITTEN:
+        raise OutputError(
+            f"--output {out_path}: scores are written as parquet (*.parquet) or as plain CSV "
+            f"(any other name), not {out_path.suffix}; name it *.csv or *.parquet"
+        )
     target = Path(os.path.realpath(out_path))
     if target == Path(os.path.realpath(pairs_path)):
         raise OutputError(f"--output {out_path}: is the pairs file being scored; write elsewhere")
@@ -659,10 +669,14 @@ def predict_job(
     reporter = reporter or NullReporter()
     _check_pairs_file(pairs_path, "pairs (variantid1, variantid2)")
     check_output(out_path, "--output")  # before the model is loaded and the data prepared
-    _check_not_an_input(out_path, pairs_path, settings.data.dir)
+    _check_predict_output(out_path, pairs_path, settings.data.dir)
     tracking.configure(settings.mlflow, create=False)
     if engine == Engine.spark:
         from matching_cli.scale.spark import spark_predict
+
+        if not is_csv(pairs_path):  # the same refusals as the local engine's, before Spark starts
+            pf = open_parquet(pairs_path)
+            check_columns(pf, pairs_path, {"variantid1": "int", "variantid2": "int"})
 
         run_id = tracking.find_training_run(run_id, settings.mlflow.experiment).info.run_id
         summary = spark_predict(

@@ -577,3 +577,11 @@ def test_a_listing_in_two_rows_with_different_fields_is_warned_of(project):
     told = " ".join(result.stderr.split())
     assert "5 variantids appear in several rows with different 'name'" in told, told
     assert "5 variantids appear in several rows with different 'categories'" in told, told
+
+
+@pytest.mark.parametrize("name", ["scores.csv.gz", "scores.json"])
+def test_predict_refuses_a_name_that_promises_another_form(in_trained, tmp_path, name):
+    """`-o scores.csv.gz` wrote plain CSV, which `pd.read_csv` then failed to decompress."""
+    result = invoke("predict", "data/test.parquet", "-o", str(tmp_path / name))
+    _one_line_error(result, "name it *.csv or *.parquet")
+    assert not (tmp_path / name).exists()

@@ -155,3 +155,17 @@ def test_the_request_columns_are_read_without_leaving_a_temporary_folder(
     columns = request_columns(f"runs:/{run_id}/model")
     assert "name_1" in columns and "name_bert_64_2" in columns
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_spark
+def test_the_spark_engine_refuses_what_the_local_one_does(in_trained, tmp_path):
+    """Ids stored as text were scored by Spark and refused by the local engine."""
+    pairs = pd.read_parquet("data/test.parquet").head(5).astype({"variantid1": str})
+    pairs.to_parquet(tmp_path / "text_ids.parquet")
+    for engine in ("local", "spark"):
+        result = invoke(
+            "predict", str(tmp_path / "text_ids.parquet"), "-o", str(tmp_path / "s.csv"),
+            "--engine", engine,
+        )  # fmt: skip
+        assert result.exit_code == 1, (engine, result.stderr)
+        assert "column 'variantid1' should be an integer" in result.stderr, result.stderr
