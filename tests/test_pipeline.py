@@ -358,6 +358,14 @@ def test_on_other_data_predict_reads_the_text_model_the_run_was_trained_with(
     # Made once, kept in the store: the next command reads them.
     again = invoke(*args, "-o", str(tmp_path / "again.csv"))
     assert again.exit_code == 0 and "making these listings' text" not in again.stderr
+    # Cut short, they are made again, to the same scores.
+    made = next((tmp_path / "prepared").glob("*/text_for/*/text_counts.npy"))
+    made.write_bytes(made.read_bytes()[:-100])
+    remade = invoke(*args, "-o", str(tmp_path / "remade.csv"))
+    assert remade.exit_code == 0 and "is damaged" in remade.stderr, remade.stderr
+    np.testing.assert_array_equal(
+        pd.read_csv(tmp_path / "remade.csv")["score"], pd.read_csv(tmp_path / "cli.csv")["score"]
+    )
     evaluated = invoke("evaluate", "--run-id", run_id, "--data-dir", str(other), "--json")
     assert evaluated.exit_code == 0, evaluated.stderr
 

@@ -44,6 +44,7 @@ from matching_cli.data.pairs import FAMILIES, TEXT_FAMILIES, feature_names, pair
 from matching_cli.data.readers import (
     check_columns,
     corrupt_inside,
+    first_line,
     open_parquet,
     read_columns,
     row_group_batches,
@@ -227,18 +228,23 @@ def listings_for_model(store: Path, data_dir: Path, model: TextModel) -> Listing
     if digest == text_model_digest(load_text_model(store / TEXT_MODEL)):
         return listings
     folder = store / TEXT_FOR / digest
-    if not folder.is_dir():
-        log.info(
-            "The model was trained on other data: making these listings' text features with its "
-            "text model (once; kept in %s)",
-            folder,
-        )
-        ids = np.load(store / "item_ids.npy")
-        with atomic_dir(folder) as out:
-            names = _text_words(data_dir, ids, "name")
-            arrays = {"name_char": model.char_tfidf(names)}
-            arrays |= text_rows(model, names, _text_words(data_dir, ids, "description"))
-            save_arrays(out, arrays)
+    if folder.is_dir():
+        try:
+            made = Listings.load(folder, only=TEXT_ARRAYS)
+            return replace(listings, **{name: getattr(made, name) for name in TEXT_ARRAYS})
+        except (OSError, ValueError, KeyError, EOFError) as e:  # cut short: made again
+            log.warning("%s is damaged (%s): making it again", folder, first_line(e))
+    log.info(
+        "The model was trained on other data: making these listings' text features with its text "
+        "model (once; kept in %s)",
+        folder,
+    )
+    ids = np.load(store / "item_ids.npy")
+    with atomic_dir(folder) as out:
+        names = _text_words(data_dir, ids, "name")
+        arrays = {"name_char": model.char_tfidf(names)}
+        arrays |= text_rows(model, names, _text_words(data_dir, ids, "description"))
+        save_arrays(out, arrays)
     made = Listings.load(folder, only=TEXT_ARRAYS)
     return replace(listings, **{name: getattr(made, name) for name in TEXT_ARRAYS})
 
