@@ -217,8 +217,7 @@ def _train_and_track(
         run.status = RunStatus.killed if interrupted else RunStatus.finished
         registered = None
         if register is not None and not interrupted:  # a stopped run registers once resumed
-            registered = f"models:/{register}/{tracking.register_model(run.id, register)}"
-            log.info("Registered the model as %s", registered)
+            registered = tracking.register_model(run.id, register)
     if run.status == RunStatus.killed:
         log.warning(
             "Interrupted: the best model so far (epoch %d) is saved in %s; "

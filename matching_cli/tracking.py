@@ -321,13 +321,16 @@ class MlflowCallback(Callback):
 REGISTRY_URI = "models:/"
 
 
-def register_model(run_id: str, name: str) -> int:
-    """Register the run's served model as a new version of `name` (created when new): its number."""
+def register_model(run_id: str, name: str) -> str:
+    """Register the run's served model as a new version of `name` (created when new): its
+    `models:/NAME/VERSION` URI, logged."""
     try:
         version = mlflow.register_model(f"runs:/{run_id}/model", name)
     except MlflowException as e:
         raise ModelError(f"--register {name}: {e.message}") from None
-    return int(version.version)
+    uri = f"{REGISTRY_URI}{name}/{version.version}"
+    log.info("Registered the model as %s", uri)
+    return uri
 
 
 def set_alias(name: str, version: int, alias: str) -> None:

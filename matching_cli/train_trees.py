@@ -105,8 +105,7 @@ def train_trees_job(
         finishing.close()
         registered = None
         if register is not None:
-            registered = f"models:/{register}/{tracking.register_model(run.id, register)}"
-            log.info("Registered the model as %s", registered)
+            registered = tracking.register_model(run.id, register)
     log.info("Model saved in %s", folder)
     return RunResult(
         run.id,
