@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workdir",
         type=Path,
         default=None,
-        help="where data goes (default: a new folder in /tmp, deleted)",
+        help="where data goes, and is kept (default: a new folder in /tmp, deleted at the end)",
     )
     p.add_argument("--keep", action="store_true", help="keep the working folder")
     p.add_argument("--out", type=Path, default=None, help="also write the table to this file")

@@ -731,7 +731,7 @@ def match(
     same_category: Annotated[
         bool | None,
         typer.Option(
-            "--same-category",
+            "--same-category/--no-same-category",
             help=setting_help("Pair only listings of one level-2 category", "match.same_category"),
         ),
     ] = None,
@@ -776,7 +776,7 @@ def match(
     all_pairs: Annotated[
         bool | None,
         typer.Option(
-            "--all-pairs",
+            "--all-pairs/--no-all-pairs",
             help=setting_help("pairs.parquet: every scored candidate", "match.all_pairs"),
         ),
     ] = None,
@@ -801,13 +801,13 @@ def match(
             "output": out_dir,
             "method": method,
             "exact_max": exact_max,
-            # A flag given turns a setting on; not given, the setting stands.
-            "same_category": same_category or None,
+            # A flag given, either way, overrides the setting; not given (None), it stands.
+            "same_category": same_category,
             "join_threshold": join_threshold,
             "max_group": max_group,
             "ivf_probes": probes,
             "hnsw_ef_search": ef_search,
-            "all_pairs": all_pairs or None,
+            "all_pairs": all_pairs,
         },
     )
     options = MatchOptions(

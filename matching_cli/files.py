@@ -7,13 +7,16 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
 import shutil
+import signal
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any, BinaryIO
 
 from matching_cli.errors import MatchingError, OutputError
 
+log = logging.getLogger(__name__)
 STDOUT = Path("-")
 # Errors that mean "no room": a full disk, a quota, a file-size limit (ulimit -f).
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -53,14 +57,42 @@ def check_writable_parent(path: Path, what: str) -> None:
         raise MatchingError(f"{what} {path}: folder {parent} is not writable")
 
 
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held while the block runs (results being put in place and their run
+    closed: stopping there would leave them whole but called killed); one that came is told after.
+    Only the main thread can hold them: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _: came.append(signum)) for s in _STOPS}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+        if came:
+            log.warning("Stopped as the results were put in place: they are whole, and kept")
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
 def check_report_dir(path: Path) -> None:
-    """`--report-dir` is written when the work is done (a whole training): a folder that could not
-    be made there, or not written, is told before it."""
-    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise OutputError(f"--report-dir {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise OutputError(f"--report-dir {path}: folder {existing} is not writable; choose another")
+    """`--report-dir` is written when the work is done (a whole training): made now, and a file
+    tried in it, so that a folder that cannot be made or written is told before the work."""
+    try:
+        not_folder = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+        if not_folder is not None and not not_folder.is_dir():
+            raise OutputError(f"--report-dir {path}: {not_folder} is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OutputError(
+            f"--report-dir {path}: cannot write there ({e.strerror or e}); choose another folder"
+        ) from None
 
 
 def fingerprint_file(path: Path) -> str:

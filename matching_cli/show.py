@@ -47,7 +47,8 @@ def run_table(title: str, result: RunResult) -> Table:
         table.add_row(name, f"{value:.4f}")
     if result.threshold is not None:
         table.add_section()
-        table.add_row("threshold (best F1 on validation)", f"{result.threshold:.4f}")
+        # On validation, or on the cross-fitted trees' out-of-fold scores of train and validation.
+        table.add_row("threshold (best F1, chosen in training)", f"{result.threshold:.4f}")
     if result.head is not None:
         table.add_row("head", str(result.head))
     if result.best_epoch is not None:

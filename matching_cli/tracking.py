@@ -3,6 +3,8 @@ entry point, which MLflow runs by itself)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -321,11 +323,30 @@ class MlflowCallback(Callback):
 REGISTRY_URI = "models:/"
 
 
+@contextmanager
+def _registry_quiet() -> Iterator[None]:
+    """MLflow's registry prints its own lines ("Created version '3' of model ...") to stderr, and
+    warns that MLflow 3 registers the logged model rather than the run's artefact path: ours says
+    what was registered; `--verbose` (MLflow's loggers at DEBUG) shows theirs."""
+    if logging.getLogger("mlflow").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    registry = logging.getLogger("mlflow.tracking._model_registry")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        registry.setLevel(level)
+
+
 def register_model(run_id: str, name: str) -> str:
     """Register the run's served model as a new version of `name` (created when new): its
     `models:/NAME/VERSION` URI, logged."""
     try:
-        version = mlflow.register_model(f"runs:/{run_id}/model", name)
+        with _registry_quiet():
+            version = mlflow.register_model(f"runs:/{run_id}/model", name)
     except MlflowException as e:
         raise ModelError(f"--register {name}: {e.message}") from None
     uri = f"{REGISTRY_URI}{name}/{version.version}"

@@ -585,3 +585,30 @@ def test_predict_refuses_a_name_that_promises_another_form(in_trained, tmp_path,
     result = invoke("predict", "data/test.parquet", "-o", str(tmp_path / name))
     _one_line_error(result, "name it *.csv or *.parquet")
     assert not (tmp_path / name).exists()
+
+
+def test_match_flags_turn_a_setting_off_and_a_failed_match_leaves_no_folders(
+    in_trained, tmp_path, monkeypatch
+):
+    """`same_category = true` in the settings could not be turned off on the command line; `-o
+    a/b/c` made a/b before a failure that followed."""
+    monkeypatch.setenv("MATCHING_MATCH__SAME_CATEGORY", "true")
+    result = invoke("match", "--no-same-category", "-o", str(tmp_path / "m"), "--json")
+    assert result.exit_code == 0, result.stderr
+    params = mlflow.MlflowClient().get_run(json.loads(result.stdout)["run_id"]).data.params
+    assert params["same_category"] == "False"
+    failed = invoke("match", "--run-id", "f" * 32, "-o", str(tmp_path / "new" / "x" / "y"))
+    assert failed.exit_code == 1 and not (tmp_path / "new").exists()
+
+
+def test_a_store_made_by_other_code_is_made_again(project, monkeypatch):
+    """dvc.yaml reruns prepare when `matching_cli/data` changes, and prepare called the store made
+    by the old code up to date: dvc.lock then recorded the new code beside the old arrays."""
+    assert invoke("prepare").exit_code == 0
+    monkeypatch.setattr(prepare_module, "code_digest", lambda: "another version of data/")
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.stderr
+    assert "up to date" not in result.stderr
+    assert json.loads(store().joinpath("manifest.json").read_text())["code"] == (
+        "another version of data/"
+    )

@@ -136,7 +136,7 @@ def test_training_table_and_json_show_the_threshold_and_the_best_epoch(project):
     result = invoke("train", *FAST)
     assert result.exit_code == 0, result.stderr
     out = words(result.stdout)
-    assert re.search(r"threshold \(best F1 on validation\) │ 0\.\d{4}", out), result.stdout
+    assert re.search(r"threshold \(best F1, chosen in training\) │ 0\.\d{4}", out), result.stdout
     assert re.search(r"best epoch \(weights kept\) │ [123] of 3", out), result.stdout
 
     result = invoke("train", *FAST, "--json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,3 +142,23 @@ def test_a_signal_during_the_epochs_shows_the_run_and_exits_130(project, monkeyp
     out, err = process.communicate(timeout=90)
     assert process.returncode == 130, err
     assert json.loads(out)["status"] == "KILLED"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_as_match_puts_its_results_in_place_keeps_them(in_trained, monkeypatch, signum):
+    """A Ctrl-C just after the output folder was swapped exited 130 ("Interrupted.") over the new
+    results, their run KILLED. Held from the moment they are whole to their run's end, it is told
+    after, and the results and their run stand."""
+    end = tracking._end
+
+    def stopped_then_end(tracked, keep_status):
+        os.kill(os.getpid(), signum)  # a real signal, as the folder is in place
+        end(tracked, keep_status)
+
+    monkeypatch.setattr(tracking, "_end", stopped_then_end)
+    result = invoke("match", "-o", "matches_held", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "Stopped as the results were put in place" in result.stderr
+    summary = json.loads(Path("matches_held/summary.json").read_text())
+    assert mlflow.MlflowClient().get_run(summary["run_id"]).info.status == "FINISHED"
+    shutil.rmtree("matches_held")  # the shared run's folder, as it was

@@ -230,7 +230,8 @@ def test_auto_fits_trees_on_a_small_catalogue_and_the_mlp_when_its_options_are_g
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
     default = invoke(*stage["cmd"].split()[1:], "--seed", "7", "--json")
     assert default.exit_code == 0, default.stderr
-    for output in stage["metrics"] + stage["plots"]:
+    reports = [out for out in stage["outs"] if "reports/" in str(out)]
+    for output in stage["metrics"] + stage["plots"] + reports:
         assert all(Path(path).is_file() for path in output), output
     # ... and `dvc plots show` draws dvc.yaml's plots of that history (a trees one: no epochs).
     plots = {"plots": yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]}

@@ -161,7 +161,9 @@ def find_candidates(
     present = _present(matrix)
     if len(present) < len(matrix):
         log.info(
-            "Listings with no embedding at all get no candidates: %s", len(matrix) - len(present)
+            "Listings with no embedding at all get no neighbours by embedding (text blocking may "
+            "still pair them): %s",
+            len(matrix) - len(present),
         )
     codes = np.zeros(len(matrix), np.int64) if groups is None else groups.astype(np.int64)
     is_query = np.zeros(len(matrix), bool)

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import torch
 from matching_cli import tracking
 from matching_cli.data.feature_store import PairFeaturizer
 from matching_cli.data.layout import TRUTH_FILE
-from matching_cli.files import atomic_dir, json_text
+from matching_cli.files import atomic_dir, interrupts_held, json_text
 from matching_cli.loading import load_model_run
 from matching_cli.match.blocking import (
     Candidates,
@@ -128,7 +128,10 @@ def match_job(
         "device": str(device),
         "data_fingerprint": prepared.fingerprint,
     }
-    with tracking.run("match", run_name, tags) as run:
+    # Interrupts are held from the moment the results are whole until their run is closed: one
+    # that came as the output folder was swapped exited 130 over new results and a KILLED run.
+    held = ExitStack()
+    with held, tracking.run("match", run_name, tags) as run:
         run_id = run.id
         with clock("blocking"):
             groups = prepared.item_category if match.same_category else None
@@ -136,6 +139,12 @@ def match_job(
                 log.warning(
                     "--same-category: no listing has a level-2 category (see prepare's log): "
                     "every listing is compared with all others"
+                )
+            elif groups is not None and (groups < 0).any():
+                log.info(
+                    "--same-category: %s listings have no level-2 category: they are compared "
+                    "with each other only",
+                    f"{int((groups < 0).sum()):,}",
                 )
             candidates = find_candidates(
                 prepared.items.matrix,
@@ -213,6 +222,7 @@ def match_job(
                     write_clusters(staging / "clusters.parquet", prepared.items.ids, labels, scope),
                 ]
             _log_result(result, files, staging)
+            held.enter_context(interrupts_held())
     return result
 
 
