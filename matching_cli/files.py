@@ -80,19 +80,27 @@ _STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def check_report_dir(path: Path) -> None:
-    """`--report-dir` is written when the work is done (a whole training): made now, and a file
-    tried in it, so that a folder that cannot be made or written is told before the work."""
+    """`--report-dir` is written when the work is done (a whole training): made now, a file tried
+    in it and what was made removed again, so that a folder that cannot be made or written is told
+    before the work, and a command that fails later leaves none behind."""
+    made: list[Path] = []
     try:
-        not_folder = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
-        if not_folder is not None and not not_folder.is_dir():
-            raise OutputError(f"--report-dir {path}: {not_folder} is a file, not a folder")
-        path.mkdir(parents=True, exist_ok=True)
+        existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise OutputError(f"--report-dir {path}: {existing} is a file, not a folder")
+        for folder in reversed([path, *path.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                made.append(folder)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
         raise OutputError(
             f"--report-dir {path}: cannot write there ({e.strerror or e}); choose another folder"
         ) from None
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
 
 
 def fingerprint_file(path: Path) -> str:

@@ -516,6 +516,9 @@ def test_a_report_dir_that_cannot_be_made_is_told_before_training(project):
     result = invoke("train", *FAST[2:], "--report-dir", "notes.txt/reports")
     _one_line_error(result, "--report-dir notes.txt/reports", "is a file, not a folder")
     assert "training" not in result.stderr.lower()
+    # Tried before the work, not left behind by a command that fails after the check.
+    failed = invoke("evaluate", "--run-id", "f" * 32, "--report-dir", "new/reports")
+    assert failed.exit_code == 1 and not Path("new").exists()
 
 
 def test_predict_does_not_write_over_what_it_reads(in_trained, tmp_path):
