@@ -46,12 +46,31 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file at or above `path` that keeps a folder from being made there (the nearest path
+    that exists, where it is no folder); None where there is none."""
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def check_can_make(path: Path, what: str) -> None:
+    """A folder `path` can be made later: no file in the way, the nearest folder that exists
+    writable. Nothing is made now (a command failing before the end leaves nothing behind)."""
+    try:
+        existing = next(p for p in path.absolute().parents if p.exists())
+    except OSError as e:
+        raise OutputError(f"{what} {path}: cannot create it ({e.strerror or e})") from None
+    if not existing.is_dir():
+        raise OutputError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"{what} {path}: folder {existing} is not writable")
+
+
 def check_writable_parent(path: Path, what: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        not_folder = next((p for p in (parent, *parent.parents) if p.exists()), None)
-        if not_folder is not None and not not_folder.is_dir():
-            raise MatchingError(f"{what} {path}: {not_folder} is a file, not a folder")
+        if (blocking := file_in_the_way(parent)) is not None:
+            raise MatchingError(f"{what} {path}: {blocking} is a file, not a folder")
         raise MatchingError(f"{what} {path}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise MatchingError(f"{what} {path}: folder {parent} is not writable")
@@ -85,9 +104,8 @@ def check_report_dir(path: Path) -> None:
     before the work, and a command that fails later leaves none behind."""
     made: list[Path] = []
     try:
-        existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise OutputError(f"--report-dir {path}: {existing} is a file, not a folder")
+        if (blocking := file_in_the_way(path)) is not None:
+            raise OutputError(f"--report-dir {path}: {blocking} is a file, not a folder")
         for folder in reversed([path, *path.parents]):
             if not folder.exists():
                 folder.mkdir()
@@ -179,10 +197,9 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except OSError as e:
         if is_no_room(e):
             raise no_room(e, path) from e
-        not_folder = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        if not_folder is not None:
+        if (blocking := file_in_the_way(path.parent)) is not None:
             raise OutputError(
-                f"{path}: {not_folder} is a file, not a folder; choose another place"
+                f"{path}: {blocking} is a file, not a folder; choose another place"
             ) from e
         raise OutputError(
             f"{path}: cannot write it ({e.strerror or e} in {path.parent}); make "

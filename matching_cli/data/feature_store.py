@@ -228,10 +228,14 @@ def listings_for_model(store: Path, data_dir: Path, model: TextModel) -> Listing
     if digest == text_model_digest(load_text_model(store / TEXT_MODEL)):
         return listings
     folder = store / TEXT_FOR / digest
+
+    def with_made() -> Listings:
+        made = Listings.load(folder, only=TEXT_ARRAYS)
+        return replace(listings, **{name: getattr(made, name) for name in TEXT_ARRAYS})
+
     if folder.is_dir():
         try:
-            made = Listings.load(folder, only=TEXT_ARRAYS)
-            return replace(listings, **{name: getattr(made, name) for name in TEXT_ARRAYS})
+            return with_made()
         except (OSError, ValueError, KeyError, EOFError) as e:  # cut short: made again
             log.warning("%s is damaged (%s): making it again", folder, first_line(e))
     log.info(
@@ -245,8 +249,7 @@ def listings_for_model(store: Path, data_dir: Path, model: TextModel) -> Listing
         arrays = {"name_char": model.char_tfidf(names)}
         arrays |= text_rows(model, names, _text_words(data_dir, ids, "description"))
         save_arrays(out, arrays)
-    made = Listings.load(folder, only=TEXT_ARRAYS)
-    return replace(listings, **{name: getattr(made, name) for name in TEXT_ARRAYS})
+    return with_made()
 
 
 def load_text_model(folder: Path) -> TextModel:

@@ -565,7 +565,8 @@ def read_categories(data_dir: Path, ids: np.ndarray) -> tuple[np.ndarray, list[s
         level2 = [None if c is _UNREADABLE else c for c in level2]
     names = sorted({c for c in level2 if c is not None})
     if not names and len(texts) > len(unreadable):
-        shown = next(t for t in texts if t not in set(unreadable))
+        unread = set(unreadable)
+        shown = next(t for t in texts if t not in unread)
         log.warning(
             "%s: no 'categories' value has the key \"2\" (e.g. %r); the category features and "
             'the per-category metric are left out (DATA.md: {"1": ..., "2": ..., ...})',

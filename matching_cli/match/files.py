@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ from matching_cli.data.readers import (
     read_columns,
 )
 from matching_cli.data.tables import Items, unique_sorted
-from matching_cli.errors import DataError, OutputError
-from matching_cli.files import atomic_file, check_own_folder
+from matching_cli.errors import DataError
+from matching_cli.files import atomic_file, check_can_make, check_own_folder
 from matching_cli.match.blocking import Candidates
 from matching_cli.match.clustering import group_sizes
 
@@ -35,16 +34,9 @@ def check_output_dir(out_dir: Path) -> None:
         "--output",
         "the folder is replaced as a whole: give a new or empty folder",
     )
-    # The folder (and any missing above it) appears only at the end; where it goes is checked now
-    # (made now, it stayed behind a command that failed before).
-    try:
-        existing = next(p for p in out_dir.absolute().parents if p.exists())
-    except OSError as e:
-        raise OutputError(f"--output {out_dir}: cannot create it ({e.strerror or e})") from None
-    if not existing.is_dir():
-        raise OutputError(f"--output {out_dir}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise OutputError(f"--output {out_dir}: folder {existing} is not writable")
+    # The folder (and any missing above it) appears only at the end; made now, it stayed behind
+    # a command that failed before.
+    check_can_make(out_dir, "--output")
 
 
 def listing_rows(items: Items, path: Path | None) -> np.ndarray:
